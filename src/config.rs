@@ -1,0 +1,265 @@
+//! Configuration: TOML on disk (or the embedded default) into typed structs, then `validate()`.
+//!
+//! Every key has a default so an empty file is a valid config; unknown keys are errors so a typo
+//! never silently falls back to a default.
+
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use thiserror::Error;
+
+/// The config shardcast runs with when started without `-c`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../conf/shardcast.toml");
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub rtmp: RtmpConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// RTMP listen address; every shard binds it with SO_REUSEPORT.
+    pub listen: String,
+    /// Number of shards (executors, one per core); absent means one per online core.
+    pub shards: Option<usize>,
+    /// Connections accepted over all shards before new ones are refused.
+    pub max_connections: usize,
+    /// Seconds a client may take to finish the handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a publisher may stay silent before it is dropped.
+    pub publish_idle_timeout_secs: u64,
+    /// Capacity of each cross-shard channel, in messages.
+    pub mesh_channel_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// Chunk size sent to players (Set Chunk Size); larger means fewer headers.
+    pub chunk_size: u32,
+    /// Largest chunk size a client may announce.
+    pub max_incoming_chunk_size: u32,
+    /// Largest message a client may send, in bytes.
+    pub max_message_size: u32,
+    /// Distinct chunk stream ids one connection may use.
+    pub max_chunk_streams: usize,
+    /// Merged-write window in milliseconds (SRS `mw_latency`): a player's queue is written at
+    /// most once per window, so larger windows mean fewer syscalls and more latency. 0 writes as
+    /// soon as the shard is idle.
+    pub mw_latency_ms: u64,
+    /// Media duration a player's queue may hold before it skips ahead to the next keyframe.
+    pub player_queue_ms: u32,
+    /// Keep the last GOP so new players start on a keyframe at once.
+    pub gop_cache: bool,
+    /// Upper bounds for one GOP cache.
+    pub gop_cache_max_frames: usize,
+    pub gop_cache_max_bytes: usize,
+    /// Window Acknowledgement Size announced to clients.
+    pub window_ack_size: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:1935".into(),
+            shards: None,
+            max_connections: 100_000,
+            handshake_timeout_secs: 10,
+            publish_idle_timeout_secs: 30,
+            mesh_channel_capacity: 4096,
+        }
+    }
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            chunk_size: 4096,
+            max_incoming_chunk_size: 16 * 1024 * 1024 - 1,
+            max_message_size: 8 * 1024 * 1024,
+            max_chunk_streams: 64,
+            mw_latency_ms: 0,
+            player_queue_ms: 5000,
+            gop_cache: true,
+            gop_cache_max_frames: 2048,
+            gop_cache_max_bytes: 32 * 1024 * 1024,
+            window_ack_size: 2_500_000,
+        }
+    }
+}
+
+impl Config {
+    /// Parse TOML text; `origin` names it in errors (a path or "embedded default").
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.message().to_string() + &span_hint(text, e.span()),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Self::from_toml(EMBEDDED_DEFAULT, "embedded default")
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.server.shards == Some(0) {
+            return invalid(
+                "server.shards",
+                "must be at least 1 (omit it for one per core)",
+            );
+        }
+        if self.server.shards.is_some_and(|n| n > 1024) {
+            return invalid("server.shards", "must be at most 1024");
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.server.handshake_timeout_secs == 0 {
+            return invalid("server.handshake_timeout_secs", "must be at least 1");
+        }
+        if self.server.mesh_channel_capacity < 16 {
+            return invalid("server.mesh_channel_capacity", "must be at least 16");
+        }
+        if !(128..=65536).contains(&self.rtmp.chunk_size) {
+            return invalid("rtmp.chunk_size", "must be between 128 and 65536");
+        }
+        if !(128..=0x7FFF_FFFF).contains(&self.rtmp.max_incoming_chunk_size) {
+            return invalid(
+                "rtmp.max_incoming_chunk_size",
+                "must be between 128 and 2147483647",
+            );
+        }
+        if self.rtmp.max_message_size < 4096 {
+            return invalid("rtmp.max_message_size", "must be at least 4096");
+        }
+        if !(8..=65599).contains(&self.rtmp.max_chunk_streams) {
+            return invalid("rtmp.max_chunk_streams", "must be between 8 and 65599");
+        }
+        if self.rtmp.mw_latency_ms > 5000 {
+            return invalid("rtmp.mw_latency_ms", "must be at most 5000");
+        }
+        if self.rtmp.player_queue_ms < 100 {
+            return invalid("rtmp.player_queue_ms", "must be at least 100");
+        }
+        if self.rtmp.window_ack_size < 4096 {
+            return invalid("rtmp.window_ack_size", "must be at least 4096");
+        }
+        Ok(())
+    }
+
+    /// The resolved RTMP listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let bad = |reason: String| ConfigError::Invalid {
+            key: "server.listen",
+            reason,
+        };
+        let mut addrs = self.server.listen.to_socket_addrs().map_err(|e| {
+            bad(format!(
+                "`{}` is not a host:port address ({e})",
+                self.server.listen
+            ))
+        })?;
+        addrs
+            .next()
+            .ok_or_else(|| bad(format!("`{}` resolves to no address", self.server.listen)))
+    }
+
+    /// Shard count, with an absent key resolved to the number of online cores.
+    pub fn shard_count(&self) -> usize {
+        self.server.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+}
+
+/// " (line N)" for a parse error with a known position.
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => {
+            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.listen_addr().unwrap().port(), 1935);
+        assert_eq!(c.rtmp.chunk_size, 4096);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_toml("[server]\nlisten_port = 5\n", "t").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("listen_port"), "{s}");
+        assert!(s.contains("line 2"), "{s}");
+    }
+
+    #[test]
+    fn bad_address_is_named() {
+        let e = Config::from_toml("[server]\nlisten = \"nope\"\n", "t").unwrap_err();
+        assert!(e.to_string().contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn zero_chunk_size_rejected() {
+        let e = Config::from_toml("[rtmp]\nchunk_size = 0\n", "t").unwrap_err();
+        assert!(e.to_string().contains("rtmp.chunk_size"), "{e}");
+    }
+
+    #[test]
+    fn zero_shards_rejected() {
+        let e = Config::from_toml("[server]\nshards = 0\n", "t").unwrap_err();
+        assert!(e.to_string().contains("server.shards"), "{e}");
+    }
+
+    #[test]
+    fn explicit_shards_win() {
+        let c = Config::from_toml("[server]\nshards = 3\n", "t").unwrap();
+        assert_eq!(c.shard_count(), 3);
+        let c = Config::from_toml("", "t").unwrap();
+        assert!(c.shard_count() >= 1);
+    }
+}

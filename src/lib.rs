@@ -1,0 +1,17 @@
+//! shardcast: a thread-per-core RTMP live media server on io_uring.
+//!
+//! # Layout, in data-flow order
+//! - [`config`]: TOML into typed, validated settings.
+//! - [`rtmp`]: the protocol without I/O: handshake, chunk codec, AMF0, messages, and the server
+//!   and client session state machines.
+//! - [`media`]: frames, codec sniffing, the GOP cache, timestamp smoothing.
+//! - [`server`]: one shard's work: accept -> conn (the socket loop) -> shard (owner registry,
+//!   streams) -> stream fan-out to local players -> mesh (one message per subscribed shard) ->
+//!   writer (bounded queue, batched vectored writes).
+//! - [`runtime`]: glommio glue: one pinned executor per core, the mesh, limits and signals.
+
+pub mod config;
+pub mod media;
+pub mod rtmp;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,414 @@
+//! The client side of an RTMP connection as a state machine (publisher or player), for forward
+//! peers, the load generator and in-memory tests. Same shape as the server session: bytes in,
+//! bytes and events out, no I/O and no clock.
+
+use super::amf0::{Amf0Value, DecodeLimits};
+use super::chunk::{ChunkDecoder, ChunkError, ChunkWriter, DecoderLimits};
+use super::handshake::{ClientHandshake, HandshakeError};
+use super::message::{self, csid, type_id, Command, Message, MessageError, UserControl};
+use crate::media::{Frame, FrameKind};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
+    #[error("{0}")]
+    Message(#[from] MessageError),
+    #[error("server refused `{command}`: {code} {description}")]
+    Refused {
+        command: String,
+        code: String,
+        description: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    Publish,
+    Play,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub app: String,
+    pub tc_url: String,
+    /// Stream name as sent in publish/play, query included.
+    pub stream: String,
+    pub role: ClientRole,
+    /// Chunk size this client announces and sends with (publishers).
+    pub chunk_size: u32,
+    pub digest_handshake: bool,
+    /// Buffer length announced to the server (players), in ms.
+    pub buffer_ms: u32,
+}
+
+impl ClientConfig {
+    /// Builds a config from `rtmp://host[:port]/app[/...]/stream`: the last path segment is the
+    /// stream, everything before it the app.
+    pub fn from_url(url: &str, role: ClientRole) -> Option<ClientConfig> {
+        let rest = url.strip_prefix("rtmp://")?;
+        let (hostport, path) = rest.split_once('/')?;
+        let (app, stream) = path.rsplit_once('/')?;
+        if hostport.is_empty() || app.is_empty() || stream.is_empty() {
+            return None;
+        }
+        Some(ClientConfig {
+            app: app.to_string(),
+            tc_url: format!("rtmp://{hostport}/{app}"),
+            stream: stream.to_string(),
+            role,
+            chunk_size: 4096,
+            digest_handshake: false,
+            buffer_ms: 1000,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    Connected,
+    /// Publish approved: media may be sent.
+    PublishStarted,
+    /// Play approved: media will follow.
+    PlayStarted,
+    /// Any onStatus the server sent (including the ones above).
+    Status {
+        code: String,
+        level: String,
+    },
+    /// Media for a player; `metadata` marks onMetaData.
+    Media {
+        frame: Frame,
+        metadata: bool,
+    },
+    StreamEof,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Handshake,
+    Connecting,
+    CreatingStream,
+    Starting,
+    Active,
+}
+
+const TXN_CONNECT: f64 = 1.0;
+const TXN_CREATE_STREAM: f64 = 4.0;
+
+pub struct ClientSession {
+    cfg: ClientConfig,
+    hs: ClientHandshake,
+    step: Step,
+    decoder: ChunkDecoder,
+    writer: ChunkWriter,
+    out: BytesMut,
+    events: VecDeque<ClientEvent>,
+    stream_id: u32,
+    bytes_received: u64,
+    last_ack_sent: u64,
+    ack_window: u32,
+    amf_limits: DecodeLimits,
+}
+
+impl ClientSession {
+    pub fn new(cfg: ClientConfig, seed: u64, epoch_ms: u32) -> Self {
+        let mut hs = ClientHandshake::new(seed, epoch_ms, cfg.digest_handshake);
+        let mut out = BytesMut::with_capacity(4096);
+        out.extend_from_slice(&hs.start());
+        let limits = DecoderLimits {
+            max_message_len: 64 * 1024 * 1024,
+            ..DecoderLimits::default()
+        };
+        ClientSession {
+            cfg,
+            hs,
+            step: Step::Handshake,
+            decoder: ChunkDecoder::new(limits),
+            writer: ChunkWriter::new(),
+            out,
+            events: VecDeque::new(),
+            stream_id: 0,
+            bytes_received: 0,
+            last_ack_sent: 0,
+            ack_window: 0,
+            amf_limits: DecodeLimits::default(),
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.step == Step::Active
+    }
+
+    pub fn stream_id(&self) -> u32 {
+        self.stream_id
+    }
+
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.out.is_empty() {
+            None
+        } else {
+            Some(self.out.split().freeze())
+        }
+    }
+
+    pub fn handle_input(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
+        self.bytes_received += data.len() as u64;
+        if self.step == Step::Handshake {
+            let p = self.hs.feed(data)?;
+            self.out.extend_from_slice(&p.reply);
+            if !p.done {
+                return Ok(());
+            }
+            data = &data[p.consumed..];
+            self.step = Step::Connecting;
+            self.send_connect();
+        }
+        self.decoder.push(data);
+        while let Some(raw) = self.decoder.next_message()? {
+            let msg = message::decode(&raw, &self.amf_limits)?;
+            self.handle_message(raw.timestamp, msg)?;
+        }
+        let w = self.ack_window as u64;
+        if w > 0 && self.bytes_received - self.last_ack_sent >= w {
+            self.last_ack_sent = self.bytes_received;
+            let seq = (self.bytes_received as u32).to_be_bytes();
+            self.writer.write(
+                &mut self.out,
+                csid::CONTROL,
+                0,
+                type_id::ACKNOWLEDGEMENT,
+                0,
+                &seq,
+            );
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, stream_id: u32, name: &str, txn: f64, args: Vec<Amf0Value>) {
+        self.command_obj(stream_id, name, txn, Amf0Value::Null, args);
+    }
+
+    fn command_obj(
+        &mut self,
+        stream_id: u32,
+        name: &str,
+        txn: f64,
+        obj: Amf0Value,
+        args: Vec<Amf0Value>,
+    ) {
+        let mut vals = vec![Amf0Value::string(name), Amf0Value::Number(txn), obj];
+        vals.extend(args);
+        let p = super::amf0::encode_all(&vals);
+        let cs = if stream_id == 0 {
+            csid::COMMAND
+        } else {
+            csid::STREAM
+        };
+        self.writer
+            .write(&mut self.out, cs, 0, type_id::COMMAND_AMF0, stream_id, &p);
+    }
+
+    fn send_connect(&mut self) {
+        if self.cfg.role == ClientRole::Publish && self.cfg.chunk_size != 128 {
+            let size = self.cfg.chunk_size.to_be_bytes();
+            self.writer.write(
+                &mut self.out,
+                csid::CONTROL,
+                0,
+                type_id::SET_CHUNK_SIZE,
+                0,
+                &size,
+            );
+            self.writer.set_chunk_size(self.cfg.chunk_size);
+        }
+        let obj = Amf0Value::object([
+            ("app", Amf0Value::string(self.cfg.app.clone())),
+            ("type", Amf0Value::string("nonprivate")),
+            (
+                "flashVer",
+                Amf0Value::string("FMLE/3.0 (compatible; shardcast)"),
+            ),
+            ("tcUrl", Amf0Value::string(self.cfg.tc_url.clone())),
+            ("fpad", Amf0Value::Boolean(false)),
+            ("capabilities", Amf0Value::Number(15.0)),
+            ("audioCodecs", Amf0Value::Number(4071.0)),
+            ("videoCodecs", Amf0Value::Number(252.0)),
+            ("videoFunction", Amf0Value::Number(1.0)),
+            ("objectEncoding", Amf0Value::Number(0.0)),
+        ]);
+        self.command_obj(0, "connect", TXN_CONNECT, obj, vec![]);
+    }
+
+    fn handle_message(&mut self, ts: u32, msg: Message) -> Result<(), ClientError> {
+        match msg {
+            Message::WindowAckSize(w) => self.ack_window = w,
+            Message::UserControl(UserControl::PingRequest(t)) => {
+                let mut p = vec![0, 7];
+                p.extend_from_slice(&t.to_be_bytes());
+                self.writer.write(
+                    &mut self.out,
+                    csid::CONTROL,
+                    0,
+                    type_id::USER_CONTROL,
+                    0,
+                    &p,
+                );
+            }
+            Message::UserControl(UserControl::StreamEof(_)) => {
+                self.events.push_back(ClientEvent::StreamEof)
+            }
+            Message::Audio(p) => self.events.push_back(ClientEvent::Media {
+                frame: Frame::audio(ts, p),
+                metadata: false,
+            }),
+            Message::Video(p) => self.events.push_back(ClientEvent::Media {
+                frame: Frame::video(ts, p),
+                metadata: false,
+            }),
+            Message::Data { values, amf0 } => {
+                let metadata = values.first().and_then(|v| v.as_str()) == Some("onMetaData");
+                if metadata || self.step == Step::Active {
+                    self.events.push_back(ClientEvent::Media {
+                        frame: Frame::data(ts, amf0),
+                        metadata,
+                    });
+                }
+            }
+            Message::Command(cmd) => self.handle_command(cmd)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_command(&mut self, cmd: Command) -> Result<(), ClientError> {
+        let info = |c: &Command| {
+            let o = c.args.first();
+            let s = |k: &str| {
+                o.and_then(|o| o.get(k))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            (s("level"), s("code"), s("description"))
+        };
+        match cmd.name.as_str() {
+            "_result" if cmd.transaction_id == TXN_CONNECT && self.step == Step::Connecting => {
+                self.events.push_back(ClientEvent::Connected);
+                self.step = Step::CreatingStream;
+                let name = Amf0Value::string(self.cfg.stream.clone());
+                if self.cfg.role == ClientRole::Publish {
+                    self.command(0, "releaseStream", 2.0, vec![name.clone()]);
+                    self.command(0, "FCPublish", 3.0, vec![name]);
+                }
+                self.command(0, "createStream", TXN_CREATE_STREAM, vec![]);
+            }
+            "_result"
+                if cmd.transaction_id == TXN_CREATE_STREAM && self.step == Step::CreatingStream =>
+            {
+                self.stream_id = cmd.args.first().and_then(|v| v.as_f64()).unwrap_or(1.0) as u32;
+                self.step = Step::Starting;
+                let sid = self.stream_id;
+                let name = Amf0Value::string(self.cfg.stream.clone());
+                match self.cfg.role {
+                    ClientRole::Publish => {
+                        self.command(sid, "publish", 5.0, vec![name, Amf0Value::string("live")])
+                    }
+                    ClientRole::Play => {
+                        self.command(sid, "play", 5.0, vec![name, Amf0Value::Number(-1000.0)]);
+                        let mut p = vec![0, 3];
+                        p.extend_from_slice(&sid.to_be_bytes());
+                        p.extend_from_slice(&self.cfg.buffer_ms.to_be_bytes());
+                        self.writer.write(
+                            &mut self.out,
+                            csid::CONTROL,
+                            0,
+                            type_id::USER_CONTROL,
+                            0,
+                            &p,
+                        );
+                    }
+                }
+            }
+            "_error" => {
+                let (_, code, description) = info(&cmd);
+                return Err(ClientError::Refused {
+                    command: format!("transaction {}", cmd.transaction_id),
+                    code,
+                    description,
+                });
+            }
+            "onStatus" => {
+                let (level, code, description) = info(&cmd);
+                self.events.push_back(ClientEvent::Status {
+                    code: code.clone(),
+                    level: level.clone(),
+                });
+                if level == "error" {
+                    return Err(ClientError::Refused {
+                        command: format!("{:?}", self.cfg.role).to_lowercase(),
+                        code,
+                        description,
+                    });
+                }
+                match code.as_str() {
+                    "NetStream.Publish.Start" if self.step == Step::Starting => {
+                        self.step = Step::Active;
+                        self.events.push_back(ClientEvent::PublishStarted);
+                    }
+                    "NetStream.Play.Start" if self.step == Step::Starting => {
+                        self.step = Step::Active;
+                        self.events.push_back(ClientEvent::PlayStarted);
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Send one media frame (publishers, once `PublishStarted`). Data frames go out as
+    /// `@setDataFrame` when `metadata` is set, as servers expect from encoders.
+    pub fn send_frame(&mut self, frame: &Frame, metadata: bool) {
+        let sid = self.stream_id;
+        let (cs, t) = match frame.kind {
+            FrameKind::Audio => (csid::AUDIO, type_id::AUDIO),
+            FrameKind::Video => (csid::VIDEO, type_id::VIDEO),
+            FrameKind::Data => (csid::STREAM, type_id::DATA_AMF0),
+        };
+        if metadata && frame.kind == FrameKind::Data {
+            let mut p = Vec::with_capacity(frame.payload.len() + 16);
+            super::amf0::encode(&Amf0Value::string("@setDataFrame"), &mut p);
+            p.extend_from_slice(&frame.payload);
+            self.writer
+                .write(&mut self.out, cs, frame.timestamp, t, sid, &p);
+        } else {
+            self.writer
+                .write(&mut self.out, cs, frame.timestamp, t, sid, &frame.payload);
+        }
+    }
+
+    /// FCUnpublish + deleteStream, as encoders do when they stop.
+    pub fn unpublish(&mut self) {
+        let name = Amf0Value::string(self.cfg.stream.clone());
+        self.command(0, "FCUnpublish", 6.0, vec![name]);
+        let sid = Amf0Value::Number(self.stream_id as f64);
+        self.command(0, "deleteStream", 7.0, vec![sid]);
+        self.step = Step::CreatingStream;
+    }
+
+    /// Send an arbitrary command (tests use it to poke the server).
+    pub fn send_command(&mut self, stream_id: u32, name: &str, txn: f64, args: Vec<Amf0Value>) {
+        self.command(stream_id, name, txn, args);
+    }
+}

@@ -1,0 +1,507 @@
+//! Typed RTMP messages: reassembled chunk payloads in, typed values out, and the encoders for
+//! everything the server and client sessions send.
+
+use super::amf0::{self, Amf0Error, Amf0Value, DecodeLimits};
+use super::chunk::{encode_message, encoded_len, RawMessage};
+use bytes::{Buf, Bytes, BytesMut};
+use thiserror::Error;
+
+/// RTMP message type ids (RTMP spec section 5.4 and 7.1).
+pub mod type_id {
+    pub const SET_CHUNK_SIZE: u8 = 1;
+    pub const ABORT: u8 = 2;
+    pub const ACKNOWLEDGEMENT: u8 = 3;
+    pub const USER_CONTROL: u8 = 4;
+    pub const WINDOW_ACK_SIZE: u8 = 5;
+    pub const SET_PEER_BANDWIDTH: u8 = 6;
+    pub const AUDIO: u8 = 8;
+    pub const VIDEO: u8 = 9;
+    pub const DATA_AMF3: u8 = 15;
+    pub const SHARED_OBJECT_AMF3: u8 = 16;
+    pub const COMMAND_AMF3: u8 = 17;
+    pub const DATA_AMF0: u8 = 18;
+    pub const SHARED_OBJECT_AMF0: u8 = 19;
+    pub const COMMAND_AMF0: u8 = 20;
+    pub const AGGREGATE: u8 = 22;
+}
+
+/// Chunk stream ids the server uses when it sends. Every message is sent with a type-0 header,
+/// so the choice only has to keep control, commands and media apart for readers of captures.
+pub mod csid {
+    pub const CONTROL: u32 = 2;
+    pub const COMMAND: u32 = 3;
+    pub const STREAM: u32 = 5;
+    pub const AUDIO: u32 = 6;
+    pub const VIDEO: u32 = 7;
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum MessageError {
+    #[error("message type {type_id} too short: {len} bytes")]
+    TooShort { type_id: u8, len: usize },
+    #[error("malformed AMF in message type {type_id}: {source}")]
+    Amf {
+        type_id: u8,
+        #[source]
+        source: Amf0Error,
+    },
+    #[error("command message without a name")]
+    CommandWithoutName,
+}
+
+/// User Control event (message type 4).
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserControl {
+    StreamBegin(u32),
+    StreamEof(u32),
+    StreamDry(u32),
+    SetBufferLength { stream_id: u32, millis: u32 },
+    StreamIsRecorded(u32),
+    PingRequest(u32),
+    PingResponse(u32),
+    Other { event: u16, data: Bytes },
+}
+
+/// A command (`connect`, `publish`, `_result`, `onStatus`, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub name: String,
+    pub transaction_id: f64,
+    /// The command object; `Null` for most stream commands.
+    pub object: Amf0Value,
+    pub args: Vec<Amf0Value>,
+}
+
+/// A decoded RTMP message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    SetChunkSize(u32),
+    Abort(u32),
+    Acknowledgement(u32),
+    WindowAckSize(u32),
+    SetPeerBandwidth {
+        size: u32,
+        limit_type: u8,
+    },
+    UserControl(UserControl),
+    Audio(Bytes),
+    Video(Bytes),
+    /// Data message (`@setDataFrame`, `onMetaData`, ...): the decoded values and the AMF0 bytes
+    /// they came from (AMF3 data messages have their leading format byte removed).
+    Data {
+        values: Vec<Amf0Value>,
+        amf0: Bytes,
+    },
+    Command(Command),
+    Aggregate(Bytes),
+    Other {
+        type_id: u8,
+        payload: Bytes,
+    },
+}
+
+fn be_u32(p: &[u8], type_id: u8) -> Result<u32, MessageError> {
+    if p.len() < 4 {
+        return Err(MessageError::TooShort {
+            type_id,
+            len: p.len(),
+        });
+    }
+    Ok(u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+}
+
+/// Decode a reassembled message into its typed form.
+pub fn decode(raw: &RawMessage, limits: &DecodeLimits) -> Result<Message, MessageError> {
+    let p = &raw.payload[..];
+    let t = raw.type_id;
+    Ok(match t {
+        type_id::SET_CHUNK_SIZE => Message::SetChunkSize(be_u32(p, t)? & 0x7FFF_FFFF),
+        type_id::ABORT => Message::Abort(be_u32(p, t)?),
+        type_id::ACKNOWLEDGEMENT => Message::Acknowledgement(be_u32(p, t)?),
+        type_id::WINDOW_ACK_SIZE => Message::WindowAckSize(be_u32(p, t)?),
+        type_id::SET_PEER_BANDWIDTH => {
+            let size = be_u32(p, t)?;
+            Message::SetPeerBandwidth {
+                size,
+                limit_type: p.get(4).copied().unwrap_or(2),
+            }
+        }
+        type_id::USER_CONTROL => Message::UserControl(decode_user_control(&raw.payload)?),
+        type_id::AUDIO => Message::Audio(raw.payload.clone()),
+        type_id::VIDEO => Message::Video(raw.payload.clone()),
+        type_id::DATA_AMF0 | type_id::DATA_AMF3 => {
+            let amf0 = if t == type_id::DATA_AMF3 && p.first() == Some(&0) {
+                raw.payload.slice(1..)
+            } else {
+                raw.payload.clone()
+            };
+            let values = amf0::decode_all(&amf0, limits)
+                .map_err(|source| MessageError::Amf { type_id: t, source })?;
+            Message::Data { values, amf0 }
+        }
+        type_id::COMMAND_AMF0 | type_id::COMMAND_AMF3 => {
+            // AMF3 commands start with a format byte (0) followed by AMF0 values.
+            let body = if t == type_id::COMMAND_AMF3 && p.first() == Some(&0) {
+                &p[1..]
+            } else {
+                p
+            };
+            Message::Command(decode_command(body, t, limits)?)
+        }
+        type_id::AGGREGATE => Message::Aggregate(raw.payload.clone()),
+        _ => Message::Other {
+            type_id: t,
+            payload: raw.payload.clone(),
+        },
+    })
+}
+
+fn decode_user_control(payload: &Bytes) -> Result<UserControl, MessageError> {
+    let t = type_id::USER_CONTROL;
+    if payload.len() < 2 {
+        return Err(MessageError::TooShort {
+            type_id: t,
+            len: payload.len(),
+        });
+    }
+    let event = u16::from_be_bytes([payload[0], payload[1]]);
+    let d = &payload[2..];
+    Ok(match event {
+        0 => UserControl::StreamBegin(be_u32(d, t)?),
+        1 => UserControl::StreamEof(be_u32(d, t)?),
+        2 => UserControl::StreamDry(be_u32(d, t)?),
+        3 => UserControl::SetBufferLength {
+            stream_id: be_u32(d, t)?,
+            millis: be_u32(d.get(4..).unwrap_or(&[]), t)?,
+        },
+        4 => UserControl::StreamIsRecorded(be_u32(d, t)?),
+        6 => UserControl::PingRequest(be_u32(d, t)?),
+        7 => UserControl::PingResponse(be_u32(d, t)?),
+        _ => UserControl::Other {
+            event,
+            data: payload.slice(2..),
+        },
+    })
+}
+
+fn decode_command(body: &[u8], t: u8, limits: &DecodeLimits) -> Result<Command, MessageError> {
+    let mut values = amf0::decode_all(body, limits)
+        .map_err(|source| MessageError::Amf { type_id: t, source })?
+        .into_iter();
+    let name = match values.next() {
+        Some(Amf0Value::String(s)) => s,
+        _ => return Err(MessageError::CommandWithoutName),
+    };
+    let transaction_id = values.next().and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let object = values.next().unwrap_or(Amf0Value::Null);
+    Ok(Command {
+        name,
+        transaction_id,
+        object,
+        args: values.collect(),
+    })
+}
+
+/// Appends whole chunked messages to an output buffer. Every message gets a type-0 header, so
+/// the bytes stand alone and can be shared.
+pub struct MessageWriter {
+    pub chunk_size: u32,
+}
+
+impl MessageWriter {
+    pub fn new(chunk_size: u32) -> Self {
+        MessageWriter { chunk_size }
+    }
+
+    pub fn raw(
+        &self,
+        out: &mut BytesMut,
+        csid: u32,
+        timestamp: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: &[u8],
+    ) {
+        out.reserve(encoded_len(self.chunk_size, csid, timestamp, payload.len()));
+        encode_message(
+            out,
+            self.chunk_size,
+            csid,
+            timestamp,
+            type_id,
+            stream_id,
+            payload,
+        );
+    }
+
+    fn control(&self, out: &mut BytesMut, type_id: u8, payload: &[u8]) {
+        self.raw(out, csid::CONTROL, 0, type_id, 0, payload);
+    }
+
+    pub fn set_chunk_size(&self, out: &mut BytesMut, size: u32) {
+        self.control(out, type_id::SET_CHUNK_SIZE, &size.to_be_bytes());
+    }
+
+    pub fn acknowledgement(&self, out: &mut BytesMut, sequence: u32) {
+        self.control(out, type_id::ACKNOWLEDGEMENT, &sequence.to_be_bytes());
+    }
+
+    pub fn window_ack_size(&self, out: &mut BytesMut, size: u32) {
+        self.control(out, type_id::WINDOW_ACK_SIZE, &size.to_be_bytes());
+    }
+
+    pub fn set_peer_bandwidth(&self, out: &mut BytesMut, size: u32, limit_type: u8) {
+        let mut p = [0u8; 5];
+        p[..4].copy_from_slice(&size.to_be_bytes());
+        p[4] = limit_type;
+        self.control(out, type_id::SET_PEER_BANDWIDTH, &p);
+    }
+
+    pub fn user_control(&self, out: &mut BytesMut, event: &UserControl) {
+        let mut p = Vec::with_capacity(10);
+        let (code, a, b): (u16, u32, Option<u32>) = match *event {
+            UserControl::StreamBegin(id) => (0, id, None),
+            UserControl::StreamEof(id) => (1, id, None),
+            UserControl::StreamDry(id) => (2, id, None),
+            UserControl::SetBufferLength { stream_id, millis } => (3, stream_id, Some(millis)),
+            UserControl::StreamIsRecorded(id) => (4, id, None),
+            UserControl::PingRequest(t) => (6, t, None),
+            UserControl::PingResponse(t) => (7, t, None),
+            UserControl::Other { event, ref data } => {
+                p.extend_from_slice(&event.to_be_bytes());
+                p.extend_from_slice(data);
+                self.control(out, type_id::USER_CONTROL, &p);
+                return;
+            }
+        };
+        p.extend_from_slice(&code.to_be_bytes());
+        p.extend_from_slice(&a.to_be_bytes());
+        if let Some(b) = b {
+            p.extend_from_slice(&b.to_be_bytes());
+        }
+        self.control(out, type_id::USER_CONTROL, &p);
+    }
+
+    /// A command message (type 20) on the given stream.
+    pub fn command(&self, out: &mut BytesMut, stream_id: u32, cmd: &Command) {
+        let mut p = Vec::with_capacity(128);
+        amf0::encode(&Amf0Value::String(cmd.name.clone()), &mut p);
+        amf0::encode(&Amf0Value::Number(cmd.transaction_id), &mut p);
+        amf0::encode(&cmd.object, &mut p);
+        for a in &cmd.args {
+            amf0::encode(a, &mut p);
+        }
+        let cs = if stream_id == 0 {
+            csid::COMMAND
+        } else {
+            csid::STREAM
+        };
+        self.raw(out, cs, 0, type_id::COMMAND_AMF0, stream_id, &p);
+    }
+
+    /// A data message (type 18) on the given stream.
+    pub fn data(&self, out: &mut BytesMut, stream_id: u32, values: &[Amf0Value]) {
+        let p = amf0::encode_all(values);
+        self.raw(out, csid::STREAM, 0, type_id::DATA_AMF0, stream_id, &p);
+    }
+}
+
+/// `onStatus(0, null, {level, code, description})`.
+pub fn on_status(level: &str, code: &str, description: &str) -> Command {
+    Command {
+        name: "onStatus".into(),
+        transaction_id: 0.0,
+        object: Amf0Value::Null,
+        args: vec![Amf0Value::object([
+            ("level", Amf0Value::string(level)),
+            ("code", Amf0Value::string(code)),
+            ("description", Amf0Value::string(description)),
+        ])],
+    }
+}
+
+/// What a player gets when its stream's publisher leaves (`begin == false`: Stream EOF +
+/// `NetStream.Play.UnpublishNotify`) or a new one starts (`begin`: Stream Begin +
+/// `NetStream.Play.PublishNotify`).
+pub fn play_notify(chunk_size: u32, stream_id: u32, begin: bool, name: &str) -> Bytes {
+    let w = MessageWriter::new(chunk_size);
+    let mut out = BytesMut::new();
+    let (event, code, what) = if begin {
+        (
+            UserControl::StreamBegin(stream_id),
+            "NetStream.Play.PublishNotify",
+            "published",
+        )
+    } else {
+        (
+            UserControl::StreamEof(stream_id),
+            "NetStream.Play.UnpublishNotify",
+            "unpublished",
+        )
+    };
+    w.user_control(&mut out, &event);
+    let d = format!("{name} is now {what}.");
+    w.command(&mut out, stream_id, &on_status("status", code, &d));
+    out.freeze()
+}
+
+/// Splits an aggregate message (type 22) into its FLV-tag shaped sub-messages:
+/// (type id, timestamp, payload). Sub-message timestamps are rebased on the aggregate's own.
+pub fn split_aggregate(agg: &Bytes, base_ts: u32) -> Vec<(u8, u32, Bytes)> {
+    let mut out = Vec::new();
+    let mut buf = agg.clone();
+    let mut first_ts: Option<u32> = None;
+    while buf.remaining() >= 11 {
+        let t = buf[0];
+        let len = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]) as usize;
+        let ts = u32::from_be_bytes([buf[7], buf[4], buf[5], buf[6]]);
+        if buf.remaining() < 11 + len + 4 {
+            break;
+        }
+        buf.advance(11);
+        let payload = buf.split_to(len);
+        buf.advance(4); // back pointer
+        let first = *first_ts.get_or_insert(ts);
+        out.push((t, base_ts.wrapping_add(ts.wrapping_sub(first)), payload));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::chunk::{ChunkDecoder, DecoderLimits};
+
+    fn roundtrip(f: impl FnOnce(&MessageWriter, &mut BytesMut)) -> Vec<Message> {
+        let w = MessageWriter::new(128);
+        let mut out = BytesMut::new();
+        f(&w, &mut out);
+        let mut d = ChunkDecoder::new(DecoderLimits::default());
+        d.push(&out);
+        let mut v = Vec::new();
+        while let Some(m) = d.next_message().unwrap() {
+            v.push(decode(&m, &DecodeLimits::default()).unwrap());
+        }
+        v
+    }
+
+    #[test]
+    fn control_messages_round_trip() {
+        let v = roundtrip(|w, o| {
+            w.set_chunk_size(o, 4096);
+            w.window_ack_size(o, 2_500_000);
+            w.set_peer_bandwidth(o, 2_500_000, 2);
+            w.acknowledgement(o, 77);
+            w.user_control(o, &UserControl::StreamBegin(1));
+            w.user_control(
+                o,
+                &UserControl::SetBufferLength {
+                    stream_id: 1,
+                    millis: 3000,
+                },
+            );
+            w.user_control(o, &UserControl::PingRequest(99));
+        });
+        assert_eq!(
+            v,
+            vec![
+                Message::SetChunkSize(4096),
+                Message::WindowAckSize(2_500_000),
+                Message::SetPeerBandwidth {
+                    size: 2_500_000,
+                    limit_type: 2
+                },
+                Message::Acknowledgement(77),
+                Message::UserControl(UserControl::StreamBegin(1)),
+                Message::UserControl(UserControl::SetBufferLength {
+                    stream_id: 1,
+                    millis: 3000
+                }),
+                Message::UserControl(UserControl::PingRequest(99)),
+            ]
+        );
+    }
+
+    #[test]
+    fn command_round_trip() {
+        let cmd = on_status("status", "NetStream.Play.Start", "Start live");
+        let v = roundtrip(|w, o| w.command(o, 1, &cmd));
+        assert_eq!(v, vec![Message::Command(cmd)]);
+    }
+
+    #[test]
+    fn amf3_command_skips_format_byte() {
+        let mut p = vec![0u8];
+        p.extend(amf0::encode_all(&[
+            Amf0Value::string("play"),
+            Amf0Value::Number(0.0),
+            Amf0Value::Null,
+            Amf0Value::string("s"),
+        ]));
+        let raw = RawMessage {
+            csid: 3,
+            timestamp: 0,
+            type_id: type_id::COMMAND_AMF3,
+            stream_id: 1,
+            payload: Bytes::from(p),
+        };
+        match decode(&raw, &DecodeLimits::default()).unwrap() {
+            Message::Command(c) => {
+                assert_eq!(c.name, "play");
+                assert_eq!(c.args, vec![Amf0Value::string("s")]);
+            }
+            m => panic!("{m:?}"),
+        }
+    }
+
+    #[test]
+    fn short_control_is_an_error() {
+        let raw = RawMessage {
+            csid: 2,
+            timestamp: 0,
+            type_id: type_id::WINDOW_ACK_SIZE,
+            stream_id: 0,
+            payload: Bytes::from_static(&[1, 2]),
+        };
+        assert_eq!(
+            decode(&raw, &DecodeLimits::default()),
+            Err(MessageError::TooShort { type_id: 5, len: 2 })
+        );
+    }
+
+    #[test]
+    fn command_needs_a_name() {
+        let raw = RawMessage {
+            csid: 3,
+            timestamp: 0,
+            type_id: type_id::COMMAND_AMF0,
+            stream_id: 0,
+            payload: Bytes::from(amf0::encode_all(&[Amf0Value::Number(1.0)])),
+        };
+        assert_eq!(
+            decode(&raw, &DecodeLimits::default()),
+            Err(MessageError::CommandWithoutName)
+        );
+    }
+
+    #[test]
+    fn aggregate_is_split_and_rebased() {
+        let mut agg = Vec::new();
+        for (i, ts) in [(0u8, 1000u32), (1, 1040)] {
+            let payload = [0x17, i, 0, 0, 0];
+            agg.push(type_id::VIDEO);
+            agg.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+            agg.extend_from_slice(&ts.to_be_bytes()[1..]);
+            agg.push((ts >> 24) as u8);
+            agg.extend_from_slice(&[0, 0, 0]);
+            agg.extend_from_slice(&payload);
+            agg.extend_from_slice(&(11 + payload.len() as u32).to_be_bytes());
+        }
+        let parts = split_aggregate(&Bytes::from(agg), 5000);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].0, type_id::VIDEO);
+        assert_eq!(parts[0].1, 5000);
+        assert_eq!(parts[1].1, 5040);
+        assert_eq!(&parts[1].2[..], &[0x17, 1, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,682 @@
+//! The server side of one RTMP connection as a state machine: bytes in (`handle_input`), bytes
+//! out (`poll_transmit`) and events out (`poll_event`). Publish and play requests are raised as
+//! events for the caller to accept or reject, so policy (registry, access control) stays outside.
+
+use super::amf0::{Amf0Value, DecodeLimits};
+use super::chunk::{ChunkDecoder, ChunkError, DecoderLimits};
+use super::handshake::{HandshakeError, HandshakeKind, ServerHandshake};
+use super::message::{
+    self, on_status, split_aggregate, type_id, Command, Message, MessageError, MessageWriter,
+    UserControl,
+};
+use crate::media::Frame;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use thiserror::Error;
+
+/// Most message streams (createStream) one connection may hold open.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 16;
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
+    #[error("{0}")]
+    Message(#[from] MessageError),
+    #[error("`{command}` before connect")]
+    NotConnected { command: String },
+    #[error("`{command}` on stream {stream_id} which is {state}")]
+    WrongState {
+        command: String,
+        stream_id: u32,
+        state: &'static str,
+    },
+    #[error("{what} on stream id {stream_id} that was never created")]
+    UnknownStream { stream_id: u32, what: &'static str },
+    #[error("more than {limit} streams on one connection")]
+    TooManyStreams { limit: usize },
+    #[error("`{command}` without a stream name")]
+    MissingStreamName { command: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub out_chunk_size: u32,
+    pub window_ack_size: u32,
+    pub decoder_limits: DecoderLimits,
+    pub amf_limits: DecodeLimits,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            out_chunk_size: 4096,
+            window_ack_size: 2_500_000,
+            decoder_limits: DecoderLimits::default(),
+            amf_limits: DecodeLimits::default(),
+        }
+    }
+}
+
+/// What the application learns from a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    HandshakeDone {
+        kind: HandshakeKind,
+    },
+    /// `connect` was answered with success.
+    Connected {
+        app: String,
+        tc_url: String,
+        /// `?vhost=` from the app or tcUrl, else the tcUrl host.
+        vhost: String,
+        /// True when the vhost came from an explicit `?vhost=`.
+        vhost_explicit: bool,
+    },
+    /// Answer with `accept_publish` or `reject_publish`.
+    PublishRequested {
+        stream_id: u32,
+        name: String,
+        query: String,
+        publish_type: String,
+    },
+    /// Answer with `accept_play` or `reject_play`.
+    PlayRequested {
+        stream_id: u32,
+        name: String,
+        query: String,
+        start: f64,
+        duration: f64,
+        reset: bool,
+    },
+    /// Audio, video or data from an accepted publisher; `metadata` marks `onMetaData` (already
+    /// rewritten from `@setDataFrame`).
+    Media {
+        stream_id: u32,
+        frame: Frame,
+        metadata: bool,
+    },
+    PublishStopped {
+        stream_id: u32,
+    },
+    PlayStopped {
+        stream_id: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    Idle,
+    PublishPending,
+    Publishing,
+    PlayPending,
+    Playing,
+}
+
+impl StreamState {
+    fn describe(self) -> &'static str {
+        match self {
+            StreamState::Idle => "idle",
+            StreamState::PublishPending => "waiting for publish approval",
+            StreamState::Publishing => "publishing",
+            StreamState::PlayPending => "waiting for play approval",
+            StreamState::Playing => "playing",
+        }
+    }
+}
+
+enum Phase {
+    Handshake(ServerHandshake),
+    Chunks,
+}
+
+pub struct ServerSession {
+    cfg: SessionConfig,
+    phase: Phase,
+    decoder: ChunkDecoder,
+    writer: MessageWriter,
+    out: BytesMut,
+    events: VecDeque<SessionEvent>,
+    connected: bool,
+    app: String,
+    streams: Vec<(u32, StreamState)>,
+    next_stream_id: u32,
+    bytes_received: u64,
+    last_ack_sent: u64,
+    /// How often the peer wants acknowledgements (its Window Acknowledgement Size).
+    peer_ack_window: u32,
+    /// Media dropped because it arrived before its publish was approved.
+    pub early_media_dropped: u64,
+}
+
+impl ServerSession {
+    pub fn new(cfg: SessionConfig, seed: u64, epoch_ms: u32) -> Self {
+        let writer = MessageWriter::new(cfg.out_chunk_size);
+        ServerSession {
+            decoder: ChunkDecoder::new(cfg.decoder_limits),
+            phase: Phase::Handshake(ServerHandshake::new(seed, epoch_ms)),
+            writer,
+            cfg,
+            out: BytesMut::with_capacity(4096),
+            events: VecDeque::new(),
+            connected: false,
+            app: String::new(),
+            streams: Vec::new(),
+            next_stream_id: 1,
+            bytes_received: 0,
+            last_ack_sent: 0,
+            peer_ack_window: 0,
+            early_media_dropped: 0,
+        }
+    }
+
+    pub fn handshake_done(&self) -> bool {
+        matches!(self.phase, Phase::Chunks)
+    }
+
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    /// The chunk size used for everything this session sends after `connect`.
+    pub fn out_chunk_size(&self) -> u32 {
+        self.cfg.out_chunk_size
+    }
+
+    /// Feed received bytes. On error the connection should be closed; what was queued before
+    /// the error (events, replies) is still valid.
+    pub fn handle_input(&mut self, mut data: &[u8]) -> Result<(), SessionError> {
+        self.bytes_received += data.len() as u64;
+        if let Phase::Handshake(hs) = &mut self.phase {
+            let p = hs.feed(data)?;
+            self.out.extend_from_slice(&p.reply);
+            if !p.done {
+                return Ok(());
+            }
+            let kind = hs.kind().unwrap_or(HandshakeKind::Plain);
+            self.events.push_back(SessionEvent::HandshakeDone { kind });
+            self.phase = Phase::Chunks;
+            data = &data[p.consumed..];
+        }
+        self.decoder.push(data);
+        while let Some(raw) = self.decoder.next_message()? {
+            let msg = message::decode(&raw, &self.cfg.amf_limits)?;
+            self.handle_message(raw.stream_id, raw.timestamp, msg)?;
+        }
+        self.maybe_ack();
+        Ok(())
+    }
+
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to send, if any, in order.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.out.is_empty() {
+            None
+        } else {
+            Some(self.out.split().freeze())
+        }
+    }
+
+    fn maybe_ack(&mut self) {
+        let w = self.peer_ack_window as u64;
+        if w > 0 && self.bytes_received - self.last_ack_sent >= w {
+            self.last_ack_sent = self.bytes_received;
+            self.writer
+                .acknowledgement(&mut self.out, self.bytes_received as u32);
+        }
+    }
+
+    fn state_of(&self, stream_id: u32) -> Option<StreamState> {
+        self.streams
+            .iter()
+            .find(|(id, _)| *id == stream_id)
+            .map(|(_, s)| *s)
+    }
+
+    fn set_state(&mut self, stream_id: u32, state: StreamState) {
+        if let Some(e) = self.streams.iter_mut().find(|(id, _)| *id == stream_id) {
+            e.1 = state;
+        }
+    }
+
+    fn handle_message(
+        &mut self,
+        stream_id: u32,
+        ts: u32,
+        msg: Message,
+    ) -> Result<(), SessionError> {
+        match msg {
+            Message::WindowAckSize(size) => self.peer_ack_window = size,
+            Message::UserControl(UserControl::PingRequest(t)) => {
+                self.writer
+                    .user_control(&mut self.out, &UserControl::PingResponse(t));
+            }
+            Message::Audio(p) => self.media(stream_id, Frame::audio(ts, p), false)?,
+            Message::Video(p) => self.media(stream_id, Frame::video(ts, p), false)?,
+            Message::Aggregate(p) => {
+                for (t, sub_ts, payload) in split_aggregate(&p, ts) {
+                    let frame = match t {
+                        type_id::AUDIO => Frame::audio(sub_ts, payload),
+                        type_id::VIDEO => Frame::video(sub_ts, payload),
+                        _ => continue,
+                    };
+                    self.media(stream_id, frame, false)?;
+                }
+            }
+            Message::Data { values, amf0 } => self.data(stream_id, ts, values, amf0)?,
+            Message::Command(cmd) => self.command(stream_id, cmd)?,
+            // Chunk-layer control is applied by the decoder; acks, bandwidth and the other user
+            // control events need no answer from a server.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn media(&mut self, stream_id: u32, frame: Frame, metadata: bool) -> Result<(), SessionError> {
+        match self.state_of(stream_id) {
+            Some(StreamState::Publishing) => {
+                self.events.push_back(SessionEvent::Media {
+                    stream_id,
+                    frame,
+                    metadata,
+                });
+                Ok(())
+            }
+            Some(_) => {
+                self.early_media_dropped += 1;
+                Ok(())
+            }
+            None => Err(SessionError::UnknownStream {
+                stream_id,
+                what: "media",
+            }),
+        }
+    }
+
+    fn data(
+        &mut self,
+        stream_id: u32,
+        ts: u32,
+        values: Vec<Amf0Value>,
+        amf0: Bytes,
+    ) -> Result<(), SessionError> {
+        let first = values.first().and_then(|v| v.as_str());
+        let (payload, metadata) = match first {
+            Some("@setDataFrame") => {
+                let rest = &values[1..];
+                let is_meta = rest.first().and_then(|v| v.as_str()) == Some("onMetaData");
+                (Bytes::from(super::amf0::encode_all(rest)), is_meta)
+            }
+            Some("onMetaData") => (amf0, true),
+            Some("@clearDataFrame") => return Ok(()),
+            _ => (amf0, false),
+        };
+        if stream_id == 0 {
+            // Data on the connection stream (e.g. from some encoders before publish) is ignored.
+            return Ok(());
+        }
+        self.media(stream_id, Frame::data(ts, payload), metadata)
+    }
+
+    fn reply(&mut self, stream_id: u32, cmd: Command) {
+        self.writer.command(&mut self.out, stream_id, &cmd);
+    }
+
+    fn result(&mut self, txn: f64, object: Amf0Value, args: Vec<Amf0Value>) {
+        self.reply(
+            0,
+            Command {
+                name: "_result".into(),
+                transaction_id: txn,
+                object,
+                args,
+            },
+        );
+    }
+
+    fn error_reply(&mut self, txn: f64, code: &str, description: &str) {
+        self.reply(
+            0,
+            Command {
+                name: "_error".into(),
+                transaction_id: txn,
+                object: Amf0Value::Null,
+                args: vec![Amf0Value::object([
+                    ("level", Amf0Value::string("error")),
+                    ("code", Amf0Value::string(code)),
+                    ("description", Amf0Value::string(description)),
+                ])],
+            },
+        );
+    }
+
+    fn command(&mut self, msg_stream_id: u32, cmd: Command) -> Result<(), SessionError> {
+        let name = cmd.name.as_str();
+        if name == "connect" {
+            return self.connect(cmd);
+        }
+        if !self.connected {
+            return Err(SessionError::NotConnected {
+                command: cmd.name.clone(),
+            });
+        }
+        let txn = cmd.transaction_id;
+        match name {
+            "releaseStream" | "FCPublish" | "FCSubscribe" | "_checkbw" => {
+                self.result(txn, Amf0Value::Null, vec![Amf0Value::Undefined])
+            }
+            "createStream" => {
+                if self.streams.len() >= MAX_STREAMS_PER_CONNECTION {
+                    return Err(SessionError::TooManyStreams {
+                        limit: MAX_STREAMS_PER_CONNECTION,
+                    });
+                }
+                let id = self.next_stream_id;
+                self.next_stream_id += 1;
+                self.streams.push((id, StreamState::Idle));
+                self.result(txn, Amf0Value::Null, vec![Amf0Value::Number(id as f64)]);
+            }
+            "publish" => self.publish(msg_stream_id, &cmd)?,
+            "play" => self.play(msg_stream_id, &cmd)?,
+            "FCUnpublish" => {
+                self.result(txn, Amf0Value::Null, vec![Amf0Value::Undefined]);
+                // FCUnpublish arrives on stream 0; it names the stream, so stop every publish.
+                let publishing: Vec<u32> = self
+                    .streams
+                    .iter()
+                    .filter(|(_, s)| *s == StreamState::Publishing)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in publishing {
+                    self.stop_stream(id);
+                }
+            }
+            "deleteStream" | "closeStream" => {
+                let id = if name == "deleteStream" {
+                    cmd.args
+                        .first()
+                        .and_then(|v| v.as_f64())
+                        .map(|v| v as u32)
+                        .unwrap_or(msg_stream_id)
+                } else {
+                    msg_stream_id
+                };
+                self.stop_stream(id);
+                if name == "deleteStream" {
+                    self.streams.retain(|(sid, _)| *sid != id);
+                }
+            }
+            "getStreamLength" => self.result(txn, Amf0Value::Null, vec![Amf0Value::Number(0.0)]),
+            "receiveAudio" | "receiveVideo" => {}
+            "pause" => {
+                let pause = cmd.args.first().and_then(|v| v.as_bool()).unwrap_or(true);
+                let code = if pause {
+                    "NetStream.Pause.Notify"
+                } else {
+                    "NetStream.Unpause.Notify"
+                };
+                self.reply(
+                    msg_stream_id,
+                    on_status("status", code, "live streams keep flowing"),
+                );
+            }
+            _ => self.error_reply(
+                txn,
+                "NetConnection.Call.Failed",
+                &format!("unknown command {}", cmd.name),
+            ),
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, cmd: Command) -> Result<(), SessionError> {
+        let get = |k: &str| {
+            cmd.object
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let app_full = get("app");
+        let tc_url = get("tcUrl");
+        let (app, app_query) = split_query(&app_full);
+        let tc_query = tc_url.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let explicit = query_param(app_query, "vhost").or_else(|| query_param(tc_query, "vhost"));
+        let vhost_explicit = explicit.is_some();
+        let vhost = explicit
+            .map(str::to_string)
+            .unwrap_or_else(|| url_host(&tc_url).to_string());
+        let object_encoding = cmd
+            .object
+            .get("objectEncoding")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        self.app = app.to_string();
+        self.connected = true;
+
+        self.writer
+            .window_ack_size(&mut self.out, self.cfg.window_ack_size);
+        self.writer
+            .set_peer_bandwidth(&mut self.out, self.cfg.window_ack_size, 2);
+        // Our own chunk size: announced with the old size, applied to all that follows.
+        self.writer
+            .set_chunk_size(&mut self.out, self.cfg.out_chunk_size);
+        self.result(
+            cmd.transaction_id,
+            Amf0Value::object([
+                ("fmsVer", Amf0Value::string("FMS/3,5,7,7009")),
+                ("capabilities", Amf0Value::Number(31.0)),
+                ("mode", Amf0Value::Number(1.0)),
+            ]),
+            vec![Amf0Value::object([
+                ("level", Amf0Value::string("status")),
+                ("code", Amf0Value::string("NetConnection.Connect.Success")),
+                ("description", Amf0Value::string("Connection succeeded.")),
+                ("objectEncoding", Amf0Value::Number(object_encoding)),
+            ])],
+        );
+        self.events.push_back(SessionEvent::Connected {
+            app: app.to_string(),
+            tc_url,
+            vhost,
+            vhost_explicit,
+        });
+        Ok(())
+    }
+
+    fn named_stream(
+        &self,
+        stream_id: u32,
+        cmd: &Command,
+    ) -> Result<(String, String), SessionError> {
+        let state = self
+            .state_of(stream_id)
+            .ok_or(SessionError::UnknownStream {
+                stream_id,
+                what: "command",
+            })?;
+        if state != StreamState::Idle {
+            return Err(SessionError::WrongState {
+                command: cmd.name.clone(),
+                stream_id,
+                state: state.describe(),
+            });
+        }
+        let full = cmd
+            .args
+            .first()
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| SessionError::MissingStreamName {
+                command: cmd.name.clone(),
+            })?;
+        let (name, query) = split_query(full);
+        Ok((name.to_string(), query.to_string()))
+    }
+
+    fn publish(&mut self, stream_id: u32, cmd: &Command) -> Result<(), SessionError> {
+        let (name, query) = self.named_stream(stream_id, cmd)?;
+        let publish_type = cmd
+            .args
+            .get(1)
+            .and_then(|v| v.as_str())
+            .unwrap_or("live")
+            .to_string();
+        self.set_state(stream_id, StreamState::PublishPending);
+        self.events.push_back(SessionEvent::PublishRequested {
+            stream_id,
+            name,
+            query,
+            publish_type,
+        });
+        Ok(())
+    }
+
+    fn play(&mut self, stream_id: u32, cmd: &Command) -> Result<(), SessionError> {
+        let (name, query) = self.named_stream(stream_id, cmd)?;
+        let num = |i: usize, d: f64| cmd.args.get(i).and_then(|v| v.as_f64()).unwrap_or(d);
+        let reset = cmd.args.get(3).and_then(|v| v.as_bool()).unwrap_or(true);
+        self.set_state(stream_id, StreamState::PlayPending);
+        self.events.push_back(SessionEvent::PlayRequested {
+            stream_id,
+            name,
+            query,
+            start: num(1, -2.0),
+            duration: num(2, -1.0),
+            reset,
+        });
+        Ok(())
+    }
+
+    fn stop_stream(&mut self, stream_id: u32) {
+        match self.state_of(stream_id) {
+            Some(StreamState::Publishing) | Some(StreamState::PublishPending) => {
+                self.set_state(stream_id, StreamState::Idle);
+                self.reply(
+                    stream_id,
+                    on_status(
+                        "status",
+                        "NetStream.Unpublish.Success",
+                        "Stream unpublished",
+                    ),
+                );
+                self.events
+                    .push_back(SessionEvent::PublishStopped { stream_id });
+            }
+            Some(StreamState::Playing) | Some(StreamState::PlayPending) => {
+                self.set_state(stream_id, StreamState::Idle);
+                self.events
+                    .push_back(SessionEvent::PlayStopped { stream_id });
+            }
+            _ => {}
+        }
+    }
+
+    /// The caller approved the publish: the client may now send media.
+    pub fn accept_publish(&mut self, stream_id: u32) {
+        if self.state_of(stream_id) != Some(StreamState::PublishPending) {
+            return;
+        }
+        self.set_state(stream_id, StreamState::Publishing);
+        self.writer
+            .user_control(&mut self.out, &UserControl::StreamBegin(stream_id));
+        self.reply(
+            stream_id,
+            on_status("status", "NetStream.Publish.Start", "Start publishing"),
+        );
+    }
+
+    /// Refuse a publish with an `onStatus` error such as `NetStream.Publish.BadName`.
+    pub fn reject_publish(&mut self, stream_id: u32, code: &str, description: &str) {
+        if self.state_of(stream_id) == Some(StreamState::PublishPending) {
+            self.set_state(stream_id, StreamState::Idle);
+        }
+        self.reply(stream_id, on_status("error", code, description));
+    }
+
+    /// The caller approved the play: media for this stream may follow.
+    pub fn accept_play(&mut self, stream_id: u32, reset: bool, name: &str) {
+        if self.state_of(stream_id) != Some(StreamState::PlayPending) {
+            return;
+        }
+        self.set_state(stream_id, StreamState::Playing);
+        self.writer
+            .user_control(&mut self.out, &UserControl::StreamBegin(stream_id));
+        if reset {
+            let d = format!("Playing and resetting {name}.");
+            self.reply(stream_id, on_status("status", "NetStream.Play.Reset", &d));
+        }
+        let d = format!("Started playing {name}.");
+        self.reply(stream_id, on_status("status", "NetStream.Play.Start", &d));
+        self.writer.data(
+            &mut self.out,
+            stream_id,
+            &[
+                Amf0Value::string("|RtmpSampleAccess"),
+                Amf0Value::Boolean(true),
+                Amf0Value::Boolean(true),
+            ],
+        );
+    }
+
+    pub fn reject_play(&mut self, stream_id: u32, code: &str, description: &str) {
+        if self.state_of(stream_id) == Some(StreamState::PlayPending) {
+            self.set_state(stream_id, StreamState::Idle);
+        }
+        self.reply(stream_id, on_status("error", code, description));
+    }
+
+    /// Tell a player its publisher left (it stays subscribed and waits for the next publish).
+    pub fn unpublish_notify(&mut self, stream_id: u32, name: &str) {
+        let b = message::play_notify(self.cfg.out_chunk_size, stream_id, false, name);
+        self.out.extend_from_slice(&b);
+    }
+
+    /// Ids of streams in the Playing state (for cleanup on close).
+    pub fn playing_streams(&self) -> impl Iterator<Item = u32> + '_ {
+        self.streams
+            .iter()
+            .filter(|(_, s)| *s == StreamState::Playing || *s == StreamState::PlayPending)
+            .map(|(id, _)| *id)
+    }
+
+    /// Ids of streams being published or waiting for approval.
+    pub fn publishing_streams(&self) -> impl Iterator<Item = u32> + '_ {
+        self.streams
+            .iter()
+            .filter(|(_, s)| *s == StreamState::Publishing || *s == StreamState::PublishPending)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// "name?query" → ("name", "query").
+pub fn split_query(s: &str) -> (&str, &str) {
+    s.split_once('?').unwrap_or((s, ""))
+}
+
+/// The value of `key` in an `a=b&c=d` query (also accepts `...vhost...value` as some encoders
+/// write `?vhost...foo` where `=` is not allowed).
+pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').or_else(|| kv.split_once("..."))?;
+        (k == key).then_some(v)
+    })
+}
+
+/// Host part of `rtmp://host:port/app` (IPv6 brackets removed).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest.split(['/', '?']).next().unwrap_or("");
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    hostport.split(':').next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+//! glommio glue: the pool of pinned executors (one shard per core), the cross-shard mesh, the
+//! process limits and the signals that stop it all.
+
+use crate::config::Config;
+use crate::server::mesh::ShardMsg;
+use crate::server::shard::Global;
+use crate::server::{run_shard, ShardError};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use log::{info, warn};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    PortInUse {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("could not start the shard executors ({0}); io_uring needs locked memory: raise `ulimit -l` (memlock), e.g. to 512 MiB")]
+    Executors(String),
+    #[error("shard failed: {0}")]
+    Shard(#[from] ShardError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Raise the open-files limit to the hard limit; returns the new soft limit.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a stack struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim = want;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Fails early, with a clear error, when someone else holds the port.
+fn check_port_free(addr: std::net::SocketAddr) -> Result<(), RunError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| RunError::PortInUse { addr, source })
+}
+
+/// Run the server until SIGINT/SIGTERM.
+pub fn run(cfg: Config) -> Result<(), RunError> {
+    let addr = cfg.listen_addr()?;
+    check_port_free(addr)?;
+    let shards = cfg.shard_count();
+    let nofile = raise_nofile_limit();
+    // Each connection holds two descriptors (reader and writer halves).
+    let capacity = (nofile.saturating_sub(64) / 2).min(cfg.server.max_connections as u64);
+    info!(
+        "shardcast {} starting: rtmp={addr} shards={shards} open-files limit={nofile} connection capacity={capacity}",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let global = Arc::new(Global::default());
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(RunError::Signals)?;
+    let g = global.clone();
+    let sig_handle = signals.handle();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            info!("signal {sig}: stopping");
+            g.shutdown.store(true, Ordering::Relaxed);
+        }
+    });
+
+    let cfg = Arc::new(cfg);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let placement = if shards <= cpus {
+        PoolPlacement::MaxSpread(shards, None)
+    } else {
+        warn!("{shards} shards on {cpus} cores: executors are not pinned");
+        PoolPlacement::Unbound(shards)
+    };
+    let mesh = MeshBuilder::<ShardMsg, _>::full(shards, cfg.server.mesh_channel_capacity);
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("shard")
+        .on_all_shards(move || {
+            let cfg = cfg.clone();
+            let global = global.clone();
+            let mesh = mesh.clone();
+            async move {
+                let r = run_shard(cfg, global.clone(), mesh).await;
+                if r.is_err() {
+                    // One shard down means the server is down: stop the others too.
+                    global.shutdown.store(true, Ordering::Relaxed);
+                }
+                r
+            }
+        })
+        .map_err(|e| RunError::Executors(e.to_string()))?;
+    let mut first_err = None;
+    for r in handles.join_all() {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(RunError::Shard(e));
+            }
+            Err(e) => {
+                first_err.get_or_insert(RunError::Executors(e.to_string()));
+            }
+        }
+    }
+    sig_handle.close();
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

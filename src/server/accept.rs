@@ -1,0 +1,58 @@
+//! The accept loop of one shard: every shard listens on the same port (SO_REUSEPORT) and keeps
+//! the connections the kernel hands it.
+
+use super::conn;
+use super::shard::Shard;
+use glommio::net::TcpListener;
+use log::warn;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Resolves once shutdown has been requested.
+pub async fn shutdown_requested(shard: &Shard) {
+    while !shard.global.shutdown.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Accept until shutdown; each connection gets its own task on this shard.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let max = shard.cfg.server.max_connections;
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shutdown_requested(&shard).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                warn!("shard={} accept failed: {e}", shard.id);
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_addr() {
+            Ok(p) => p,
+            Err(_) => continue,
+        };
+        let id = shard.new_id();
+        let now = shard.global.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        if now > max {
+            shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+            warn!(
+                "shard={} client={id} peer={peer} refused: max_connections ({max}) reached",
+                shard.id
+            );
+            drop(stream);
+            continue;
+        }
+        log::debug!(
+            "shard={} client={id} peer={peer} accepted ({now} connections)",
+            shard.id
+        );
+        glommio::spawn_local(conn::serve(shard.clone(), stream, id, peer)).detach();
+    }
+}

@@ -1,0 +1,317 @@
+//! One RTMP connection: the only socket read loop. It feeds the session state machine, carries
+//! out its requests against the shard (claim, subscribe), and hands outgoing bytes to the
+//! connection's writer.
+
+use super::key::StreamKey;
+use super::shard::{ConnEntry, Shard};
+use super::stream::PlayerRef;
+use super::writer::{run_writer, ConnWriter};
+use crate::rtmp::amf0::DecodeLimits;
+use crate::rtmp::chunk::DecoderLimits;
+use crate::rtmp::session::{ServerSession, SessionConfig, SessionEvent};
+use futures_lite::AsyncReadExt;
+use glommio::net::TcpStream;
+use log::{debug, info, warn};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The vhost used when a client names none (SRS's name for it).
+pub const DEFAULT_VHOST: &str = "__defaultVhost__";
+
+struct Publishing {
+    stream_id: u32,
+    key: StreamKey,
+    publish_id: u64,
+}
+
+struct Conn {
+    shard: Rc<Shard>,
+    id: u64,
+    peer: SocketAddr,
+    session: ServerSession,
+    writer: Rc<ConnWriter>,
+    app: String,
+    vhost: String,
+    publishing: Vec<Publishing>,
+    playing: Vec<(u32, StreamKey)>,
+    /// What the connection did last: "publish", "play" or "none", for the close line.
+    role: &'static str,
+    bytes_in: u64,
+}
+
+/// Serve one accepted connection until it closes.
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: SocketAddr) {
+    let cfg = shard.cfg.clone();
+    // A second descriptor for the writer task, so reading and writing never wait on each other.
+    let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if wfd < 0 {
+        warn!(
+            "shard={} client={id} peer={peer} error: dup failed: {}",
+            shard.id,
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    // SAFETY: wfd is a fresh descriptor we own.
+    let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
+    let _ = stream.set_nodelay(true);
+    let writer = ConnWriter::new(cfg.rtmp.player_queue_ms);
+    let window = Duration::from_millis(cfg.rtmp.mw_latency_ms);
+    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream, window));
+    shard.conns.borrow_mut().insert(
+        id,
+        ConnEntry {
+            fd: stream.as_raw_fd(),
+        },
+    );
+
+    let session_cfg = SessionConfig {
+        out_chunk_size: cfg.rtmp.chunk_size,
+        window_ack_size: cfg.rtmp.window_ack_size,
+        decoder_limits: DecoderLimits {
+            max_chunk_size: cfg.rtmp.max_incoming_chunk_size,
+            max_message_len: cfg.rtmp.max_message_size,
+            max_chunk_streams: cfg.rtmp.max_chunk_streams,
+        },
+        amf_limits: DecodeLimits::default(),
+    };
+    let seed = id ^ (Instant::now().elapsed().as_nanos() as u64) ^ 0x9E37_79B9_7F4A_7C15;
+    let mut conn = Conn {
+        shard: shard.clone(),
+        id,
+        peer,
+        session: ServerSession::new(session_cfg, seed, 0),
+        writer: writer.clone(),
+        app: String::new(),
+        vhost: DEFAULT_VHOST.to_string(),
+        publishing: Vec::new(),
+        playing: Vec::new(),
+        role: "none",
+        bytes_in: 0,
+    };
+    let reason = conn.run(&mut stream).await;
+    conn.cleanup();
+
+    writer.close();
+    let _ = glommio::timer::timeout(Duration::from_secs(2), async {
+        writer_task.await;
+        Ok(())
+    })
+    .await;
+    shard.conns.borrow_mut().remove(&id);
+    shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+    let role = conn.role;
+    info!(
+        "shard={} client={id} peer={peer} close reason=\"{reason}\" role={role} bytes_in={} bytes_out={} writes={} dropped_frames={}",
+        shard.id,
+        conn.bytes_in,
+        writer.bytes_out(),
+        writer.writes(),
+        writer.dropped_frames()
+    );
+}
+
+impl Conn {
+    async fn run(&mut self, stream: &mut TcpStream) -> String {
+        let cfg = self.shard.cfg.clone();
+        let handshake_deadline =
+            Instant::now() + Duration::from_secs(cfg.server.handshake_timeout_secs);
+        let idle = Duration::from_secs(cfg.server.publish_idle_timeout_secs);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let timeout = if !self.session.handshake_done() {
+                let left = handshake_deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return self.fail("handshake timed out");
+                }
+                Some(left)
+            } else if self.playing.is_empty() {
+                Some(idle)
+            } else {
+                None // players may be silent for as long as they like
+            };
+            let _ = stream.set_read_timeout(timeout);
+            let n = match stream.read(&mut buf).await {
+                Ok(0) => return "closed by peer".into(),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return "reset by peer".into()
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    let what = if self.session.handshake_done() {
+                        "idle timeout"
+                    } else {
+                        "handshake timed out"
+                    };
+                    return self.fail(what);
+                }
+                Err(e) => return format!("read error: {e}"),
+            };
+            if self.shard.global.shutdown.load(Ordering::Relaxed) {
+                return "server shutting down".into();
+            }
+            self.bytes_in += n as u64;
+            let result = self.session.handle_input(&buf[..n]);
+            // Replies and events queued before an error are still delivered.
+            self.flush();
+            while let Some(ev) = self.session.poll_event() {
+                self.handle_event(ev).await;
+                self.flush();
+            }
+            if let Err(e) = result {
+                return self.fail(&e.to_string());
+            }
+            if self.writer.failed() {
+                return "write error".into();
+            }
+        }
+    }
+
+    fn fail(&self, cause: &str) -> String {
+        warn!(
+            "shard={} client={} peer={} error: {cause}",
+            self.shard.id, self.id, self.peer
+        );
+        format!("error: {cause}")
+    }
+
+    fn flush(&mut self) {
+        while let Some(b) = self.session.poll_transmit() {
+            self.writer.send_control(b);
+        }
+    }
+
+    fn key(&self, name: &str) -> StreamKey {
+        StreamKey::new(&self.vhost, &self.app, name)
+    }
+
+    async fn handle_event(&mut self, ev: SessionEvent) {
+        let sh = self.shard.clone();
+        match ev {
+            SessionEvent::HandshakeDone { kind } => {
+                debug!("shard={} client={} handshake {kind:?}", sh.id, self.id);
+            }
+            SessionEvent::Connected {
+                app,
+                tc_url,
+                vhost,
+                vhost_explicit,
+            } => {
+                self.app = app;
+                self.vhost = if vhost_explicit {
+                    vhost
+                } else {
+                    DEFAULT_VHOST.to_string()
+                };
+                info!(
+                    "shard={} client={} peer={} connect app={} vhost={} tcUrl={tc_url}",
+                    sh.id, self.id, self.peer, self.app, self.vhost
+                );
+            }
+            SessionEvent::PublishRequested {
+                stream_id, name, ..
+            } => {
+                let key = self.key(&name);
+                let owner = sh.owner_of(&key);
+                match sh.claim_publish(&key, self.id).await {
+                    Some(publish_id) => {
+                        self.session.accept_publish(stream_id);
+                        info!(
+                            "shard={} client={} peer={} publish stream={key} owner={owner}",
+                            sh.id, self.id, self.peer
+                        );
+                        self.role = "publish";
+                        self.publishing.push(Publishing {
+                            stream_id,
+                            key,
+                            publish_id,
+                        });
+                    }
+                    None => {
+                        self.session.reject_publish(
+                            stream_id,
+                            "NetStream.Publish.BadName",
+                            &format!("{name} is already being published"),
+                        );
+                        warn!(
+                            "shard={} client={} peer={} publish refused stream={key}: already publishing",
+                            sh.id, self.id, self.peer
+                        );
+                    }
+                }
+            }
+            SessionEvent::PlayRequested {
+                stream_id,
+                name,
+                reset,
+                ..
+            } => {
+                let key = self.key(&name);
+                self.session.accept_play(stream_id, reset, &name);
+                // Play.Start must reach the writer before the first media.
+                self.flush();
+                sh.add_player(
+                    &key,
+                    PlayerRef {
+                        conn_id: self.id,
+                        stream_id,
+                        writer: self.writer.clone(),
+                        unpublished: Cell::new(false),
+                    },
+                );
+                info!(
+                    "shard={} client={} peer={} play stream={key} owner={}",
+                    sh.id,
+                    self.id,
+                    self.peer,
+                    sh.owner_of(&key)
+                );
+                self.role = "play";
+                self.playing.push((stream_id, key));
+            }
+            SessionEvent::Media {
+                stream_id,
+                frame,
+                metadata,
+            } => {
+                if let Some(p) = self.publishing.iter().find(|p| p.stream_id == stream_id) {
+                    sh.publish_frame(&p.key, p.publish_id, frame, metadata);
+                }
+            }
+            SessionEvent::PublishStopped { stream_id } => {
+                if let Some(i) = self
+                    .publishing
+                    .iter()
+                    .position(|p| p.stream_id == stream_id)
+                {
+                    let p = self.publishing.remove(i);
+                    sh.unpublish(&p.key, p.publish_id);
+                    info!(
+                        "shard={} client={} unpublish stream={}",
+                        sh.id, self.id, p.key
+                    );
+                }
+            }
+            SessionEvent::PlayStopped { stream_id } => {
+                if let Some(i) = self.playing.iter().position(|(s, _)| *s == stream_id) {
+                    let (_, key) = self.playing.remove(i);
+                    sh.remove_player(&key, self.id, stream_id);
+                }
+            }
+        }
+    }
+
+    /// The connection is gone: give up its publishes and player slots.
+    fn cleanup(&mut self) {
+        for p in &self.publishing {
+            self.shard.unpublish(&p.key, p.publish_id);
+        }
+        for (sid, key) in &self.playing {
+            self.shard.remove_player(key, self.id, *sid);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! A live stream as one shard sees it: its source (a publisher on this shard, or a publish that
+//! arrives from another shard), the headers and GOP a new player starts with, and the players on
+//! this shard. Media is fanned out here to local players; the shard sends it on to other shards.
+
+use super::key::StreamKey;
+use super::packet::Packet;
+use super::registry::ShardId;
+use super::writer::ConnWriter;
+use crate::media::{FrameKind, GopCache, StreamHeaders, TimestampSmoother};
+use crate::rtmp::message::play_notify;
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// A player on this shard.
+pub struct PlayerRef {
+    pub conn_id: u64,
+    /// The message stream id the player plays on.
+    pub stream_id: u32,
+    pub writer: Rc<ConnWriter>,
+    /// Told that the publisher left; gets Stream Begin when a new one starts.
+    pub unpublished: Cell<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    None,
+    /// A publisher connection on this shard.
+    Local {
+        conn_id: u64,
+        publish_id: u64,
+    },
+    /// A publish on another shard that sends its media here.
+    Remote {
+        publish_id: u64,
+    },
+}
+
+/// Another shard that wants this stream's media (only while the source is local).
+#[derive(Debug)]
+pub struct RemoteSub {
+    pub shard: ShardId,
+    /// A message to it was dropped (full channel): send again from the next keyframe.
+    pub lagging: bool,
+}
+
+pub struct StreamLimits {
+    pub chunk_size: u32,
+    pub gop_cache: bool,
+    pub gop_max_frames: usize,
+    pub gop_max_bytes: usize,
+}
+
+pub struct LocalStream {
+    pub key: StreamKey,
+    pub source: Source,
+    headers: StreamHeaders<Packet>,
+    gop: GopCache<Packet>,
+    gop_enabled: bool,
+    chunk_size: u32,
+    has_video: bool,
+    pub players: Vec<PlayerRef>,
+    pub remote_subs: Vec<RemoteSub>,
+    pub smoother: TimestampSmoother,
+    /// Epoch of this shard's subscription at the owner (0 when not subscribed).
+    pub epoch: u64,
+    pub frames_in: u64,
+    pub bytes_in: u64,
+}
+
+impl LocalStream {
+    pub fn new(key: StreamKey, limits: &StreamLimits) -> Self {
+        LocalStream {
+            key,
+            source: Source::None,
+            headers: StreamHeaders::new(),
+            gop: GopCache::new(limits.gop_max_frames, limits.gop_max_bytes),
+            gop_enabled: limits.gop_cache,
+            chunk_size: limits.chunk_size,
+            has_video: false,
+            players: Vec::new(),
+            remote_subs: Vec::new(),
+            smoother: TimestampSmoother::new(),
+            epoch: 0,
+            frames_in: 0,
+            bytes_in: 0,
+        }
+    }
+
+    pub fn subscribed(&self) -> bool {
+        self.epoch != 0
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.source != Source::None
+    }
+
+    /// No players and no local publisher: nothing keeps this entry alive.
+    pub fn is_idle(&self) -> bool {
+        self.players.is_empty() && !matches!(self.source, Source::Local { .. })
+    }
+
+    /// A media message from the source: remember it for late joiners and queue it for every
+    /// player on this shard (shared bytes; a private encoding only for odd stream ids).
+    pub fn ingest(&mut self, p: &Packet) {
+        self.frames_in += 1;
+        self.bytes_in += p.frame.payload.len() as u64;
+        if p.frame.kind == FrameKind::Video && !p.frame.sequence_header {
+            self.has_video = true;
+        }
+        if p.metadata || (p.frame.sequence_header && p.frame.kind != FrameKind::Data) {
+            self.headers.update(p);
+        } else if self.gop_enabled && p.frame.kind != FrameKind::Data {
+            self.gop.push(p);
+        }
+        for pl in &self.players {
+            pl.writer.send_media(
+                &p.frame,
+                p.wire_for(pl.stream_id, self.chunk_size),
+                self.has_video,
+            );
+        }
+    }
+
+    /// What a new subscriber needs first: metadata, sequence headers, then the GOP.
+    pub fn snapshot(&self) -> Vec<Packet> {
+        self.headers
+            .iter()
+            .chain(self.gop.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// Add a player and give it the start burst if the stream is live.
+    pub fn add_player(&mut self, pl: PlayerRef) {
+        if self.is_live() {
+            let has_video = self.has_video || self.headers.video_seq.is_some();
+            for p in self.headers.iter().chain(self.gop.iter()) {
+                pl.writer.send_media(
+                    &p.frame,
+                    p.wire_for(pl.stream_id, self.chunk_size),
+                    has_video,
+                );
+            }
+        }
+        self.players.push(pl);
+    }
+
+    pub fn remove_player(&mut self, conn_id: u64, stream_id: u32) -> bool {
+        let before = self.players.len();
+        self.players
+            .retain(|p| !(p.conn_id == conn_id && p.stream_id == stream_id));
+        self.players.len() != before
+    }
+
+    /// A new publish begins: forget the old one's state; players told of an unpublish get
+    /// Stream Begin again.
+    pub fn start_source(&mut self, source: Source) {
+        self.source = source;
+        self.headers.clear();
+        self.gop.reset();
+        self.has_video = false;
+        let name = self.key.stream_name().to_string();
+        for pl in &self.players {
+            if pl.unpublished.replace(false) {
+                pl.writer
+                    .send_control(play_notify(self.chunk_size, pl.stream_id, true, &name));
+            }
+        }
+    }
+
+    /// The publish ended: players are told and keep waiting for the next one.
+    pub fn end_source(&mut self) {
+        self.source = Source::None;
+        self.headers.clear();
+        self.gop.reset();
+        self.remote_subs.clear();
+        let name = self.key.stream_name().to_string();
+        for pl in &self.players {
+            pl.unpublished.set(true);
+            pl.writer
+                .send_control(play_notify(self.chunk_size, pl.stream_id, false, &name));
+        }
+    }
+
+    pub fn gop_len(&self) -> usize {
+        self.gop.len()
+    }
+}

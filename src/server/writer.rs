@@ -1,0 +1,226 @@
+//! The sending half of a connection: a bounded queue that anyone on the shard may push to, and a
+//! task that writes everything due in one vectored `sendmsg` per batch (per merged-write window),
+//! not one syscall or one wake-up per message.
+
+use super::player_queue::PlayerQueue;
+use crate::media::Frame;
+use bytes::Bytes;
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// A single-threaded "something changed" flag with one waiting task.
+#[derive(Default)]
+pub struct LocalNotify {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl LocalNotify {
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once `notify` has been called since the last wait.
+    pub fn wait(&self) -> NotifyWait<'_> {
+        NotifyWait(self)
+    }
+}
+
+pub struct NotifyWait<'a>(&'a LocalNotify);
+
+impl Future for NotifyWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.set.replace(false) {
+            Poll::Ready(())
+        } else {
+            *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+/// Shared by a connection's reader task, the streams it plays, and its writer task.
+pub struct ConnWriter {
+    queue: RefCell<PlayerQueue>,
+    notify: LocalNotify,
+    closing: Cell<bool>,
+    bytes_out: Cell<u64>,
+    writes: Cell<u64>,
+    failed: Cell<bool>,
+}
+
+impl ConnWriter {
+    pub fn new(max_queue_ms: u32) -> Rc<ConnWriter> {
+        Rc::new(ConnWriter {
+            queue: RefCell::new(PlayerQueue::new(max_queue_ms)),
+            notify: LocalNotify::default(),
+            closing: Cell::new(false),
+            bytes_out: Cell::new(0),
+            writes: Cell::new(0),
+            failed: Cell::new(false),
+        })
+    }
+
+    pub fn send_control(&self, bytes: Bytes) {
+        if self.failed.get() {
+            return;
+        }
+        self.queue.borrow_mut().push_control(bytes);
+        self.notify.notify();
+    }
+
+    /// Queue media under the drop-to-keyframe policy.
+    pub fn send_media(&self, frame: &Frame, wire: Bytes, has_video: bool) {
+        if self.failed.get() {
+            return;
+        }
+        if self.queue.borrow_mut().push_media(frame, wire, has_video) {
+            self.notify.notify();
+        }
+    }
+
+    /// Ask the writer task to flush what is queued and stop.
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.notify.notify();
+    }
+
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.get()
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.writes.get()
+    }
+
+    pub fn dropped_frames(&self) -> u64 {
+        self.queue.borrow().dropped_frames
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.get()
+    }
+}
+
+/// Writes the queue to the socket until the connection closes. `window` is the merged-write
+/// window: after a write, the next one waits at least that long so more messages share it.
+pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream, window: Duration) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut last_write = Instant::now() - window;
+    loop {
+        w.notify.wait().await;
+        if !window.is_zero() && !w.closing.get() {
+            let due = last_write + window;
+            let now = Instant::now();
+            if due > now {
+                glommio::timer::sleep(due - now).await;
+            }
+        }
+        w.queue.borrow_mut().take_all(&mut batch);
+        if !batch.is_empty() {
+            last_write = Instant::now();
+            match write_batch(&mut stream, &batch).await {
+                Ok(n) => {
+                    w.bytes_out.set(w.bytes_out.get() + n as u64);
+                    w.writes.set(w.writes.get() + 1);
+                }
+                Err(_) => {
+                    w.failed.set(true);
+                    // Unblock the reader so the connection is cleaned up.
+                    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+                    return;
+                }
+            }
+            batch.clear();
+        }
+        if w.closing.get() {
+            return;
+        }
+    }
+}
+
+/// Most iovecs per sendmsg (Linux IOV_MAX).
+const MAX_IOV: usize = 1024;
+
+/// Write all of `bufs`: vectored non-blocking sendmsg while the socket takes it, and the
+/// io_uring send (which waits for room) for the rest of a buffer when it does not.
+async fn write_batch(stream: &mut TcpStream, bufs: &[Bytes]) -> std::io::Result<usize> {
+    let fd = stream.as_raw_fd();
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut idx = 0; // first buffer not fully written
+    let mut off = 0; // bytes of bufs[idx] already written
+    while idx < bufs.len() {
+        match sendmsg_nonblocking(fd, &bufs[idx..], off) {
+            Ok(mut n) => {
+                while n > 0 && idx < bufs.len() {
+                    let left = bufs[idx].len() - off;
+                    if n >= left {
+                        n -= left;
+                        idx += 1;
+                        off = 0;
+                    } else {
+                        off += n;
+                        n = 0;
+                    }
+                }
+                while idx < bufs.len() && bufs[idx].len() == off {
+                    idx += 1;
+                    off = 0;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Socket full: let io_uring wait for room for the rest of this buffer.
+                stream.write_all(&bufs[idx][off..]).await?;
+                idx += 1;
+                off = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+fn sendmsg_nonblocking(fd: RawFd, bufs: &[Bytes], first_off: usize) -> std::io::Result<usize> {
+    let mut iov: [libc::iovec; 64] = unsafe { std::mem::zeroed() };
+    let mut heap: Vec<libc::iovec> = Vec::new();
+    let n = bufs.len().min(MAX_IOV);
+    let slots: &mut [libc::iovec] = if n <= iov.len() {
+        &mut iov[..n]
+    } else {
+        heap.resize(
+            n,
+            libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+        );
+        &mut heap[..]
+    };
+    for (i, (slot, b)) in slots.iter_mut().zip(bufs).enumerate() {
+        let s = if i == 0 { &b[first_off..] } else { &b[..] };
+        slot.iov_base = s.as_ptr() as *mut libc::c_void;
+        slot.iov_len = s.len();
+    }
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = slots.as_mut_ptr();
+    msg.msg_iovlen = slots.len() as _;
+    // SAFETY: the iovecs point into `bufs`, which outlive the call; the fd is a socket we own.
+    let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
