@@ -74,7 +74,6 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardcast: {e}");
-            log::error!("{e}");
             ExitCode::from(1)
         }
     }

@@ -21,7 +21,7 @@ pub enum RunError {
     },
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("could not start the shard executors ({0}); io_uring needs locked memory: raise `ulimit -l` (memlock), e.g. to 512 MiB")]
+    #[error("could not start the shard executors ({0}); io_uring needs locked memory: raise the memlock limit, e.g. `ulimit -l 65536` or LimitMEMLOCK= in a systemd unit")]
     Executors(String),
     #[error("shard failed: {0}")]
     Shard(#[from] ShardError),
