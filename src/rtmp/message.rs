@@ -25,11 +25,14 @@ pub mod type_id {
     pub const AGGREGATE: u8 = 22;
 }
 
-/// Chunk stream ids the server uses when it sends. Every message is sent with a type-0 header,
-/// so the choice only has to keep control, commands and media apart for readers of captures.
+/// Chunk stream ids. Shared media bytes (type-0 headers, encoded once) use their own ids
+/// (`MEDIA_DATA`, `AUDIO`, `VIDEO`), apart from the ids sessions send control and commands on, so
+/// a header-compressing writer (a forward peer's client session) and the shared bytes never
+/// interleave on one chunk stream.
 pub mod csid {
     pub const CONTROL: u32 = 2;
     pub const COMMAND: u32 = 3;
+    pub const MEDIA_DATA: u32 = 4;
     pub const STREAM: u32 = 5;
     pub const AUDIO: u32 = 6;
     pub const VIDEO: u32 = 7;

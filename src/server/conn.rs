@@ -79,7 +79,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
         },
         amf_limits: DecodeLimits::default(),
     };
-    let seed = id ^ (Instant::now().elapsed().as_nanos() as u64) ^ 0x9E37_79B9_7F4A_7C15;
+    let seed = id.rotate_left(32) ^ super::time_seed();
     let mut conn = Conn {
         shard: shard.clone(),
         id,
@@ -261,6 +261,7 @@ impl Conn {
                         stream_id,
                         writer: self.writer.clone(),
                         unpublished: Cell::new(false),
+                        forward: false,
                     },
                 );
                 info!(

@@ -6,27 +6,47 @@ use std::sync::Arc;
 /// `vhost/app/stream`: the name a stream is registered under. Cheap to clone and to send to
 /// another shard (one shared allocation).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct StreamKey(Arc<str>);
+pub struct StreamKey(Arc<KeyInner>);
+
+#[derive(PartialEq, Eq, Hash)]
+struct KeyInner {
+    full: String,
+    /// Where the app and the stream name start in `full` (either may contain '/').
+    app_at: usize,
+    stream_at: usize,
+}
 
 impl StreamKey {
     pub fn new(vhost: &str, app: &str, stream: &str) -> StreamKey {
-        StreamKey(Arc::from(format!("{vhost}/{app}/{stream}")))
+        StreamKey(Arc::new(KeyInner {
+            full: format!("{vhost}/{app}/{stream}"),
+            app_at: vhost.len() + 1,
+            stream_at: vhost.len() + app.len() + 2,
+        }))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.full
     }
 
-    /// The stream name (last path part).
+    pub fn vhost(&self) -> &str {
+        &self.0.full[..self.0.app_at - 1]
+    }
+
+    pub fn app(&self) -> &str {
+        &self.0.full[self.0.app_at..self.0.stream_at - 1]
+    }
+
+    /// The stream name as the client gave it (without its query).
     pub fn stream_name(&self) -> &str {
-        self.0.rsplit('/').next().unwrap_or("")
+        &self.0.full[self.0.stream_at..]
     }
 
     /// The shard that owns this stream's registry entry: a stable FNV-1a hash of the key, so
     /// the same key maps to the same shard in every run.
     pub fn owner_shard(&self, shards: usize) -> usize {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.0.bytes() {
+        for b in self.0.full.bytes() {
             h ^= b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
@@ -36,13 +56,13 @@ impl StreamKey {
 
 impl fmt::Display for StreamKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.0.full)
     }
 }
 
 impl fmt::Debug for StreamKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StreamKey({})", self.0)
+        write!(f, "StreamKey({})", self.0.full)
     }
 }
 
@@ -57,6 +77,11 @@ mod tests {
         assert!(k.owner_shard(3) < 3);
         assert_eq!(k.owner_shard(1), 0);
         assert_eq!(k.stream_name(), "s");
+        let k = StreamKey::new("v", "live/sub", "a/b");
+        assert_eq!(
+            (k.vhost(), k.app(), k.stream_name()),
+            ("v", "live/sub", "a/b")
+        );
         // Different names spread over shards.
         let owners: std::collections::HashSet<usize> = (0..32)
             .map(|i| StreamKey::new("v", "live", &format!("s{i}")).owner_shard(4))

@@ -8,6 +8,7 @@ use super::key::StreamKey;
 use super::packet::Packet;
 use super::registry::{ShardId, Subscriber};
 use super::writer::LocalNotify;
+use crate::config::ForwardTarget;
 use glommio::channels::channel_mesh::Senders;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -61,6 +62,14 @@ pub enum ShardMsg {
     },
     /// Publisher's shard to a subscriber: the publish ended.
     Unpublished { key: StreamKey, publish_id: u64 },
+    /// From the owner: run forward peer `index` of `key` on this shard.
+    ForwardStart {
+        key: StreamKey,
+        index: usize,
+        target: ForwardTarget,
+    },
+    /// From the owner: the publish ended; stop forward peer `index` of `key`.
+    ForwardStop { key: StreamKey, index: usize },
 }
 
 /// Messages waiting for one destination shard. Control messages are never dropped; media is

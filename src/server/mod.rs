@@ -3,6 +3,7 @@
 
 pub mod accept;
 pub mod conn;
+pub mod forward;
 pub mod key;
 pub mod mesh;
 pub mod packet;
@@ -32,6 +33,29 @@ pub enum ShardError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Filler randomness for handshakes and backoff jitter (not for anything secret).
+pub(crate) fn time_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ 0x9E37_79B9_7F4A_7C15
+}
+
+/// A listening socket every shard binds on the same address: SO_REUSEPORT spreads connections
+/// over the shards, SO_REUSEADDR lets a restart bind while old connections are in TIME_WAIT.
+pub fn bind_shared(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(4096)?;
+    // SAFETY: a bound, listening socket whose ownership moves into the listener.
+    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
 }
 
 /// Everything one shard runs, until shutdown.
@@ -66,10 +90,7 @@ pub async fn run_shard(
     }
 
     let addr = cfg.listen_addr().expect("validated");
-    let listener = TcpListener::bind(addr).map_err(|e| ShardError::Bind {
-        addr,
-        source: e.into(),
-    })?;
+    let listener = bind_shared(addr).map_err(|source| ShardError::Bind { addr, source })?;
     info!("shard={id} listening on {addr} (cpu-pinned executor {id} of {shards})");
     accept::accept_loop(shard.clone(), listener).await;
 

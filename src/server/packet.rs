@@ -47,7 +47,7 @@ pub fn encode_frame(frame: &Frame, chunk_size: u32, stream_id: u32) -> Bytes {
     let cs = match frame.kind {
         FrameKind::Audio => csid::AUDIO,
         FrameKind::Video => csid::VIDEO,
-        FrameKind::Data => csid::STREAM,
+        FrameKind::Data => csid::MEDIA_DATA,
     };
     let mut out = BytesMut::new();
     MessageWriter::new(chunk_size).raw(

@@ -2,6 +2,7 @@
 //! players), and the handlers for messages from other shards. Single-threaded: plain `RefCell`s,
 //! no locks. A borrow is never held across an await.
 
+use super::forward::{self, ForwardHandle};
 use super::key::StreamKey;
 use super::mesh::{Outbox, ShardMsg};
 use super::packet::Packet;
@@ -48,6 +49,10 @@ pub struct Shard {
     seq: Cell<u64>,
     pub conns: RefCell<HashMap<u64, ConnEntry>>,
     limits: StreamLimits,
+    /// As owner: where each published stream's forward peers run.
+    forward_placement: RefCell<HashMap<StreamKey, Vec<(ShardId, usize)>>>,
+    /// Forward peers running on this shard.
+    pub forward_peers: RefCell<HashMap<(StreamKey, usize), Rc<ForwardHandle>>>,
 }
 
 impl Shard {
@@ -71,6 +76,8 @@ impl Shard {
             seq: Cell::new(0),
             conns: RefCell::new(HashMap::new()),
             limits,
+            forward_placement: RefCell::new(HashMap::new()),
+            forward_peers: RefCell::new(HashMap::new()),
         })
     }
 
@@ -289,8 +296,47 @@ impl Shard {
             .collect()
     }
 
+    /// As owner, when a publish is granted: place one forward peer per destination, spread
+    /// over the shards.
+    fn start_forwards(&self, key: &StreamKey) {
+        let targets = self.cfg.forward_targets(key.vhost(), key.app());
+        if targets.is_empty() {
+            return;
+        }
+        let base = self.owner_of(key);
+        let mut placed = Vec::new();
+        for (index, target) in targets.into_iter().enumerate() {
+            let shard = (base + 1 + index) % self.shards;
+            placed.push((shard, index));
+            self.send(
+                shard,
+                ShardMsg::ForwardStart {
+                    key: key.clone(),
+                    index,
+                    target,
+                },
+            );
+        }
+        self.forward_placement
+            .borrow_mut()
+            .insert(key.clone(), placed);
+    }
+
+    fn stop_forwards(&self, key: &StreamKey) {
+        let placed = self.forward_placement.borrow_mut().remove(key);
+        for (shard, index) in placed.unwrap_or_default() {
+            self.send(
+                shard,
+                ShardMsg::ForwardStop {
+                    key: key.clone(),
+                    index,
+                },
+            );
+        }
+    }
+
     /// A message from another shard (or from this one, through its own outbox).
-    pub fn handle_msg(&self, msg: ShardMsg) {
+    pub fn handle_msg(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Subscribe { key, shard, epoch } => {
                 let publisher = self.registry.borrow_mut().subscribe(&key, shard, epoch);
@@ -315,6 +361,9 @@ impl Shard {
                     Ok(subs) => (true, subs),
                     Err(_) => (false, Vec::new()),
                 };
+                if granted {
+                    self.start_forwards(&key);
+                }
                 self.send(
                     shard,
                     ShardMsg::ClaimReply {
@@ -339,7 +388,26 @@ impl Shard {
                 }
             }
             ShardMsg::Release { key, publish_id } => {
-                self.registry.borrow_mut().release(&key, publish_id);
+                if self.registry.borrow_mut().release(&key, publish_id) {
+                    self.stop_forwards(&key);
+                }
+            }
+            ShardMsg::ForwardStart { key, index, target } => {
+                let h = ForwardHandle::new(key.clone(), target);
+                let old = self
+                    .forward_peers
+                    .borrow_mut()
+                    .insert((key, index), h.clone());
+                if let Some(old) = old {
+                    old.stop();
+                }
+                glommio::spawn_local(forward::run(self.clone(), h)).detach();
+            }
+            ShardMsg::ForwardStop { key, index } => {
+                let h = self.forward_peers.borrow_mut().remove(&(key, index));
+                if let Some(h) = h {
+                    h.stop();
+                }
             }
             ShardMsg::AddSubscriber { key, shard, epoch } => {
                 let mut streams = self.streams.borrow_mut();

@@ -19,6 +19,8 @@ pub struct PlayerRef {
     pub writer: Rc<ConnWriter>,
     /// Told that the publisher left; gets Stream Begin when a new one starts.
     pub unpublished: Cell<bool>,
+    /// A forward peer (an outbound publish), not a player: gets media only, no play notices.
+    pub forward: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +162,7 @@ impl LocalStream {
         self.gop.reset();
         self.has_video = false;
         let name = self.key.stream_name().to_string();
-        for pl in &self.players {
+        for pl in self.players.iter().filter(|p| !p.forward) {
             if pl.unpublished.replace(false) {
                 pl.writer
                     .send_control(play_notify(self.chunk_size, pl.stream_id, true, &name));
@@ -175,7 +177,7 @@ impl LocalStream {
         self.gop.reset();
         self.remote_subs.clear();
         let name = self.key.stream_name().to_string();
-        for pl in &self.players {
+        for pl in self.players.iter().filter(|p| !p.forward) {
             pl.unpublished.set(true);
             pl.writer
                 .send_control(play_notify(self.chunk_size, pl.stream_id, false, &name));

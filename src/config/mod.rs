@@ -3,13 +3,16 @@
 //! Every key has a default so an empty file is a valid config; unknown keys are errors so a typo
 //! never silently falls back to a default.
 
+pub mod forward;
+
+pub use forward::{ForwardRule, ForwardTarget, GlobalForward};
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use thiserror::Error;
 
 /// The config shardcast runs with when started without `-c`.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../conf/shardcast.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../conf/shardcast.toml");
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -29,6 +32,24 @@ pub enum ConfigError {
 pub struct Config {
     pub server: ServerConfig,
     pub rtmp: RtmpConfig,
+    pub forward: GlobalForward,
+    /// Named vhosts with their own settings; a client's tcUrl host selects one by name.
+    pub vhost: Vec<VhostConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VhostConfig {
+    pub name: String,
+    pub forward: Option<ForwardRule>,
+    pub app: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    pub name: String,
+    pub forward: Option<ForwardRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,7 +198,89 @@ impl Config {
         if self.rtmp.window_ack_size < 4096 {
             return invalid("rtmp.window_ack_size", "must be at least 4096");
         }
+        self.validate_forward()
+    }
+
+    fn validate_forward(&self) -> Result<(), ConfigError> {
+        let f = &self.forward;
+        if f.backoff_initial_ms == 0 || f.backoff_max_ms < f.backoff_initial_ms {
+            return Err(ConfigError::Invalid {
+                key: "forward.backoff_max_ms",
+                reason: "backoff_initial_ms must be at least 1 and at most backoff_max_ms".into(),
+            });
+        }
+        if f.queue_ms < 100 {
+            return Err(ConfigError::Invalid {
+                key: "forward.queue_ms",
+                reason: "must be at least 100".into(),
+            });
+        }
+        let listen = self.listen_addr()?;
+        let rules = std::iter::once(("forward.destinations", &f.destinations)).chain(
+            self.vhost.iter().flat_map(|v| {
+                let vr = v
+                    .forward
+                    .iter()
+                    .map(|r| ("vhost.forward.destinations", &r.destinations));
+                let ar = v.app.iter().flat_map(|a| {
+                    a.forward
+                        .iter()
+                        .map(|r| ("vhost.app.forward.destinations", &r.destinations))
+                });
+                vr.chain(ar)
+            }),
+        );
+        for (key, dests) in rules {
+            for d in dests {
+                let t = ForwardTarget::parse(d)
+                    .map_err(|reason| ConfigError::Invalid { key, reason })?;
+                if t.is_self(listen) {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: format!("`{d}` is this server's own listen address"),
+                    });
+                }
+            }
+        }
+        for v in &self.vhost {
+            if v.name.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "vhost.name",
+                    reason: "every [[vhost]] needs a name".into(),
+                });
+            }
+            if v.app.iter().any(|a| a.name.is_empty()) {
+                return Err(ConfigError::Invalid {
+                    key: "vhost.app.name",
+                    reason: format!("every app of vhost `{}` needs a name", v.name),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// Is `name` a configured vhost (so a tcUrl host may select it)?
+    pub fn knows_vhost(&self, name: &str) -> bool {
+        self.vhost.iter().any(|v| v.name == name)
+    }
+
+    /// Where streams of `vhost/app` are forwarded: the most specific rule wins (app, then
+    /// vhost, then global).
+    pub fn forward_targets(&self, vhost: &str, app: &str) -> Vec<ForwardTarget> {
+        let v = self.vhost.iter().find(|v| v.name == vhost);
+        let app_rule = v.and_then(|v| v.app.iter().find(|a| a.name == app)?.forward.as_ref());
+        let (enabled, dests) = match app_rule.or_else(|| v.and_then(|v| v.forward.as_ref())) {
+            Some(r) => (r.enabled, &r.destinations),
+            None => (self.forward.enabled, &self.forward.destinations),
+        };
+        if !enabled {
+            return Vec::new();
+        }
+        // Validated at load, so parsing succeeds; a destination that stopped resolving is skipped.
+        dests
+            .iter()
+            .filter_map(|d| ForwardTarget::parse(d).ok())
+            .collect()
     }
 
     /// The resolved RTMP listen address.
@@ -247,6 +350,49 @@ mod tests {
     fn zero_chunk_size_rejected() {
         let e = Config::from_toml("[rtmp]\nchunk_size = 0\n", "t").unwrap_err();
         assert!(e.to_string().contains("rtmp.chunk_size"), "{e}");
+    }
+
+    #[test]
+    fn forward_rules_most_specific_wins() {
+        let c = Config::from_toml(
+            r#"
+[server]
+listen = "127.0.0.1:1935"
+[forward]
+enabled = true
+destinations = ["127.0.0.1:2001"]
+[[vhost]]
+name = "v"
+[vhost.forward]
+destinations = ["127.0.0.1:2002"]
+[[vhost.app]]
+name = "quiet"
+[vhost.app.forward]
+enabled = false
+"#,
+            "t",
+        )
+        .unwrap();
+        let port = |v: &str, a: &str| -> Vec<u16> {
+            c.forward_targets(v, a)
+                .iter()
+                .map(|t| t.addr.port())
+                .collect()
+        };
+        assert_eq!(port("__defaultVhost__", "live"), vec![2001]);
+        assert_eq!(port("v", "live"), vec![2002]);
+        assert_eq!(port("v", "quiet"), Vec::<u16>::new());
+        assert!(c.knows_vhost("v"));
+    }
+
+    #[test]
+    fn forward_to_self_is_an_error() {
+        let e = Config::from_toml(
+            "[server]\nlisten = \"0.0.0.0:1935\"\n[forward]\nenabled = true\ndestinations = [\"127.0.0.1:1935\"]\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("own listen address"), "{e}");
     }
 
     #[test]

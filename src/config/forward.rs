@@ -1,0 +1,178 @@
+//! Forward settings: where every published stream is sent on to (SRS "forward", nginx-rtmp
+//! "push"), globally and per vhost/app.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+/// `[forward]`: the global rule plus the retry and queue settings every forward peer uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlobalForward {
+    pub enabled: bool,
+    /// `host:port` (same app and stream name) or `rtmp://host:port/app[?vhost=name]`.
+    pub destinations: Vec<String>,
+    /// First retry delay after a destination fails; doubles up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Media a destination may be behind before it skips to the next keyframe.
+    pub queue_ms: u32,
+    /// Time allowed to connect and get `NetStream.Publish.Start`.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for GlobalForward {
+    fn default() -> Self {
+        GlobalForward {
+            enabled: false,
+            destinations: Vec::new(),
+            backoff_initial_ms: 1000,
+            backoff_max_ms: 30_000,
+            queue_ms: 5000,
+            connect_timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[vhost.forward]` / `[vhost.app.forward]`: overrides the wider rule for that vhost or app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardRule {
+    pub enabled: bool,
+    pub destinations: Vec<String>,
+}
+
+impl Default for ForwardRule {
+    fn default() -> Self {
+        ForwardRule {
+            enabled: true,
+            destinations: Vec::new(),
+        }
+    }
+}
+
+/// One destination, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardTarget {
+    pub addr: SocketAddr,
+    /// Host as written, for the tcUrl.
+    pub host: String,
+    /// App to publish to; `None` keeps the source's app.
+    pub app: Option<String>,
+    /// Vhost to name with `?vhost=` in the tcUrl.
+    pub vhost: Option<String>,
+    /// The destination as configured, for logs and stats.
+    pub display: String,
+}
+
+impl ForwardTarget {
+    pub fn parse(s: &str) -> Result<ForwardTarget, String> {
+        let (hostport, app, vhost) = match s.strip_prefix("rtmp://") {
+            Some(rest) => {
+                let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let (app, query) = path.split_once('?').unwrap_or((path, ""));
+                let vhost = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("vhost="))
+                    .map(str::to_string);
+                let app = (!app.is_empty()).then(|| app.trim_end_matches('/').to_string());
+                (hostport, app, vhost)
+            }
+            None if s.contains("://") => return Err(format!("`{s}`: only rtmp:// is supported")),
+            None => (s, None, None),
+        };
+        let with_port = if hostport
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:1935")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("`{s}`: {e}"))?
+            .next()
+            .ok_or_else(|| format!("`{s}` resolves to no address"))?;
+        let host = with_port
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_default();
+        Ok(ForwardTarget {
+            addr,
+            host,
+            app,
+            vhost,
+            display: s.to_string(),
+        })
+    }
+
+    /// True when this destination is the server listening on `listen` itself.
+    pub fn is_self(&self, listen: SocketAddr) -> bool {
+        if self.addr.port() != listen.port() {
+            return false;
+        }
+        let ip = self.addr.ip();
+        ip == listen.ip() || (listen.ip().is_unspecified() && (ip.is_loopback() || is_local(ip)))
+    }
+
+    /// tcUrl and app to publish `app/stream` to this destination.
+    pub fn tc_url(&self, source_app: &str) -> (String, String) {
+        let app = self.app.clone().unwrap_or_else(|| source_app.to_string());
+        let mut url = format!("rtmp://{}:{}/{app}", self.host, self.addr.port());
+        if let Some(v) = &self.vhost {
+            url.push_str("?vhost=");
+            url.push_str(v);
+        }
+        (url, app)
+    }
+}
+
+/// An address of one of this machine's interfaces (best effort: the unspecified address bound
+/// by a UDP socket tells us the primary one).
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_keeps_app() {
+        let t = ForwardTarget::parse("127.0.0.1:1936").unwrap();
+        assert_eq!(t.addr.port(), 1936);
+        assert_eq!(t.app, None);
+        assert_eq!(t.tc_url("live").0, "rtmp://127.0.0.1:1936/live");
+    }
+
+    #[test]
+    fn url_changes_app_and_vhost() {
+        let t = ForwardTarget::parse("rtmp://127.0.0.1:1937/other?vhost=v.example").unwrap();
+        assert_eq!(t.app.as_deref(), Some("other"));
+        let (url, app) = t.tc_url("live");
+        assert_eq!(app, "other");
+        assert_eq!(url, "rtmp://127.0.0.1:1937/other?vhost=v.example");
+    }
+
+    #[test]
+    fn default_port_and_errors() {
+        assert_eq!(ForwardTarget::parse("127.0.0.1").unwrap().addr.port(), 1935);
+        assert!(ForwardTarget::parse("http://x/y").is_err());
+        assert!(ForwardTarget::parse("nope:99999").is_err());
+    }
+
+    #[test]
+    fn self_detection() {
+        let listen: SocketAddr = "0.0.0.0:1935".parse().unwrap();
+        assert!(ForwardTarget::parse("127.0.0.1:1935")
+            .unwrap()
+            .is_self(listen));
+        assert!(!ForwardTarget::parse("127.0.0.1:1936")
+            .unwrap()
+            .is_self(listen));
+        let listen: SocketAddr = "127.0.0.1:1935".parse().unwrap();
+        assert!(ForwardTarget::parse("127.0.0.1:1935")
+            .unwrap()
+            .is_self(listen));
+    }
+}
