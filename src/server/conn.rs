@@ -19,6 +19,11 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// Read buffer sizes: before a role (handshake, connect), as a publisher, as a player.
+const READ_BUF_START: usize = 4096;
+const READ_BUF_PUBLISHER: usize = 64 * 1024;
+const READ_BUF_PLAYER: usize = 1024;
+
 /// The vhost used when a client names none (SRS's name for it).
 pub const DEFAULT_VHOST: &str = "__defaultVhost__";
 
@@ -121,7 +126,9 @@ impl Conn {
         let handshake_deadline =
             Instant::now() + Duration::from_secs(cfg.server.handshake_timeout_secs);
         let idle = Duration::from_secs(cfg.server.publish_idle_timeout_secs);
-        let mut buf = vec![0u8; 16 * 1024];
+        // Sized by role: players send little (acks), publishers a lot; a player's memory is
+        // what bounds how many one shard holds.
+        let mut buf = vec![0u8; READ_BUF_START];
         loop {
             let timeout = if !self.session.handshake_done() {
                 let left = handshake_deadline.saturating_duration_since(Instant::now());
@@ -165,6 +172,16 @@ impl Conn {
             if let Err(e) = result {
                 return self.fail(&e.to_string());
             }
+            let want = if !self.publishing.is_empty() {
+                READ_BUF_PUBLISHER
+            } else if !self.playing.is_empty() {
+                READ_BUF_PLAYER
+            } else {
+                READ_BUF_START
+            };
+            if buf.len() != want {
+                buf = vec![0u8; want];
+            }
             if self.writer.failed() {
                 return "write error".into();
             }
@@ -202,7 +219,9 @@ impl Conn {
                 vhost_explicit,
             } => {
                 self.app = app;
-                self.vhost = if vhost_explicit {
+                // An explicit ?vhost= always counts; a tcUrl host only when it names a
+                // configured vhost (so 127.0.0.1 and localhost reach the same streams).
+                self.vhost = if vhost_explicit || sh.cfg.knows_vhost(&vhost) {
                     vhost
                 } else {
                     DEFAULT_VHOST.to_string()
