@@ -8,9 +8,11 @@
 //! - [`server`]: one shard's work: accept -> conn (the socket loop) -> shard (owner registry,
 //!   streams) -> stream fan-out to local players -> mesh (one message per subscribed shard) ->
 //!   writer (bounded queue, batched vectored writes).
+//! - [`http`]: the SRS-shaped API, Prometheus metrics, HTTP-FLV players and the console.
 //! - [`runtime`]: glommio glue: one pinned executor per core, the mesh, limits and signals.
 
 pub mod config;
+pub mod http;
 pub mod media;
 pub mod rtmp;
 pub mod runtime;

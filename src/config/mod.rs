@@ -33,8 +33,39 @@ pub struct Config {
     pub server: ServerConfig,
     pub rtmp: RtmpConfig,
     pub forward: GlobalForward,
+    pub http: HttpConfig,
     /// Named vhosts with their own settings; a client's tcUrl host selects one by name.
     pub vhost: Vec<VhostConfig>,
+}
+
+/// `[http]`: the API, metrics, HTTP-FLV and the console, served by every shard on one port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub listen: String,
+    /// Seconds an HTTP-FLV request for a stream nobody publishes waits before a 404;
+    /// 0 waits for as long as the client does (like an RTMP player).
+    pub flv_wait_timeout_secs: u64,
+    /// Seconds a client has to send its request headers.
+    pub header_timeout_secs: u64,
+    /// Largest request head accepted (431 past it).
+    pub max_header_bytes: usize,
+    /// Folder served under /static/ (the console's player library lives there).
+    pub static_dir: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: false,
+            listen: "0.0.0.0:8080".into(),
+            flv_wait_timeout_secs: 0,
+            header_timeout_secs: 10,
+            max_header_bytes: 8192,
+            static_dir: "www".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -198,7 +229,38 @@ impl Config {
         if self.rtmp.window_ack_size < 4096 {
             return invalid("rtmp.window_ack_size", "must be at least 4096");
         }
+        if self.http.enabled {
+            let h = self.http_addr()?;
+            if h == self.listen_addr()? {
+                return invalid("http.listen", "must differ from server.listen");
+            }
+        }
+        if !(1024..=1 << 20).contains(&self.http.max_header_bytes) {
+            return invalid("http.max_header_bytes", "must be between 1024 and 1048576");
+        }
+        if self.http.header_timeout_secs == 0 {
+            return invalid("http.header_timeout_secs", "must be at least 1");
+        }
         self.validate_forward()
+    }
+
+    /// The resolved HTTP listen address.
+    pub fn http_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let bad = |reason: String| ConfigError::Invalid {
+            key: "http.listen",
+            reason,
+        };
+        self.http
+            .listen
+            .to_socket_addrs()
+            .map_err(|e| {
+                bad(format!(
+                    "`{}` is not a host:port address ({e})",
+                    self.http.listen
+                ))
+            })?
+            .next()
+            .ok_or_else(|| bad(format!("`{}` resolves to no address", self.http.listen)))
     }
 
     fn validate_forward(&self) -> Result<(), ConfigError> {

@@ -5,6 +5,7 @@
 //! hot path and be tested without a network.
 
 pub mod codec;
+pub mod flv;
 pub mod frame;
 pub mod gop_cache;
 pub mod timestamp;

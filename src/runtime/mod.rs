@@ -64,6 +64,9 @@ fn check_port_free(addr: std::net::SocketAddr) -> Result<(), RunError> {
 pub fn run(cfg: Config) -> Result<(), RunError> {
     let addr = cfg.listen_addr()?;
     check_port_free(addr)?;
+    if cfg.http.enabled {
+        check_port_free(cfg.http_addr()?)?;
+    }
     let shards = cfg.shard_count();
     let nofile = raise_nofile_limit();
     // Each connection holds two descriptors (reader and writer halves).
@@ -73,7 +76,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         env!("CARGO_PKG_VERSION")
     );
 
-    let global = Arc::new(Global::default());
+    let global = Arc::new(Global::new(shards));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,

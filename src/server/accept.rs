@@ -1,10 +1,11 @@
 //! The accept loop of one shard: every shard listens on the same port (SO_REUSEPORT) and keeps
 //! the connections the kernel hands it.
 
-use super::conn;
 use super::shard::Shard;
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use log::warn;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,8 +17,12 @@ pub async fn shutdown_requested(shard: &Shard) {
     }
 }
 
-/// Accept until shutdown; each connection gets its own task on this shard.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accept until shutdown; each connection gets its own task on this shard running `serve`.
+pub async fn accept_loop<F, Fut>(shard: Rc<Shard>, listener: TcpListener, serve: F)
+where
+    F: Fn(Rc<Shard>, TcpStream, u64, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
     let max = shard.cfg.server.max_connections;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -53,6 +58,6 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             "shard={} client={id} peer={peer} accepted ({now} connections)",
             shard.id
         );
-        glommio::spawn_local(conn::serve(shard.clone(), stream, id, peer)).detach();
+        glommio::spawn_local(serve(shard.clone(), stream, id, peer)).detach();
     }
 }

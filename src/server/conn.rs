@@ -4,7 +4,7 @@
 
 use super::key::StreamKey;
 use super::shard::{ConnEntry, Shard};
-use super::stream::PlayerRef;
+use super::stream::{PlayerKind, PlayerRef};
 use super::writer::{run_writer, ConnWriter};
 use crate::rtmp::amf0::DecodeLimits;
 use crate::rtmp::chunk::DecoderLimits;
@@ -67,12 +67,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
     let writer = ConnWriter::new(cfg.rtmp.player_queue_ms);
     let window = Duration::from_millis(cfg.rtmp.mw_latency_ms);
     let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream, window));
-    shard.conns.borrow_mut().insert(
-        id,
-        ConnEntry {
-            fd: stream.as_raw_fd(),
-        },
-    );
+    shard.add_conn(id, ConnEntry::new(stream.as_raw_fd(), peer, writer.clone()));
 
     let session_cfg = SessionConfig {
         out_chunk_size: cfg.rtmp.chunk_size,
@@ -107,7 +102,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
         Ok(())
     })
     .await;
-    shard.conns.borrow_mut().remove(&id);
+    shard.remove_conn(id);
     shard.global.connections.fetch_sub(1, Ordering::Relaxed);
     let role = conn.role;
     info!(
@@ -143,7 +138,15 @@ impl Conn {
             };
             let _ = stream.set_read_timeout(timeout);
             let n = match stream.read(&mut buf).await {
-                Ok(0) => return "closed by peer".into(),
+                Ok(0) => {
+                    let mut kicked = false;
+                    self.with_entry(|e| kicked = e.kicked.get());
+                    return if kicked {
+                        "kicked through the API".into()
+                    } else {
+                        "closed by peer".into()
+                    };
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                     return "reset by peer".into()
                 }
@@ -162,6 +165,7 @@ impl Conn {
                 return "server shutting down".into();
             }
             self.bytes_in += n as u64;
+            self.with_entry(|e| e.bytes_in.set(e.bytes_in.get() + n as u64));
             let result = self.session.handle_input(&buf[..n]);
             // Replies and events queued before an error are still delivered.
             self.flush();
@@ -185,6 +189,13 @@ impl Conn {
             if self.writer.failed() {
                 return "write error".into();
             }
+        }
+    }
+
+    /// Update this connection's stats entry.
+    fn with_entry(&self, f: impl FnOnce(&ConnEntry)) {
+        if let Some(e) = self.shard.conns.borrow().get(&self.id) {
+            f(e);
         }
     }
 
@@ -230,6 +241,7 @@ impl Conn {
                     "shard={} client={} peer={} connect app={} vhost={} tcUrl={tc_url}",
                     sh.id, self.id, self.peer, self.app, self.vhost
                 );
+                self.with_entry(|e| *e.tc_url.borrow_mut() = tc_url);
             }
             SessionEvent::PublishRequested {
                 stream_id, name, ..
@@ -244,6 +256,10 @@ impl Conn {
                             sh.id, self.id, self.peer
                         );
                         self.role = "publish";
+                        self.with_entry(|e| {
+                            e.kind.set("fmle-publish");
+                            *e.stream.borrow_mut() = Some(key.clone());
+                        });
                         self.publishing.push(Publishing {
                             stream_id,
                             key,
@@ -280,7 +296,7 @@ impl Conn {
                         stream_id,
                         writer: self.writer.clone(),
                         unpublished: Cell::new(false),
-                        forward: false,
+                        kind: PlayerKind::Rtmp,
                     },
                 );
                 info!(
@@ -291,6 +307,10 @@ impl Conn {
                     sh.owner_of(&key)
                 );
                 self.role = "play";
+                self.with_entry(|e| {
+                    e.kind.set("rtmp-play");
+                    *e.stream.borrow_mut() = Some(key.clone());
+                });
                 self.playing.push((stream_id, key));
             }
             SessionEvent::Media {

@@ -5,7 +5,7 @@
 
 use super::key::StreamKey;
 use super::shard::Shard;
-use super::stream::PlayerRef;
+use super::stream::{PlayerKind, PlayerRef};
 use super::writer::{run_writer, ConnWriter, LocalNotify};
 use crate::config::ForwardTarget;
 use crate::rtmp::client::{ClientConfig, ClientEvent, ClientRole, ClientSession};
@@ -255,7 +255,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
                         stream_id: client.stream_id(),
                         writer: writer.clone(),
                         unpublished: Cell::new(false),
-                        forward: true,
+                        kind: PlayerKind::Forward,
                     },
                 );
             }

@@ -45,12 +45,22 @@ impl StreamKey {
     /// The shard that owns this stream's registry entry: a stable FNV-1a hash of the key, so
     /// the same key maps to the same shard in every run.
     pub fn owner_shard(&self, shards: usize) -> usize {
+        (self.hash64() % shards.max(1) as u64) as usize
+    }
+
+    /// FNV-1a of the key: stable across runs and processes.
+    pub fn hash64(&self) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in self.0.full.bytes() {
             h ^= b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
-        (h % shards.max(1) as u64) as usize
+        h
+    }
+
+    /// The id the HTTP API names this stream by.
+    pub fn api_id(&self) -> String {
+        format!("{:012x}", self.hash64() & 0xFFFF_FFFF_FFFF)
     }
 }
 

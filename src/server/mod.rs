@@ -10,6 +10,7 @@ pub mod packet;
 pub mod player_queue;
 pub mod registry;
 pub mod shard;
+pub mod stats;
 pub mod stream;
 pub mod writer;
 
@@ -79,6 +80,7 @@ pub async fn run_shard(
             glommio::spawn_local(outbox.run_remote(senders.clone(), dest)).detach();
         }
     }
+    glommio::spawn_local(stats::run_ticker(shard.clone())).detach();
     for (_peer, rx) in receivers.streams() {
         let sh = shard.clone();
         glommio::spawn_local(async move {
@@ -92,7 +94,16 @@ pub async fn run_shard(
     let addr = cfg.listen_addr().expect("validated");
     let listener = bind_shared(addr).map_err(|source| ShardError::Bind { addr, source })?;
     info!("shard={id} listening on {addr} (cpu-pinned executor {id} of {shards})");
-    accept::accept_loop(shard.clone(), listener).await;
+    if cfg.http.enabled {
+        let http_addr = cfg.http_addr().expect("validated");
+        let http = bind_shared(http_addr).map_err(|source| ShardError::Bind {
+            addr: http_addr,
+            source,
+        })?;
+        info!("shard={id} http listening on {http_addr}");
+        glommio::spawn_local(accept::accept_loop(shard.clone(), http, crate::http::serve)).detach();
+    }
+    accept::accept_loop(shard.clone(), listener, conn::serve).await;
 
     // Shutdown: wake every connection's read with EOF, then give them a moment to clean up.
     let open: Vec<i32> = shard.conns.borrow().values().map(|c| c.fd).collect();

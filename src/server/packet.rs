@@ -1,36 +1,53 @@
-//! A media frame together with its chunked wire form, encoded once and shared by every player.
+//! A media frame together with its wire forms, encoded once and shared by every player on
+//! every shard: RTMP chunks always, the HTTP-FLV form on first use.
 
-use crate::media::{Frame, FrameKind, MediaUnit};
+use crate::media::{flv, Frame, FrameKind, MediaUnit};
 use crate::rtmp::message::{csid, MessageWriter};
 use bytes::{Bytes, BytesMut};
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 
 /// The message stream id the shared wire bytes are encoded for: the id `createStream` hands to
 /// the first stream of a connection, which is what players use. Others get a private encoding.
 pub const SHARED_STREAM_ID: u32 = 1;
 
+/// Cheap to clone (one reference count) and to send to another shard.
 #[derive(Clone, Debug)]
-pub struct Packet {
+pub struct Packet(Arc<PacketInner>);
+
+#[derive(Debug)]
+pub struct PacketInner {
     pub frame: Frame,
     /// True for `onMetaData`.
     pub metadata: bool,
     /// RTMP chunks of this message (type-0 header, message stream `SHARED_STREAM_ID`).
     pub wire: Bytes,
+    /// The FLV tag in one HTTP chunk, made by the first HTTP-FLV player that needs it.
+    http_flv: OnceLock<Bytes>,
+}
+
+impl Deref for Packet {
+    type Target = PacketInner;
+    fn deref(&self) -> &PacketInner {
+        &self.0
+    }
 }
 
 impl MediaUnit for Packet {
     fn frame(&self) -> &Frame {
-        &self.frame
+        &self.0.frame
     }
 }
 
 impl Packet {
     pub fn new(frame: Frame, metadata: bool, chunk_size: u32) -> Packet {
         let wire = encode_frame(&frame, chunk_size, SHARED_STREAM_ID);
-        Packet {
+        Packet(Arc::new(PacketInner {
             frame,
             metadata,
             wire,
-        }
+            http_flv: OnceLock::new(),
+        }))
     }
 
     /// The wire bytes for a player on message stream `stream_id`.
@@ -40,6 +57,20 @@ impl Packet {
         } else {
             encode_frame(&self.frame, chunk_size, stream_id)
         }
+    }
+
+    /// The FLV tag wrapped as one HTTP/1.1 chunk (`size CRLF tag CRLF`).
+    pub fn http_flv_chunk(&self) -> Bytes {
+        self.http_flv
+            .get_or_init(|| {
+                let len = flv::tag_len(self.frame.payload.len().min(0xFF_FFFF));
+                let mut out = BytesMut::with_capacity(len + 12);
+                out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+                flv::tag(&mut out, &self.frame);
+                out.extend_from_slice(b"\r\n");
+                out.freeze()
+            })
+            .clone()
     }
 }
 
@@ -59,4 +90,26 @@ pub fn encode_frame(frame: &Frame, chunk_size: u32, stream_id: u32) -> Bytes {
         &frame.payload,
     );
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_are_made_once_and_shared() {
+        let p = Packet::new(
+            Frame::audio(5, Bytes::from_static(&[0xAF, 1, 2])),
+            false,
+            4096,
+        );
+        let a = p.http_flv_chunk();
+        let b = p.clone().http_flv_chunk();
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        assert!(a.starts_with(b"12\r\n"));
+        assert!(a.ends_with(b"\r\n"));
+        assert_eq!(a.len(), 4 + 18 + 2);
+        assert_eq!(p.wire_for(1, 4096).as_ptr(), p.wire.as_ptr());
+        assert_ne!(p.wire_for(2, 4096).as_ptr(), p.wire.as_ptr());
+    }
 }

@@ -57,6 +57,15 @@ impl PlayerQueue {
         self.push(bytes, false);
     }
 
+    /// Put control bytes before everything queued (a response head written late).
+    pub fn push_front_control(&mut self, bytes: Bytes) {
+        self.queued_bytes += bytes.len();
+        self.items.push_front(Item {
+            bytes,
+            droppable: false,
+        });
+    }
+
     /// Queue a media frame unless the player is skipping to a keyframe. `has_video` tells
     /// whether the stream carries video (audio-only streams have no keyframes to wait for).
     /// Returns whether the frame was queued.

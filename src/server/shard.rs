@@ -7,22 +7,37 @@ use super::key::StreamKey;
 use super::mesh::{Outbox, ShardMsg};
 use super::packet::Packet;
 use super::registry::{Registry, ShardId, Subscriber};
+use super::stats::{audio_info, video_info, Board, ClientStat, ForwardStat};
+use super::stats::{ShardSnapshot, StreamStat};
 use super::stream::{LocalStream, PlayerRef, RemoteSub, Source, StreamLimits};
+use super::writer::ConnWriter;
 use crate::config::Config;
 use crate::media::Frame;
 use glommio::channels::local_channel::{self, LocalSender};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::unix::io::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// State every shard can see: only counters and flags, never on the media path.
-#[derive(Default)]
+/// State every shard can see: counters, flags and the stats board, never on the media path.
 pub struct Global {
     pub connections: AtomicUsize,
     pub shutdown: AtomicBool,
+    pub board: Board,
+}
+
+impl Global {
+    pub fn new(shards: usize) -> Global {
+        Global {
+            connections: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            board: Board::new(shards),
+        }
+    }
 }
 
 struct PendingClaim {
@@ -32,9 +47,38 @@ struct PendingClaim {
     reply: LocalSender<bool>,
 }
 
-/// A live connection, for shutdown and logs.
+/// A live connection, for shutdown, kicks and stats. The connection task updates the cells.
 pub struct ConnEntry {
     pub fd: RawFd,
+    pub peer: SocketAddr,
+    pub started: Instant,
+    /// "fmle-publish", "rtmp-play", "flv-play" or "idle".
+    pub kind: Cell<&'static str>,
+    pub stream: RefCell<Option<StreamKey>>,
+    pub tc_url: RefCell<String>,
+    pub bytes_in: Cell<u64>,
+    pub writer: Rc<ConnWriter>,
+    /// Disconnected through the API (the close line says so).
+    pub kicked: Cell<bool>,
+    /// (bytes in, bytes out) at the last tick, and the rates then (kbit/s).
+    rate: Cell<(u64, u64, u64, u64)>,
+}
+
+impl ConnEntry {
+    pub fn new(fd: RawFd, peer: SocketAddr, writer: Rc<ConnWriter>) -> ConnEntry {
+        ConnEntry {
+            fd,
+            peer,
+            started: Instant::now(),
+            kind: Cell::new("idle"),
+            stream: RefCell::new(None),
+            tc_url: RefCell::new(String::new()),
+            bytes_in: Cell::new(0),
+            writer,
+            kicked: Cell::new(false),
+            rate: Cell::new((0, 0, 0, 0)),
+        }
+    }
 }
 
 pub struct Shard {
@@ -53,6 +97,8 @@ pub struct Shard {
     forward_placement: RefCell<HashMap<StreamKey, Vec<(ShardId, usize)>>>,
     /// Forward peers running on this shard.
     pub forward_peers: RefCell<HashMap<(StreamKey, usize), Rc<ForwardHandle>>>,
+    /// Totals of connections already closed: (bytes in, bytes out, dropped frames).
+    closed_totals: Cell<(u64, u64, u64)>,
 }
 
 impl Shard {
@@ -78,6 +124,7 @@ impl Shard {
             limits,
             forward_placement: RefCell::new(HashMap::new()),
             forward_peers: RefCell::new(HashMap::new()),
+            closed_totals: Cell::new((0, 0, 0)),
         })
     }
 
@@ -279,6 +326,120 @@ impl Shard {
         }
         if s.is_idle() {
             streams.remove(key);
+        }
+    }
+
+    pub fn add_conn(&self, id: u64, entry: ConnEntry) {
+        self.conns.borrow_mut().insert(id, entry);
+    }
+
+    /// A connection ended: keep its byte counts in the shard totals.
+    pub fn remove_conn(&self, id: u64) {
+        if let Some(c) = self.conns.borrow_mut().remove(&id) {
+            let (i, o, d) = self.closed_totals.get();
+            self.closed_totals.set((
+                i + c.bytes_in.get(),
+                o + c.writer.bytes_out(),
+                d + c.writer.dropped_frames(),
+            ));
+        }
+    }
+
+    /// Disconnect client `id` if it is on this shard (its read sees end of stream).
+    pub fn kick(&self, id: u64) -> bool {
+        match self.conns.borrow().get(&id) {
+            Some(c) => {
+                c.kicked.set(true);
+                // SAFETY: shutdown(2) on a descriptor owned by a live connection task.
+                unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// This shard's figures; `elapsed` since the last snapshot, for rates.
+    pub fn snapshot(&self, elapsed: Duration) -> ShardSnapshot {
+        let secs = elapsed.as_secs_f64().max(0.001);
+        let (mut bytes_in, mut bytes_out, mut dropped) = self.closed_totals.get();
+        let clients: Vec<ClientStat> = self
+            .conns
+            .borrow()
+            .iter()
+            .map(|(&id, c)| {
+                let (i, o) = (c.bytes_in.get(), c.writer.bytes_out());
+                bytes_in += i;
+                bytes_out += o;
+                dropped += c.writer.dropped_frames();
+                let (li, lo, ki, ko) = c.rate.get();
+                // Smoothed over about 2 s (8 ticks), like SRS's short-term kbps.
+                let inst_in = ((i - li) as f64 * 8.0 / 1000.0 / secs) as u64;
+                let inst_out = ((o - lo) as f64 * 8.0 / 1000.0 / secs) as u64;
+                let ki = (ki * 7 + inst_in) / 8;
+                let ko = (ko * 7 + inst_out) / 8;
+                c.rate.set((i, o, ki, ko));
+                ClientStat {
+                    id,
+                    shard: self.id,
+                    peer: c.peer.to_string(),
+                    kind: c.kind.get(),
+                    stream: c.stream.borrow().clone(),
+                    tc_url: c.tc_url.borrow().clone(),
+                    bytes_in: i,
+                    bytes_out: o,
+                    kbps_in: ki,
+                    kbps_out: ko,
+                    alive_ms: c.started.elapsed().as_millis() as u64,
+                    dropped_frames: c.writer.dropped_frames(),
+                }
+            })
+            .collect();
+        let streams = self
+            .streams
+            .borrow()
+            .values()
+            .map(|s| {
+                let h = s.headers();
+                StreamStat {
+                    key: s.key.clone(),
+                    live: s.is_live(),
+                    publisher: match s.source {
+                        Source::Local { conn_id, .. } => Some(conn_id),
+                        _ => None,
+                    },
+                    players: s.players.len(),
+                    frames_in: s.frames_in,
+                    bytes_in: s.bytes_in,
+                    video: h.video_seq.as_ref().and_then(|p| video_info(&p.frame)),
+                    audio: h.audio_seq.as_ref().and_then(|p| audio_info(&p.frame)),
+                    live_since_ms: s.live_since_ms,
+                }
+            })
+            .collect();
+        let forwards = self
+            .forward_peers
+            .borrow()
+            .values()
+            .map(|h| ForwardStat {
+                key: h.key.clone(),
+                shard: self.id,
+                dest: h.target.display.clone(),
+                state: h.state.get(),
+                reconnects: h.reconnects.get(),
+                bytes_out: h.bytes_out.get(),
+                last_error: h.last_error.borrow().clone(),
+            })
+            .collect();
+        ShardSnapshot {
+            shard: self.id,
+            connections: self.conns.borrow().len(),
+            bytes_in,
+            bytes_out,
+            dropped_frames: dropped,
+            mesh_media_dropped: self.outboxes.iter().map(|o| o.media_dropped.get()).sum(),
+            streams,
+            clients,
+            forwards,
         }
     }
 

@@ -8,8 +8,20 @@ use super::registry::ShardId;
 use super::writer::ConnWriter;
 use crate::media::{FrameKind, GopCache, StreamHeaders, TimestampSmoother};
 use crate::rtmp::message::play_notify;
+use bytes::Bytes;
 use std::cell::Cell;
 use std::rc::Rc;
+
+/// How a player takes the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayerKind {
+    /// An RTMP player: shared chunks, play notices on unpublish / republish.
+    Rtmp,
+    /// A forward peer (an outbound publish): media only, no play notices.
+    Forward,
+    /// An HTTP-FLV player: FLV tags in HTTP chunks; its response ends with the publish.
+    HttpFlv,
+}
 
 /// A player on this shard.
 pub struct PlayerRef {
@@ -19,8 +31,17 @@ pub struct PlayerRef {
     pub writer: Rc<ConnWriter>,
     /// Told that the publisher left; gets Stream Begin when a new one starts.
     pub unpublished: Cell<bool>,
-    /// A forward peer (an outbound publish), not a player: gets media only, no play notices.
-    pub forward: bool,
+    pub kind: PlayerKind,
+}
+
+impl PlayerRef {
+    fn send(&self, p: &Packet, chunk_size: u32, has_video: bool) {
+        let bytes = match self.kind {
+            PlayerKind::Rtmp | PlayerKind::Forward => p.wire_for(self.stream_id, chunk_size),
+            PlayerKind::HttpFlv => p.http_flv_chunk(),
+        };
+        self.writer.send_media(&p.frame, bytes, has_video);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +88,8 @@ pub struct LocalStream {
     pub epoch: u64,
     pub frames_in: u64,
     pub bytes_in: u64,
+    /// Wall clock (unix ms) when the current publish started here.
+    pub live_since_ms: u64,
 }
 
 impl LocalStream {
@@ -85,6 +108,7 @@ impl LocalStream {
             epoch: 0,
             frames_in: 0,
             bytes_in: 0,
+            live_since_ms: 0,
         }
     }
 
@@ -115,11 +139,7 @@ impl LocalStream {
             self.gop.push(p);
         }
         for pl in &self.players {
-            pl.writer.send_media(
-                &p.frame,
-                p.wire_for(pl.stream_id, self.chunk_size),
-                self.has_video,
-            );
+            pl.send(p, self.chunk_size, self.has_video);
         }
     }
 
@@ -137,11 +157,7 @@ impl LocalStream {
         if self.is_live() {
             let has_video = self.has_video || self.headers.video_seq.is_some();
             for p in self.headers.iter().chain(self.gop.iter()) {
-                pl.writer.send_media(
-                    &p.frame,
-                    p.wire_for(pl.stream_id, self.chunk_size),
-                    has_video,
-                );
+                pl.send(p, self.chunk_size, has_video);
             }
         }
         self.players.push(pl);
@@ -158,11 +174,12 @@ impl LocalStream {
     /// Stream Begin again.
     pub fn start_source(&mut self, source: Source) {
         self.source = source;
+        self.live_since_ms = super::stats::unix_ms();
         self.headers.clear();
         self.gop.reset();
         self.has_video = false;
         let name = self.key.stream_name().to_string();
-        for pl in self.players.iter().filter(|p| !p.forward) {
+        for pl in self.players.iter().filter(|p| p.kind == PlayerKind::Rtmp) {
             if pl.unpublished.replace(false) {
                 pl.writer
                     .send_control(play_notify(self.chunk_size, pl.stream_id, true, &name));
@@ -177,11 +194,26 @@ impl LocalStream {
         self.gop.reset();
         self.remote_subs.clear();
         let name = self.key.stream_name().to_string();
-        for pl in self.players.iter().filter(|p| !p.forward) {
-            pl.unpublished.set(true);
-            pl.writer
-                .send_control(play_notify(self.chunk_size, pl.stream_id, false, &name));
+        for pl in &self.players {
+            match pl.kind {
+                PlayerKind::Rtmp => {
+                    pl.unpublished.set(true);
+                    pl.writer.send_control(play_notify(
+                        self.chunk_size,
+                        pl.stream_id,
+                        false,
+                        &name,
+                    ));
+                }
+                // The HTTP response ends with the publish: last chunk, then close.
+                PlayerKind::HttpFlv => pl.writer.finish(Bytes::from_static(b"0\r\n\r\n")),
+                PlayerKind::Forward => {}
+            }
         }
+    }
+
+    pub fn headers(&self) -> &StreamHeaders<Packet> {
+        &self.headers
     }
 
     pub fn gop_len(&self) -> usize {

@@ -58,6 +58,9 @@ pub struct ConnWriter {
     bytes_out: Cell<u64>,
     writes: Cell<u64>,
     failed: Cell<bool>,
+    shutdown_after: Cell<bool>,
+    /// While held, nothing is written (media waits, bounded by the queue's own policy).
+    held: Cell<bool>,
 }
 
 impl ConnWriter {
@@ -69,6 +72,8 @@ impl ConnWriter {
             bytes_out: Cell::new(0),
             writes: Cell::new(0),
             failed: Cell::new(false),
+            shutdown_after: Cell::new(false),
+            held: Cell::new(false),
         })
     }
 
@@ -88,6 +93,29 @@ impl ConnWriter {
         if self.queue.borrow_mut().push_media(frame, wire, has_video) {
             self.notify.notify();
         }
+    }
+
+    /// Stop writing until `release` (to decide on a response head after media shows up).
+    pub fn hold(&self) {
+        self.held.set(true);
+    }
+
+    /// Write `head` before everything queued, and start writing.
+    pub fn release_with(&self, head: Bytes) {
+        self.queue.borrow_mut().push_front_control(head);
+        self.held.set(false);
+        self.notify.notify();
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.borrow().queued_bytes()
+    }
+
+    /// Send `last`, flush, then shut the socket down (the peer sees the end of the response).
+    pub fn finish(&self, last: Bytes) {
+        self.send_control(last);
+        self.shutdown_after.set(true);
+        self.close();
     }
 
     /// Ask the writer task to flush what is queued and stop.
@@ -120,6 +148,9 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream, window: Durati
     let mut last_write = Instant::now() - window;
     loop {
         w.notify.wait().await;
+        if w.held.get() && !w.closing.get() {
+            continue;
+        }
         if !window.is_zero() && !w.closing.get() {
             let due = last_write + window;
             let now = Instant::now();
@@ -145,6 +176,9 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream, window: Durati
             batch.clear();
         }
         if w.closing.get() {
+            if w.shutdown_after.get() {
+                let _ = stream.shutdown(std::net::Shutdown::Both).await;
+            }
             return;
         }
     }

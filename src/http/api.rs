@@ -1,0 +1,320 @@
+//! The HTTP API in SRS's shape (`/api/v1/...`, `{"code":0,...}`), built from the shards'
+//! snapshots. Streams and clients are summed over all shards here, on the reader's side.
+
+use crate::server::key::StreamKey;
+use crate::server::stats::{unix_ms, AudioInfo, ClientStat, ShardSnapshot, VideoInfo};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// SRS error codes the API answers with.
+pub const CODE_STREAM_NOT_FOUND: u32 = 2048;
+pub const CODE_CLIENT_NOT_FOUND: u32 = 2049;
+
+/// One stream summed over every shard.
+#[derive(Debug, Clone)]
+pub struct StreamView {
+    pub key: StreamKey,
+    pub live: bool,
+    pub publisher: Option<u64>,
+    pub players: usize,
+    pub frames: u64,
+    pub recv_bytes: u64,
+    pub send_bytes: u64,
+    pub kbps_recv: u64,
+    pub kbps_send: u64,
+    pub video: Option<VideoInfo>,
+    pub audio: Option<AudioInfo>,
+    pub live_since_ms: u64,
+}
+
+/// Streams over all shards, sorted by key.
+pub fn stream_views(snaps: &[ShardSnapshot]) -> Vec<StreamView> {
+    let mut by_key: BTreeMap<String, StreamView> = BTreeMap::new();
+    for snap in snaps {
+        for s in &snap.streams {
+            let v = by_key
+                .entry(s.key.as_str().to_string())
+                .or_insert_with(|| StreamView {
+                    key: s.key.clone(),
+                    live: false,
+                    publisher: None,
+                    players: 0,
+                    frames: 0,
+                    recv_bytes: 0,
+                    send_bytes: 0,
+                    kbps_recv: 0,
+                    kbps_send: 0,
+                    video: None,
+                    audio: None,
+                    live_since_ms: 0,
+                });
+            v.live |= s.live;
+            v.players += s.players;
+            if s.publisher.is_some() {
+                v.publisher = s.publisher;
+                v.frames = s.frames_in;
+                v.live_since_ms = s.live_since_ms;
+            }
+            if v.video.is_none() {
+                v.video = s.video.clone();
+            }
+            if v.audio.is_none() {
+                v.audio = s.audio.clone();
+            }
+        }
+    }
+    for c in snaps.iter().flat_map(|s| &s.clients) {
+        let Some(v) = c.stream.as_ref().and_then(|k| by_key.get_mut(k.as_str())) else {
+            continue;
+        };
+        if c.kind == "fmle-publish" {
+            v.recv_bytes += c.bytes_in;
+            v.kbps_recv += c.kbps_in;
+        } else {
+            v.send_bytes += c.bytes_out;
+            v.kbps_send += c.kbps_out;
+        }
+    }
+    by_key.into_values().collect()
+}
+
+pub fn clients_of(snaps: &[ShardSnapshot]) -> Vec<&ClientStat> {
+    let mut v: Vec<&ClientStat> = snaps.iter().flat_map(|s| &s.clients).collect();
+    v.sort_by_key(|c| c.id);
+    v
+}
+
+fn server_id() -> String {
+    format!("shardcast-{}", std::process::id())
+}
+
+pub fn versions() -> Value {
+    let mut parts = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    json!({
+        "code": 0,
+        "server": server_id(),
+        "data": {
+            "major": parts.next().unwrap_or(0),
+            "minor": parts.next().unwrap_or(0),
+            "revision": parts.next().unwrap_or(0),
+            "version": env!("CARGO_PKG_VERSION"),
+        }
+    })
+}
+
+fn stream_json(v: &StreamView) -> Value {
+    let now = unix_ms();
+    json!({
+        "id": v.key.api_id(),
+        "name": v.key.stream_name(),
+        "vhost": v.key.vhost(),
+        "app": v.key.app(),
+        "url": format!("/{}/{}", v.key.app(), v.key.stream_name()),
+        "live_ms": if v.live { now.saturating_sub(v.live_since_ms) } else { 0 },
+        "clients": v.players + usize::from(v.publisher.is_some()),
+        "players": v.players,
+        "frames": v.frames,
+        "send_bytes": v.send_bytes,
+        "recv_bytes": v.recv_bytes,
+        "kbps": { "recv_30s": v.kbps_recv, "send_30s": v.kbps_send },
+        "publish": {
+            "active": v.live,
+            "cid": v.publisher.map(|p| p.to_string()),
+        },
+        "video": v.video.as_ref().map(|x| json!({
+            "codec": x.codec, "width": x.width, "height": x.height,
+        })),
+        "audio": v.audio.as_ref().map(|a| json!({
+            "codec": a.codec, "sample_rate": a.sample_rate, "channel": a.channels,
+        })),
+    })
+}
+
+pub fn streams(snaps: &[ShardSnapshot]) -> Value {
+    let list: Vec<Value> = stream_views(snaps).iter().map(stream_json).collect();
+    json!({ "code": 0, "server": server_id(), "streams": list })
+}
+
+pub fn stream(snaps: &[ShardSnapshot], id: &str) -> Option<Value> {
+    let views = stream_views(snaps);
+    let v = views.iter().find(|v| v.key.api_id() == id)?;
+    Some(json!({ "code": 0, "server": server_id(), "stream": stream_json(v) }))
+}
+
+fn client_json(c: &ClientStat) -> Value {
+    let (vhost, app, name) = match &c.stream {
+        Some(k) => (k.vhost(), k.app(), k.stream_name()),
+        None => ("", "", ""),
+    };
+    let ip = c
+        .peer
+        .rsplit_once(':')
+        .map(|(ip, _)| ip.trim_matches(['[', ']']))
+        .unwrap_or(&c.peer);
+    json!({
+        "id": c.id.to_string(),
+        "vhost": vhost,
+        "stream": c.stream.as_ref().map(|k| k.api_id()),
+        "ip": ip,
+        "peer": c.peer,
+        "pageUrl": "",
+        "swfUrl": "",
+        "tcUrl": c.tc_url,
+        "url": if name.is_empty() { String::new() } else { format!("/{app}/{name}") },
+        "type": c.kind,
+        "publish": c.kind == "fmle-publish",
+        "alive": c.alive_ms as f64 / 1000.0,
+        "send_bytes": c.bytes_out,
+        "recv_bytes": c.bytes_in,
+        "kbps": { "recv_30s": c.kbps_in, "send_30s": c.kbps_out },
+        "dropped_frames": c.dropped_frames,
+        "shard": c.shard,
+    })
+}
+
+pub fn clients(snaps: &[ShardSnapshot]) -> Value {
+    let list: Vec<Value> = clients_of(snaps).into_iter().map(client_json).collect();
+    json!({ "code": 0, "server": server_id(), "clients": list })
+}
+
+pub fn client(snaps: &[ShardSnapshot], id: u64) -> Option<Value> {
+    let c = clients_of(snaps).into_iter().find(|c| c.id == id)?;
+    Some(json!({ "code": 0, "server": server_id(), "client": client_json(c) }))
+}
+
+/// Resident memory of this process in KiB (from /proc).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * 4)
+        .unwrap_or(0)
+}
+
+fn load_avg() -> [f64; 3] {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut it = s
+        .split_whitespace()
+        .map(|x| x.parse::<f64>().unwrap_or(0.0));
+    [
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+    ]
+}
+
+pub fn summaries(snaps: &[ShardSnapshot], uptime_secs: u64) -> Value {
+    let views = stream_views(snaps);
+    let clients = clients_of(snaps);
+    let kbps_in: u64 = clients.iter().map(|c| c.kbps_in).sum();
+    let kbps_out: u64 = clients.iter().map(|c| c.kbps_out).sum();
+    let [l1, l5, l15] = load_avg();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    json!({
+        "code": 0,
+        "server": server_id(),
+        "data": {
+            "ok": true,
+            "now_ms": unix_ms(),
+            "self": {
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "mem_kbyte": rss_kib(),
+                "srs_uptime": uptime_secs,
+                "shards": snaps.len(),
+            },
+            "system": {
+                "cpus": cpus,
+                "cpus_online": cpus,
+                "load_1m": l1, "load_5m": l5, "load_15m": l15,
+                "conn_srs": snaps.iter().map(|s| s.connections).sum::<usize>(),
+                "streams": views.len(),
+                "streams_live": views.iter().filter(|v| v.live).count(),
+                "publishers": clients.iter().filter(|c| c.kind == "fmle-publish").count(),
+                "players": clients.iter().filter(|c| c.kind.ends_with("-play")).count(),
+                "bytes_in": snaps.iter().map(|s| s.bytes_in).sum::<u64>(),
+                "bytes_out": snaps.iter().map(|s| s.bytes_out).sum::<u64>(),
+                "kbps_in": kbps_in,
+                "kbps_out": kbps_out,
+                "dropped_frames": snaps.iter().map(|s| s.dropped_frames).sum::<u64>(),
+            }
+        }
+    })
+}
+
+pub fn error(code: u32, message: &str) -> Value {
+    json!({ "code": code, "server": server_id(), "message": message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::stats::StreamStat;
+
+    fn snap(shard: usize, players: usize, publisher: Option<u64>) -> ShardSnapshot {
+        let key = StreamKey::new("__defaultVhost__", "live", "s");
+        let mut s = ShardSnapshot {
+            shard,
+            ..Default::default()
+        };
+        s.streams.push(StreamStat {
+            key: key.clone(),
+            live: true,
+            publisher,
+            players,
+            frames_in: 10,
+            bytes_in: 1000,
+            video: None,
+            audio: None,
+            live_since_ms: 1,
+        });
+        for i in 0..players {
+            s.clients.push(ClientStat {
+                id: (i * 2 + shard) as u64 + 10,
+                shard,
+                peer: "127.0.0.1:5000".into(),
+                kind: "rtmp-play",
+                stream: Some(key.clone()),
+                tc_url: String::new(),
+                bytes_in: 0,
+                bytes_out: 100,
+                kbps_in: 0,
+                kbps_out: 8,
+                alive_ms: 1500,
+                dropped_frames: 0,
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn streams_sum_over_shards() {
+        let snaps = vec![snap(0, 2, Some(4)), snap(1, 1, None)];
+        let v = streams(&snaps);
+        let s = &v["streams"][0];
+        assert_eq!(s["clients"], 4, "3 players + the publisher");
+        assert_eq!(s["send_bytes"], 300);
+        assert_eq!(s["publish"]["cid"], "4");
+        assert_eq!(s["name"], "s");
+        let id = s["id"].as_str().unwrap();
+        assert!(stream(&snaps, id).is_some());
+        assert!(stream(&snaps, "nope").is_none());
+    }
+
+    #[test]
+    fn clients_list_and_lookup() {
+        let snaps = vec![snap(0, 2, Some(4)), snap(1, 1, None)];
+        let v = clients(&snaps);
+        assert_eq!(v["clients"].as_array().unwrap().len(), 3);
+        assert_eq!(v["clients"][0]["ip"], "127.0.0.1");
+        assert_eq!(v["clients"][0]["url"], "/live/s");
+        assert!(client(&snaps, 10).is_some());
+        assert!(client(&snaps, 999).is_none());
+        assert_eq!(versions()["code"], 0);
+        assert_eq!(summaries(&snaps, 5)["data"]["system"]["players"], 3);
+    }
+}

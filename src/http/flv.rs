@@ -1,0 +1,180 @@
+//! HTTP-FLV players: `GET /{app}/{stream}.flv` streams an FLV file (header, onMetaData,
+//! sequence headers, GOP cache, then live tags) over chunked transfer. The player joins the
+//! stream like an RTMP player (same cross-shard fan-out, same slow-player policy); each tag is
+//! encoded once per packet and shared.
+
+use super::request::{chunked_head, response, Request};
+use crate::media::flv::file_header;
+use crate::rtmp::session::query_param;
+use crate::server::conn::DEFAULT_VHOST;
+use crate::server::key::StreamKey;
+use crate::server::shard::{ConnEntry, Shard};
+use crate::server::stream::{PlayerKind, PlayerRef};
+use crate::server::writer::{run_writer, ConnWriter};
+use bytes::Bytes;
+use futures_lite::AsyncReadExt;
+use glommio::net::TcpStream;
+use log::{info, warn};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// `/live/sub/s.flv?vhost=v` → `v/live/sub/s`; None when there is no app part.
+pub fn stream_key(req: &Request) -> Option<StreamKey> {
+    let path = req.path.strip_suffix(".flv")?.trim_start_matches('/');
+    let (app, name) = path.rsplit_once('/')?;
+    if app.is_empty() || name.is_empty() {
+        return None;
+    }
+    let vhost = query_param(&req.query, "vhost").unwrap_or(DEFAULT_VHOST);
+    Some(StreamKey::new(vhost, app, name))
+}
+
+/// The response head and the FLV file header, as the first bytes of the body.
+fn response_start() -> Bytes {
+    let mut v = chunked_head(200, "video/x-flv").into_bytes();
+    let h = file_header(true, true);
+    v.extend_from_slice(format!("{:x}\r\n", h.len()).as_bytes());
+    v.extend_from_slice(&h);
+    v.extend_from_slice(b"\r\n");
+    Bytes::from(v)
+}
+
+pub async fn serve(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    id: u64,
+    peer: SocketAddr,
+    req: &Request,
+) {
+    use futures_lite::AsyncWriteExt;
+    let Some(key) = stream_key(req) else {
+        let _ = stream
+            .write_all(&response(404, "text/plain", b"no such stream", false))
+            .await;
+        return;
+    };
+    let cfg = shard.cfg.clone();
+    let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if wfd < 0 {
+        return;
+    }
+    // SAFETY: wfd is a fresh descriptor we own.
+    let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
+    let writer = ConnWriter::new(cfg.rtmp.player_queue_ms);
+    let window = Duration::from_millis(cfg.rtmp.mw_latency_ms);
+    let wait = Duration::from_secs(cfg.http.flv_wait_timeout_secs);
+    if !wait.is_zero() {
+        writer.hold();
+    }
+    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream, window));
+    let entry = ConnEntry::new(stream.as_raw_fd(), peer, writer.clone());
+    entry.kind.set("flv-play");
+    *entry.stream.borrow_mut() = Some(key.clone());
+    *entry.tc_url.borrow_mut() = req.path.clone();
+    shard.add_conn(id, entry);
+    if wait.is_zero() {
+        writer.send_control(response_start());
+    }
+    shard.add_player(
+        &key,
+        PlayerRef {
+            conn_id: id,
+            stream_id: 1,
+            writer: writer.clone(),
+            unpublished: Cell::new(false),
+            kind: PlayerKind::HttpFlv,
+        },
+    );
+    info!(
+        "shard={} client={id} peer={peer} play-flv stream={key} owner={}",
+        shard.id,
+        shard.owner_of(&key)
+    );
+    let mut found = true;
+    if !wait.is_zero() {
+        // Answer 404 unless media shows up in time.
+        let deadline = Instant::now() + wait;
+        while writer.queued_bytes() == 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        found = writer.queued_bytes() > 0;
+        if found {
+            writer.release_with(response_start());
+        } else {
+            shard.remove_player(&key, id, 1);
+            warn!(
+                "shard={} client={id} peer={peer} play-flv stream={key}: not published within {} s, 404",
+                shard.id,
+                wait.as_secs()
+            );
+            writer.finish(Bytes::from(response(
+                404,
+                "text/plain",
+                b"stream not published",
+                false,
+            )));
+        }
+    }
+    // Wait for the player to go away (or the response to end with the publish).
+    let mut buf = [0u8; 512];
+    let mut bytes_in = 0u64;
+    let reason = loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break "closed by peer".to_string(),
+            Ok(n) => bytes_in += n as u64,
+            Err(e) => break format!("read error: {e}"),
+        }
+    };
+    if found {
+        shard.remove_player(&key, id, 1);
+    }
+    writer.close();
+    let _ = glommio::timer::timeout(Duration::from_secs(2), async {
+        writer_task.await;
+        Ok(())
+    })
+    .await;
+    shard.remove_conn(id);
+    info!(
+        "shard={} client={id} peer={peer} close reason=\"{reason}\" role=flv-play bytes_in={bytes_in} bytes_out={} writes={} dropped_frames={}",
+        shard.id,
+        writer.bytes_out(),
+        writer.writes(),
+        writer.dropped_frames()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str, query: &str) -> Request {
+        Request {
+            method: "GET".into(),
+            path: path.into(),
+            query: query.into(),
+            keep_alive: false,
+        }
+    }
+
+    #[test]
+    fn keys_from_paths() {
+        let k = stream_key(&req("/live/s.flv", "")).unwrap();
+        assert_eq!(k.as_str(), "__defaultVhost__/live/s");
+        let k = stream_key(&req("/a/b/c.flv", "vhost=v")).unwrap();
+        assert_eq!((k.vhost(), k.app(), k.stream_name()), ("v", "a/b", "c"));
+        assert!(stream_key(&req("/s.flv", "")).is_none());
+    }
+
+    #[test]
+    fn body_starts_with_flv_header_chunk() {
+        let b = response_start();
+        let s = String::from_utf8_lossy(&b);
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(s.contains("Transfer-Encoding: chunked\r\n"));
+        assert!(b.ends_with(b"d\r\nFLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00\r\n"));
+    }
+}

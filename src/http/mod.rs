@@ -1,0 +1,171 @@
+//! HTTP on every shard, like RTMP: the SRS-shaped API (`/api/v1/...`), Prometheus `/metrics`,
+//! HTTP-FLV players (`/{app}/{stream}.flv`) and the web console (`/`).
+
+pub mod api;
+pub mod console;
+pub mod flv;
+pub mod metrics;
+pub mod request;
+
+use crate::server::shard::Shard;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use log::{debug, warn};
+use request::{parse_head, response, Request};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// What a route answers: status, content type, body.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, v: &Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_vec(v).unwrap_or_default(),
+        }
+    }
+
+    fn text(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// Serve one HTTP connection (keep-alive requests in turn, or one HTTP-FLV stream).
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: SocketAddr) {
+    let cfg = shard.cfg.clone();
+    let max = cfg.http.max_header_bytes;
+    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let mut chunk = vec![0u8; 4096];
+    'requests: loop {
+        let deadline = Instant::now() + Duration::from_secs(cfg.http.header_timeout_secs);
+        let (req, head_len) = loop {
+            match parse_head(&buf, max) {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                Err(e) => {
+                    warn!("shard={} http peer={peer} error: {e}", shard.id);
+                    let r = Reply::text(e.status(), &e.to_string());
+                    let _ = write_reply(&mut stream, &r, false).await;
+                    break 'requests;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break 'requests;
+            }
+            let _ = stream.set_read_timeout(Some(left));
+            match stream.read(&mut chunk).await {
+                Ok(0) => break 'requests,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    if !buf.is_empty() {
+                        warn!(
+                            "shard={} http peer={peer} error: request head not complete within {} s",
+                            shard.id, cfg.http.header_timeout_secs
+                        );
+                        let r = Reply::text(408, "request head timed out");
+                        let _ = write_reply(&mut stream, &r, false).await;
+                    }
+                    break 'requests;
+                }
+                Err(_) => break 'requests,
+            }
+        };
+        buf.drain(..head_len);
+        debug!(
+            "shard={} http peer={peer} {} {}",
+            shard.id, req.method, req.path
+        );
+        if req.method == "GET" && req.path.ends_with(".flv") {
+            let _ = stream.set_read_timeout(None);
+            flv::serve(&shard, stream, id, peer, &req).await;
+            shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let reply = route(&shard, &req);
+        let keep_alive = req.keep_alive;
+        if write_reply(&mut stream, &reply, keep_alive).await.is_err() || !keep_alive {
+            break;
+        }
+    }
+    shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn write_reply(stream: &mut TcpStream, r: &Reply, keep_alive: bool) -> std::io::Result<()> {
+    stream
+        .write_all(&response(r.status, r.content_type, &r.body, keep_alive))
+        .await
+}
+
+fn route(shard: &Shard, req: &Request) -> Reply {
+    let board = &shard.global.board;
+    let uptime = board.started.elapsed().as_secs();
+    let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    match (req.method.as_str(), parts.as_slice()) {
+        ("OPTIONS", _) => Reply::text(204, ""),
+        ("GET", [""]) | ("GET", ["console"]) => console::page(),
+        ("GET", ["static", name]) => console::static_file(&shard.cfg.http.static_dir, name),
+        ("GET", ["metrics"]) => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: metrics::render(&board.read(), uptime).into_bytes(),
+        },
+        ("GET", ["api", "v1", "versions"]) => Reply::json(200, &api::versions()),
+        ("GET", ["api", "v1", "summaries"]) => {
+            Reply::json(200, &api::summaries(&board.read(), uptime))
+        }
+        ("GET", ["api", "v1", "streams"]) => Reply::json(200, &api::streams(&board.read())),
+        ("GET", ["api", "v1", "streams", id]) => match api::stream(&board.read(), id) {
+            Some(v) => Reply::json(200, &v),
+            None => Reply::json(
+                404,
+                &api::error(api::CODE_STREAM_NOT_FOUND, "no such stream"),
+            ),
+        },
+        ("GET", ["api", "v1", "clients"]) => Reply::json(200, &api::clients(&board.read())),
+        ("GET", ["api", "v1", "clients", id]) => {
+            match id
+                .parse()
+                .ok()
+                .and_then(|id| api::client(&board.read(), id))
+            {
+                Some(v) => Reply::json(200, &v),
+                None => Reply::json(
+                    404,
+                    &api::error(api::CODE_CLIENT_NOT_FOUND, "no such client"),
+                ),
+            }
+        }
+        ("DELETE", ["api", "v1", "clients", id]) => {
+            let known = id
+                .parse::<u64>()
+                .ok()
+                .filter(|id| api::client(&board.read(), *id).is_some());
+            match known {
+                Some(id) => {
+                    board.kick(id);
+                    Reply::json(200, &serde_json::json!({ "code": 0 }))
+                }
+                None => Reply::json(
+                    404,
+                    &api::error(api::CODE_CLIENT_NOT_FOUND, "no such client"),
+                ),
+            }
+        }
+        ("GET" | "HEAD", _) => Reply::json(404, &api::error(404, "not found")),
+        _ => Reply::json(405, &api::error(405, "method not allowed")),
+    }
+}
