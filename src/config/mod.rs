@@ -117,6 +117,8 @@ pub struct RtmpConfig {
     pub mw_latency_ms: u64,
     /// Media duration a player's queue may hold before it skips ahead to the next keyframe.
     pub player_queue_ms: u32,
+    /// Seconds a player (or forward destination) may take no data before it is disconnected.
+    pub player_stall_timeout_secs: u64,
     /// Keep the last GOP so new players start on a keyframe at once.
     pub gop_cache: bool,
     /// Upper bounds for one GOP cache.
@@ -148,6 +150,7 @@ impl Default for RtmpConfig {
             max_chunk_streams: 64,
             mw_latency_ms: 0,
             player_queue_ms: 5000,
+            player_stall_timeout_secs: 30,
             gop_cache: true,
             gop_cache_max_frames: 2048,
             gop_cache_max_bytes: 32 * 1024 * 1024,
@@ -223,6 +226,9 @@ impl Config {
         if self.rtmp.mw_latency_ms > 5000 {
             return invalid("rtmp.mw_latency_ms", "must be at most 5000");
         }
+        if self.rtmp.player_stall_timeout_secs == 0 {
+            return invalid("rtmp.player_stall_timeout_secs", "must be at least 1");
+        }
         if self.rtmp.player_queue_ms < 100 {
             return invalid("rtmp.player_queue_ms", "must be at least 100");
         }
@@ -242,6 +248,10 @@ impl Config {
             return invalid("http.header_timeout_secs", "must be at least 1");
         }
         self.validate_forward()
+    }
+
+    pub fn stall_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.rtmp.player_stall_timeout_secs)
     }
 
     /// The resolved HTTP listen address.

@@ -63,7 +63,7 @@ pub async fn serve(
     }
     // SAFETY: wfd is a fresh descriptor we own.
     let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
-    let writer = ConnWriter::new(cfg.rtmp.player_queue_ms);
+    let writer = ConnWriter::new(cfg.rtmp.player_queue_ms, cfg.stall_timeout());
     let window = Duration::from_millis(cfg.rtmp.mw_latency_ms);
     let wait = Duration::from_secs(cfg.http.flv_wait_timeout_secs);
     if !wait.is_zero() {

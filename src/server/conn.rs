@@ -64,7 +64,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
     // SAFETY: wfd is a fresh descriptor we own.
     let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
     let _ = stream.set_nodelay(true);
-    let writer = ConnWriter::new(cfg.rtmp.player_queue_ms);
+    let writer = ConnWriter::new(cfg.rtmp.player_queue_ms, cfg.stall_timeout());
     let window = Duration::from_millis(cfg.rtmp.mw_latency_ms);
     let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream, window));
     shard.add_conn(id, ConnEntry::new(stream.as_raw_fd(), peer, writer.clone()));

@@ -61,10 +61,12 @@ pub struct ConnWriter {
     shutdown_after: Cell<bool>,
     /// While held, nothing is written (media waits, bounded by the queue's own policy).
     held: Cell<bool>,
+    /// A peer that takes no bytes for this long is disconnected.
+    stall_timeout: Duration,
 }
 
 impl ConnWriter {
-    pub fn new(max_queue_ms: u32) -> Rc<ConnWriter> {
+    pub fn new(max_queue_ms: u32, stall_timeout: Duration) -> Rc<ConnWriter> {
         Rc::new(ConnWriter {
             queue: RefCell::new(PlayerQueue::new(max_queue_ms)),
             notify: LocalNotify::default(),
@@ -74,6 +76,7 @@ impl ConnWriter {
             failed: Cell::new(false),
             shutdown_after: Cell::new(false),
             held: Cell::new(false),
+            stall_timeout,
         })
     }
 
@@ -161,7 +164,7 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream, window: Durati
         w.queue.borrow_mut().take_all(&mut batch);
         if !batch.is_empty() {
             last_write = Instant::now();
-            match write_batch(&mut stream, &batch).await {
+            match write_batch(&mut stream, &batch, w.stall_timeout).await {
                 Ok(n) => {
                     w.bytes_out.set(w.bytes_out.get() + n as u64);
                     w.writes.set(w.writes.get() + 1);
@@ -189,7 +192,11 @@ const MAX_IOV: usize = 1024;
 
 /// Write all of `bufs`: vectored non-blocking sendmsg while the socket takes it, and the
 /// io_uring send (which waits for room) for the rest of a buffer when it does not.
-async fn write_batch(stream: &mut TcpStream, bufs: &[Bytes]) -> std::io::Result<usize> {
+async fn write_batch(
+    stream: &mut TcpStream,
+    bufs: &[Bytes],
+    stall_timeout: Duration,
+) -> std::io::Result<usize> {
     let fd = stream.as_raw_fd();
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     let mut idx = 0; // first buffer not fully written
@@ -214,8 +221,19 @@ async fn write_batch(stream: &mut TcpStream, bufs: &[Bytes]) -> std::io::Result<
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Socket full: let io_uring wait for room for the rest of this buffer.
-                stream.write_all(&bufs[idx][off..]).await?;
+                // Socket full: let io_uring wait for room for the rest of this buffer, but not
+                // forever: a peer that stopped reading is dropped.
+                let rest = &bufs[idx][off..];
+                glommio::timer::timeout(stall_timeout, async {
+                    stream.write_all(rest).await.map_err(Into::into)
+                })
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("peer took no data for {} s", stall_timeout.as_secs()),
+                    )
+                })?;
                 idx += 1;
                 off = 0;
             }
