@@ -39,7 +39,12 @@ pub enum SessionError {
     TooManyStreams { limit: usize },
     #[error("`{command}` without a stream name")]
     MissingStreamName { command: String },
+    #[error("more than {limit} bytes sent while a request was being decided")]
+    TooMuchWhileWaiting { limit: usize },
 }
+
+/// Input a client may send while its connect/publish/play is being decided.
+pub const MAX_BUFFERED_WHILE_WAITING: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -66,8 +71,9 @@ pub enum SessionEvent {
     HandshakeDone {
         kind: HandshakeKind,
     },
-    /// `connect` was answered with success.
-    Connected {
+    /// `connect` arrived: answer with `accept_connect` or `reject_connect`. Until then no
+    /// further input is processed (it is buffered, up to a bound).
+    ConnectRequested {
         app: String,
         tc_url: String,
         /// `?vhost=` from the app or tcUrl, else the tcUrl host.
@@ -140,6 +146,12 @@ pub struct ServerSession {
     out: BytesMut,
     events: VecDeque<SessionEvent>,
     connected: bool,
+    /// A request was raised and the caller has not decided yet: input waits in the decoder.
+    awaiting: bool,
+    /// Input processing stopped at a request with messages possibly still buffered.
+    stalled: bool,
+    /// (transaction id, objectEncoding) of the connect being decided.
+    pending_connect: Option<(f64, f64)>,
     app: String,
     streams: Vec<(u32, StreamState)>,
     next_stream_id: u32,
@@ -162,6 +174,9 @@ impl ServerSession {
             out: BytesMut::with_capacity(4096),
             events: VecDeque::new(),
             connected: false,
+            awaiting: false,
+            stalled: false,
+            pending_connect: None,
             app: String::new(),
             streams: Vec::new(),
             next_stream_id: 1,
@@ -201,12 +216,30 @@ impl ServerSession {
             data = &data[p.consumed..];
         }
         self.decoder.push(data);
-        while let Some(raw) = self.decoder.next_message()? {
+        self.stalled = false;
+        while !self.awaiting {
+            let Some(raw) = self.decoder.next_message()? else {
+                break;
+            };
             let msg = message::decode(&raw, &self.cfg.amf_limits)?;
             self.handle_message(raw.stream_id, raw.timestamp, msg)?;
         }
+        if self.awaiting {
+            self.stalled = true;
+            if self.decoder.buffered() > MAX_BUFFERED_WHILE_WAITING {
+                return Err(SessionError::TooMuchWhileWaiting {
+                    limit: MAX_BUFFERED_WHILE_WAITING,
+                });
+            }
+        }
         self.maybe_ack();
         Ok(())
+    }
+
+    /// After a decision: input stopped at the request may hold more messages; call
+    /// `handle_input(&[])` to go on.
+    pub fn resumable(&self) -> bool {
+        self.stalled && !self.awaiting
     }
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
@@ -457,8 +490,24 @@ impl ServerSession {
             .and_then(|v| v.as_f64())
             .unwrap_or(0.0);
         self.app = app.to_string();
-        self.connected = true;
+        self.pending_connect = Some((cmd.transaction_id, object_encoding));
+        self.awaiting = true;
+        self.events.push_back(SessionEvent::ConnectRequested {
+            app: app.to_string(),
+            tc_url,
+            vhost,
+            vhost_explicit,
+        });
+        Ok(())
+    }
 
+    /// Answer the pending `connect` with success (window, bandwidth, chunk size, `_result`).
+    pub fn accept_connect(&mut self) {
+        let Some((txn, object_encoding)) = self.pending_connect.take() else {
+            return;
+        };
+        self.connected = true;
+        self.awaiting = false;
         self.writer
             .window_ack_size(&mut self.out, self.cfg.window_ack_size);
         self.writer
@@ -467,7 +516,7 @@ impl ServerSession {
         self.writer
             .set_chunk_size(&mut self.out, self.cfg.out_chunk_size);
         self.result(
-            cmd.transaction_id,
+            txn,
             Amf0Value::object([
                 ("fmsVer", Amf0Value::string("FMS/3,5,7,7009")),
                 ("capabilities", Amf0Value::Number(31.0)),
@@ -480,13 +529,13 @@ impl ServerSession {
                 ("objectEncoding", Amf0Value::Number(object_encoding)),
             ])],
         );
-        self.events.push_back(SessionEvent::Connected {
-            app: app.to_string(),
-            tc_url,
-            vhost,
-            vhost_explicit,
-        });
-        Ok(())
+    }
+
+    /// Refuse the pending `connect` (`NetConnection.Connect.Rejected`); the caller closes.
+    pub fn reject_connect(&mut self, description: &str) {
+        if let Some((txn, _)) = self.pending_connect.take() {
+            self.error_reply(txn, "NetConnection.Connect.Rejected", description);
+        }
     }
 
     fn named_stream(
@@ -528,6 +577,7 @@ impl ServerSession {
             .unwrap_or("live")
             .to_string();
         self.set_state(stream_id, StreamState::PublishPending);
+        self.awaiting = true;
         self.events.push_back(SessionEvent::PublishRequested {
             stream_id,
             name,
@@ -542,6 +592,7 @@ impl ServerSession {
         let num = |i: usize, d: f64| cmd.args.get(i).and_then(|v| v.as_f64()).unwrap_or(d);
         let reset = cmd.args.get(3).and_then(|v| v.as_bool()).unwrap_or(true);
         self.set_state(stream_id, StreamState::PlayPending);
+        self.awaiting = true;
         self.events.push_back(SessionEvent::PlayRequested {
             stream_id,
             name,
@@ -579,6 +630,7 @@ impl ServerSession {
 
     /// The caller approved the publish: the client may now send media.
     pub fn accept_publish(&mut self, stream_id: u32) {
+        self.awaiting = false;
         if self.state_of(stream_id) != Some(StreamState::PublishPending) {
             return;
         }
@@ -593,6 +645,7 @@ impl ServerSession {
 
     /// Refuse a publish with an `onStatus` error such as `NetStream.Publish.BadName`.
     pub fn reject_publish(&mut self, stream_id: u32, code: &str, description: &str) {
+        self.awaiting = false;
         if self.state_of(stream_id) == Some(StreamState::PublishPending) {
             self.set_state(stream_id, StreamState::Idle);
         }
@@ -601,6 +654,7 @@ impl ServerSession {
 
     /// The caller approved the play: media for this stream may follow.
     pub fn accept_play(&mut self, stream_id: u32, reset: bool, name: &str) {
+        self.awaiting = false;
         if self.state_of(stream_id) != Some(StreamState::PlayPending) {
             return;
         }
@@ -625,6 +679,7 @@ impl ServerSession {
     }
 
     pub fn reject_play(&mut self, stream_id: u32, code: &str, description: &str) {
+        self.awaiting = false;
         if self.state_of(stream_id) == Some(StreamState::PlayPending) {
             self.set_state(stream_id, StreamState::Idle);
         }

@@ -166,15 +166,26 @@ impl Conn {
             }
             self.bytes_in += n as u64;
             self.with_entry(|e| e.bytes_in.set(e.bytes_in.get() + n as u64));
-            let result = self.session.handle_input(&buf[..n]);
-            // Replies and events queued before an error are still delivered.
-            self.flush();
-            while let Some(ev) = self.session.poll_event() {
-                self.handle_event(ev).await;
+            let mut input = &buf[..n];
+            loop {
+                let result = self.session.handle_input(input);
+                input = &[];
+                // Replies and events queued before an error are still delivered.
                 self.flush();
-            }
-            if let Err(e) = result {
-                return self.fail(&e.to_string());
+                while let Some(ev) = self.session.poll_event() {
+                    if let Err(cause) = self.handle_event(ev).await {
+                        self.flush();
+                        return self.fail(&cause);
+                    }
+                    self.flush();
+                }
+                if let Err(e) = result {
+                    return self.fail(&e.to_string());
+                }
+                // A decided request may have left messages waiting behind it.
+                if !self.session.resumable() {
+                    break;
+                }
             }
             let want = if !self.publishing.is_empty() {
                 READ_BUF_PUBLISHER
@@ -217,13 +228,14 @@ impl Conn {
         StreamKey::new(&self.vhost, &self.app, name)
     }
 
-    async fn handle_event(&mut self, ev: SessionEvent) {
+    /// Carry out one session event; `Err(cause)` closes the connection.
+    async fn handle_event(&mut self, ev: SessionEvent) -> Result<(), String> {
         let sh = self.shard.clone();
         match ev {
             SessionEvent::HandshakeDone { kind } => {
                 debug!("shard={} client={} handshake {kind:?}", sh.id, self.id);
             }
-            SessionEvent::Connected {
+            SessionEvent::ConnectRequested {
                 app,
                 tc_url,
                 vhost,
@@ -242,6 +254,7 @@ impl Conn {
                     sh.id, self.id, self.peer, self.app, self.vhost
                 );
                 self.with_entry(|e| *e.tc_url.borrow_mut() = tc_url);
+                self.session.accept_connect();
             }
             SessionEvent::PublishRequested {
                 stream_id, name, ..
@@ -343,6 +356,7 @@ impl Conn {
                 }
             }
         }
+        Ok(())
     }
 
     /// The connection is gone: give up its publishes and player slots.

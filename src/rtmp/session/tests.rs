@@ -25,7 +25,16 @@ fn pump(c: &mut ClientSession, s: &mut ServerSession) -> Result<Vec<SessionEvent
             s.handle_input(&b).map_err(|e| format!("server: {e}"))?;
         }
         while let Some(e) = s.poll_event() {
+            // The application's default answer to connect.
+            if matches!(e, SessionEvent::ConnectRequested { .. }) {
+                s.accept_connect();
+                moved = true;
+            }
             events.push(e);
+        }
+        if s.resumable() {
+            s.handle_input(&[]).map_err(|e| format!("server: {e}"))?;
+            moved = true;
         }
         while let Some(b) = s.poll_transmit() {
             moved = true;
@@ -53,7 +62,7 @@ fn publish_flow_plain_and_digest() {
             e => panic!("{e:?}"),
         };
         assert_eq!(matches!(kind, HandshakeKind::Digest { .. }), digest);
-        assert!(ev.contains(&SessionEvent::Connected {
+        assert!(ev.contains(&SessionEvent::ConnectRequested {
             app: "live".into(),
             tc_url: "rtmp://127.0.0.1:1935/live".into(),
             vhost: "127.0.0.1".into(),
@@ -235,6 +244,7 @@ fn media_on_uncreated_stream_is_an_error() {
     let mut c = client(ClientRole::Publish, false);
     let mut s = server();
     pump(&mut c, &mut s).unwrap();
+    s.accept_publish(1);
     let mut out = BytesMut::new();
     MessageWriter::new(4096).raw(&mut out, 6, 0, type_id::AUDIO, 9, &[0xAF, 1]);
     match s.handle_input(&out) {
@@ -248,6 +258,7 @@ fn unknown_command_gets_error_reply_not_a_close() {
     let mut c = client(ClientRole::Play, false);
     let mut s = server();
     pump(&mut c, &mut s).unwrap();
+    s.accept_play(1, true, "cam1");
     c.send_command(0, "makeCoffee", 42.0, vec![]);
     // The client session turns `_error` into an error: that proves the reply came back.
     let err = pump(&mut c, &mut s).unwrap_err();
@@ -262,6 +273,7 @@ fn chunk_size_zero_is_an_error() {
     let mut c = client(ClientRole::Publish, false);
     let mut s = server();
     pump(&mut c, &mut s).unwrap();
+    s.accept_publish(1);
     let mut out = BytesMut::new();
     MessageWriter::new(4096).set_chunk_size(&mut out, 0);
     assert!(matches!(
@@ -312,7 +324,7 @@ fn vhost_from_query_wins() {
     let mut s = server();
     let ev = pump(&mut c, &mut s).unwrap();
     assert!(ev.iter().any(|e| matches!(e,
-        SessionEvent::Connected { app, vhost, vhost_explicit: true, .. }
+        SessionEvent::ConnectRequested { app, vhost, vhost_explicit: true, .. }
             if app == "live" && vhost == "example.com")));
 }
 
@@ -333,4 +345,71 @@ fn client_error_type_is_refused() {
         description: "d".into(),
     };
     assert!(e.to_string().contains("publish"));
+}
+
+#[test]
+fn rejected_connect_reaches_client() {
+    let mut c = client(ClientRole::Play, false);
+    let mut s = server();
+    // Run the handshake and the connect by hand, then refuse it.
+    let c0c1 = c.poll_transmit().unwrap();
+    s.handle_input(&c0c1).unwrap();
+    c.handle_input(&s.poll_transmit().unwrap()).unwrap();
+    s.handle_input(&c.poll_transmit().unwrap()).unwrap();
+    let ev: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, SessionEvent::ConnectRequested { .. })));
+    s.reject_connect("not on the list");
+    let err = c.handle_input(&s.poll_transmit().unwrap()).unwrap_err();
+    assert!(
+        err.to_string().contains("NetConnection.Connect.Rejected"),
+        "{err}"
+    );
+}
+
+#[test]
+fn input_waits_while_a_request_is_decided() {
+    let mut c = client(ClientRole::Publish, false);
+    let mut s = server();
+    pump(&mut c, &mut s).unwrap();
+    // publish is pending; the client pipelines a command behind it.
+    c.send_command(0, "getStreamLength", 9.0, vec![Amf0Value::string("x")]);
+    s.handle_input(&c.poll_transmit().unwrap()).unwrap();
+    assert!(
+        s.poll_transmit().is_none(),
+        "nothing answered while deciding"
+    );
+    assert!(!s.resumable());
+    s.accept_publish(1);
+    assert!(s.resumable());
+    s.handle_input(&[]).unwrap();
+    let out = s.poll_transmit().unwrap();
+    let mut d = ChunkDecoder::new(DecoderLimits::default());
+    d.push(&out);
+    let mut names = Vec::new();
+    while let Some(m) = d.next_message().unwrap() {
+        if let Ok(crate::rtmp::message::Message::Command(c)) =
+            crate::rtmp::message::decode(&m, &DecodeLimits::default())
+        {
+            names.push(c.name);
+        }
+    }
+    assert_eq!(
+        names,
+        vec!["onStatus", "_result"],
+        "Publish.Start, then the pipelined answer"
+    );
+}
+
+#[test]
+fn flooding_while_waiting_is_bounded() {
+    let mut c = client(ClientRole::Publish, false);
+    let mut s = server();
+    pump(&mut c, &mut s).unwrap();
+    let junk = vec![0u8; MAX_BUFFERED_WHILE_WAITING + 10];
+    assert!(matches!(
+        s.handle_input(&junk),
+        Err(SessionError::TooMuchWhileWaiting { .. })
+    ));
 }
