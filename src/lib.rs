@@ -5,6 +5,7 @@
 //! - [`rtmp`]: the protocol without I/O: handshake, chunk codec, AMF0, messages, and the server
 //!   and client session state machines.
 //! - [`media`]: frames, codec sniffing, the GOP cache, timestamp smoothing.
+//! - [`policy`]: who may connect, publish and play: allow/deny rules, secrets, HTTP hooks.
 //! - [`server`]: one shard's work: accept -> conn (the socket loop) -> shard (owner registry,
 //!   streams) -> stream fan-out to local players -> mesh (one message per subscribed shard) ->
 //!   writer (bounded queue, batched vectored writes).
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod http;
 pub mod media;
+pub mod policy;
 pub mod rtmp;
 pub mod runtime;
 pub mod server;

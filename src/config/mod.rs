@@ -4,8 +4,10 @@
 //! never silently falls back to a default.
 
 pub mod forward;
+pub mod security;
 
 pub use forward::{ForwardRule, ForwardTarget, GlobalForward};
+pub use security::{HooksConfig, SecurityConfig};
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -34,6 +36,8 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     pub forward: GlobalForward,
     pub http: HttpConfig,
+    pub security: SecurityConfig,
+    pub hooks: HooksConfig,
     /// Named vhosts with their own settings; a client's tcUrl host selects one by name.
     pub vhost: Vec<VhostConfig>,
 }
@@ -73,6 +77,8 @@ impl Default for HttpConfig {
 pub struct VhostConfig {
     pub name: String,
     pub forward: Option<ForwardRule>,
+    /// Overrides `security.publish_secret` for this vhost.
+    pub publish_secret: Option<String>,
     pub app: Vec<AppConfig>,
 }
 
@@ -81,6 +87,8 @@ pub struct VhostConfig {
 pub struct AppConfig {
     pub name: String,
     pub forward: Option<ForwardRule>,
+    /// Overrides the vhost's and the global publish secret for this app.
+    pub publish_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +106,12 @@ pub struct ServerConfig {
     pub publish_idle_timeout_secs: u64,
     /// Capacity of each cross-shard channel, in messages.
     pub mesh_channel_capacity: usize,
+    /// Open connections one shard takes before refusing (0: no limit of its own).
+    pub max_connections_per_shard: usize,
+    /// Open connections one client address may hold (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Streams published at once, over all shards (0: no limit).
+    pub max_streams: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +151,9 @@ impl Default for ServerConfig {
             handshake_timeout_secs: 10,
             publish_idle_timeout_secs: 30,
             mesh_channel_capacity: 4096,
+            max_connections_per_shard: 0,
+            max_connections_per_ip: 0,
+            max_streams: 0,
         }
     }
 }
@@ -162,10 +179,17 @@ impl Default for RtmpConfig {
 impl Config {
     /// Parse TOML text; `origin` names it in errors (a path or "embedded default").
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_string(),
             message: e.message().to_string() + &span_hint(text, e.span()),
         })?;
+        cfg.security.parsed =
+            crate::policy::rules::Rules::parse(&cfg.security.rules).map_err(|reason| {
+                ConfigError::Invalid {
+                    key: "security.rules",
+                    reason,
+                }
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -247,7 +271,30 @@ impl Config {
         if self.http.header_timeout_secs == 0 {
             return invalid("http.header_timeout_secs", "must be at least 1");
         }
+        for (key, url) in self.hooks.all() {
+            crate::policy::hooks::HookUrl::parse(url)
+                .map_err(|reason| ConfigError::Invalid { key, reason })?;
+        }
+        if self.hooks.timeout_ms == 0 {
+            return invalid("hooks.timeout_ms", "must be at least 1");
+        }
         self.validate_forward()
+    }
+
+    /// The publish secret for `vhost/app`, if one is set (app, then vhost, then global).
+    pub fn publish_secret(&self, vhost: &str, app: &str) -> Option<&str> {
+        let v = self.vhost.iter().find(|v| v.name == vhost);
+        let from_app = v.and_then(|v| {
+            v.app
+                .iter()
+                .find(|a| a.name == app)?
+                .publish_secret
+                .as_deref()
+        });
+        let s = from_app
+            .or_else(|| v.and_then(|v| v.publish_secret.as_deref()))
+            .unwrap_or(&self.security.publish_secret);
+        (!s.is_empty()).then_some(s)
     }
 
     pub fn stall_timeout(&self) -> std::time::Duration {
@@ -465,6 +512,40 @@ enabled = false
         )
         .unwrap_err();
         assert!(e.to_string().contains("own listen address"), "{e}");
+    }
+
+    #[test]
+    fn security_rules_and_secrets() {
+        let c = Config::from_toml(
+            r#"
+[security]
+rules = ["allow publish 127.0.0.1", "deny publish all"]
+publish_secret = "g"
+[[vhost]]
+name = "v"
+[[vhost.app]]
+name = "open"
+publish_secret = ""
+[[vhost.app]]
+name = "own"
+publish_secret = "a"
+"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.publish_secret("__defaultVhost__", "live"), Some("g"));
+        assert_eq!(c.publish_secret("v", "own"), Some("a"));
+        assert_eq!(c.publish_secret("v", "open"), None);
+        let ip = "10.0.0.1".parse().unwrap();
+        assert!(c
+            .security
+            .parsed
+            .check(crate::policy::rules::Action::Publish, ip)
+            .is_err());
+        let e = Config::from_toml("[security]\nrules = [\"permit all\"]\n", "t").unwrap_err();
+        assert!(e.to_string().contains("security.rules"), "{e}");
+        let e = Config::from_toml("[hooks]\non_publish = [\"ftp://x\"]\n", "t").unwrap_err();
+        assert!(e.to_string().contains("hooks.on_publish"), "{e}");
     }
 
     #[test]

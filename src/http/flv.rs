@@ -5,6 +5,7 @@
 
 use super::request::{chunked_head, response, Request};
 use crate::media::flv::file_header;
+use crate::policy::{self, ClientInfo};
 use crate::rtmp::session::query_param;
 use crate::server::conn::DEFAULT_VHOST;
 use crate::server::key::StreamKey;
@@ -57,6 +58,23 @@ pub async fn serve(
         return;
     };
     let cfg = shard.cfg.clone();
+    let info = ClientInfo {
+        id,
+        ip: peer.ip(),
+        vhost: key.vhost(),
+        app: key.app(),
+        tc_url: &req.path,
+    };
+    if let Err(cause) = policy::check_play(&cfg, &info, key.stream_name(), &req.query).await {
+        warn!(
+            "shard={} client={id} peer={peer} error: play-flv of {key} refused: {cause}",
+            shard.id
+        );
+        let _ = stream
+            .write_all(&response(403, "text/plain", cause.client.as_bytes(), false))
+            .await;
+        return;
+    }
     let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
     if wfd < 0 {
         return;

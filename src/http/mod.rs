@@ -15,7 +15,6 @@ use request::{parse_head, response, Request};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// What a route answers: status, content type, body.
@@ -92,7 +91,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
         if req.method == "GET" && req.path.ends_with(".flv") {
             let _ = stream.set_read_timeout(None);
             flv::serve(&shard, stream, id, peer, &req).await;
-            shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+            shard.release_slot(peer);
             return;
         }
         let reply = route(&shard, &req);
@@ -101,7 +100,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
             break;
         }
     }
-    shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+    shard.release_slot(peer);
 }
 
 async fn write_reply(stream: &mut TcpStream, r: &Reply, keep_alive: bool) -> std::io::Result<()> {

@@ -103,11 +103,19 @@ fn in_net(ip: IpAddr, base: IpAddr, prefix: u8) -> bool {
     };
     match (ip, base) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
             u32::from(a) & mask == u32::from(b) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
@@ -120,7 +128,11 @@ pub struct Rules(Vec<Rule>);
 
 impl Rules {
     pub fn parse(lines: &[String]) -> Result<Rules, String> {
-        lines.iter().map(|l| Rule::parse(l)).collect::<Result<_, _>>().map(Rules)
+        lines
+            .iter()
+            .map(|l| Rule::parse(l))
+            .collect::<Result<_, _>>()
+            .map(Rules)
     }
 
     /// `Ok` when allowed; `Err(rule text)` naming the deny rule that matched.
@@ -146,7 +158,11 @@ mod tests {
 
     #[test]
     fn first_match_decides() {
-        let r = rules(&["allow publish 127.0.0.1", "deny publish all", "allow play all"]);
+        let r = rules(&[
+            "allow publish 127.0.0.1",
+            "deny publish all",
+            "allow play all",
+        ]);
         assert!(r.check(Action::Publish, ip("127.0.0.1")).is_ok());
         assert_eq!(
             r.check(Action::Publish, ip("10.1.2.3")),
@@ -161,8 +177,14 @@ mod tests {
         assert!(r.check(Action::Play, ip("10.200.0.1")).is_err());
         assert!(r.check(Action::Play, ip("11.0.0.1")).is_ok());
         assert!(r.check(Action::Play, ip("2001:db8::5")).is_err());
-        assert!(r.check(Action::Play, ip("::ffff:10.0.0.9")).is_err(), "mapped v4");
-        assert!(r.check(Action::Publish, ip("10.0.0.1")).is_ok(), "other action");
+        assert!(
+            r.check(Action::Play, ip("::ffff:10.0.0.9")).is_err(),
+            "mapped v4"
+        );
+        assert!(
+            r.check(Action::Publish, ip("10.0.0.1")).is_ok(),
+            "other action"
+        );
         assert!(Rules::default().check(Action::Play, ip("1.2.3.4")).is_ok());
     }
 

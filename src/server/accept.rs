@@ -23,7 +23,6 @@ where
     F: Fn(Rc<Shard>, TcpStream, u64, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
-    let max = shard.cfg.server.max_connections;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shutdown_requested(&shard).await;
@@ -44,20 +43,15 @@ where
             Err(_) => continue,
         };
         let id = shard.new_id();
-        let now = shard.global.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        if now > max {
-            shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Err(limit) = shard.admit(peer) {
             warn!(
-                "shard={} client={id} peer={peer} refused: max_connections ({max}) reached",
+                "shard={} client={id} peer={peer} refused: {limit}",
                 shard.id
             );
             drop(stream);
             continue;
         }
-        log::debug!(
-            "shard={} client={id} peer={peer} accepted ({now} connections)",
-            shard.id
-        );
+        log::debug!("shard={} client={id} peer={peer} accepted", shard.id);
         glommio::spawn_local(serve(shard.clone(), stream, id, peer)).detach();
     }
 }

@@ -6,6 +6,7 @@ use super::key::StreamKey;
 use super::shard::{ConnEntry, Shard};
 use super::stream::{PlayerKind, PlayerRef};
 use super::writer::{run_writer, ConnWriter};
+use crate::policy::{self, ClientInfo};
 use crate::rtmp::amf0::DecodeLimits;
 use crate::rtmp::chunk::DecoderLimits;
 use crate::rtmp::session::{ServerSession, SessionConfig, SessionEvent};
@@ -31,6 +32,14 @@ struct Publishing {
     stream_id: u32,
     key: StreamKey,
     publish_id: u64,
+    /// The stream name's query, for hooks.
+    query: String,
+}
+
+struct Playing {
+    stream_id: u32,
+    key: StreamKey,
+    query: String,
 }
 
 struct Conn {
@@ -42,7 +51,8 @@ struct Conn {
     app: String,
     vhost: String,
     publishing: Vec<Publishing>,
-    playing: Vec<(u32, StreamKey)>,
+    playing: Vec<Playing>,
+    tc_url: String,
     /// What the connection did last: "publish", "play" or "none", for the close line.
     role: &'static str,
     bytes_in: u64,
@@ -90,6 +100,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
         vhost: DEFAULT_VHOST.to_string(),
         publishing: Vec::new(),
         playing: Vec::new(),
+        tc_url: String::new(),
         role: "none",
         bytes_in: 0,
     };
@@ -103,7 +114,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
     })
     .await;
     shard.remove_conn(id);
-    shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+    shard.release_slot(peer);
     let role = conn.role;
     info!(
         "shard={} client={id} peer={peer} close reason=\"{reason}\" role={role} bytes_in={} bytes_out={} writes={} dropped_frames={}",
@@ -253,16 +264,34 @@ impl Conn {
                     "shard={} client={} peer={} connect app={} vhost={} tcUrl={tc_url}",
                     sh.id, self.id, self.peer, self.app, self.vhost
                 );
+                self.tc_url = tc_url.clone();
                 self.with_entry(|e| *e.tc_url.borrow_mut() = tc_url);
+                if let Err(cause) = policy::check_connect(&sh.cfg, &self.info()).await {
+                    self.session.reject_connect(&cause.client);
+                    return Err(format!("connect refused: {cause}"));
+                }
                 self.session.accept_connect();
             }
             SessionEvent::PublishRequested {
-                stream_id, name, ..
+                stream_id,
+                name,
+                query,
+                ..
             } => {
                 let key = self.key(&name);
                 let owner = sh.owner_of(&key);
+                if let Err(cause) =
+                    policy::check_publish(&sh.cfg, &self.info(), &name, &query).await
+                {
+                    self.session.reject_publish(
+                        stream_id,
+                        "NetStream.Publish.Denied",
+                        &cause.client,
+                    );
+                    return Err(format!("publish of {key} refused: {cause}"));
+                }
                 match sh.claim_publish(&key, self.id).await {
-                    Some(publish_id) => {
+                    Ok(publish_id) => {
                         self.session.accept_publish(stream_id);
                         info!(
                             "shard={} client={} peer={} publish stream={key} owner={owner}",
@@ -277,16 +306,17 @@ impl Conn {
                             stream_id,
                             key,
                             publish_id,
+                            query,
                         });
                     }
-                    None => {
+                    Err(why) => {
                         self.session.reject_publish(
                             stream_id,
                             "NetStream.Publish.BadName",
-                            &format!("{name} is already being published"),
+                            &format!("{name}: {why}"),
                         );
                         warn!(
-                            "shard={} client={} peer={} publish refused stream={key}: already publishing",
+                            "shard={} client={} peer={} publish refused stream={key}: {why}",
                             sh.id, self.id, self.peer
                         );
                     }
@@ -295,10 +325,16 @@ impl Conn {
             SessionEvent::PlayRequested {
                 stream_id,
                 name,
+                query,
                 reset,
                 ..
             } => {
                 let key = self.key(&name);
+                if let Err(cause) = policy::check_play(&sh.cfg, &self.info(), &name, &query).await {
+                    self.session
+                        .reject_play(stream_id, "NetStream.Play.Failed", &cause.client);
+                    return Err(format!("play of {key} refused: {cause}"));
+                }
                 self.session.accept_play(stream_id, reset, &name);
                 // Play.Start must reach the writer before the first media.
                 self.flush();
@@ -324,7 +360,11 @@ impl Conn {
                     e.kind.set("rtmp-play");
                     *e.stream.borrow_mut() = Some(key.clone());
                 });
-                self.playing.push((stream_id, key));
+                self.playing.push(Playing {
+                    stream_id,
+                    key,
+                    query,
+                });
             }
             SessionEvent::Media {
                 stream_id,
@@ -343,6 +383,8 @@ impl Conn {
                 {
                     let p = self.publishing.remove(i);
                     sh.unpublish(&p.key, p.publish_id);
+                    let name = p.key.stream_name();
+                    policy::notify(&sh.cfg, "on_unpublish", &self.info(), name, &p.query);
                     info!(
                         "shard={} client={} unpublish stream={}",
                         sh.id, self.id, p.key
@@ -350,9 +392,11 @@ impl Conn {
                 }
             }
             SessionEvent::PlayStopped { stream_id } => {
-                if let Some(i) = self.playing.iter().position(|(s, _)| *s == stream_id) {
-                    let (_, key) = self.playing.remove(i);
-                    sh.remove_player(&key, self.id, stream_id);
+                if let Some(i) = self.playing.iter().position(|p| p.stream_id == stream_id) {
+                    let p = self.playing.remove(i);
+                    sh.remove_player(&p.key, self.id, stream_id);
+                    let name = p.key.stream_name();
+                    policy::notify(&sh.cfg, "on_stop", &self.info(), name, &p.query);
                 }
             }
         }
@@ -361,11 +405,31 @@ impl Conn {
 
     /// The connection is gone: give up its publishes and player slots.
     fn cleanup(&mut self) {
+        let cfg = self.shard.cfg.clone();
         for p in &self.publishing {
             self.shard.unpublish(&p.key, p.publish_id);
+            policy::notify(
+                &cfg,
+                "on_unpublish",
+                &self.info(),
+                p.key.stream_name(),
+                &p.query,
+            );
         }
-        for (sid, key) in &self.playing {
-            self.shard.remove_player(key, self.id, *sid);
+        for p in &self.playing {
+            self.shard.remove_player(&p.key, self.id, p.stream_id);
+            policy::notify(&cfg, "on_stop", &self.info(), p.key.stream_name(), &p.query);
+        }
+    }
+
+    /// Who this client is, for policy decisions and hooks.
+    fn info(&self) -> ClientInfo<'_> {
+        ClientInfo {
+            id: self.id,
+            ip: self.peer.ip(),
+            vhost: &self.vhost,
+            app: &self.app,
+            tc_url: &self.tc_url,
         }
     }
 }

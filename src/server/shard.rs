@@ -16,11 +16,13 @@ use crate::media::Frame;
 use glommio::channels::local_channel::{self, LocalSender};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::os::unix::io::RawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// State every shard can see: counters, flags and the stats board, never on the media path.
@@ -28,6 +30,10 @@ pub struct Global {
     pub connections: AtomicUsize,
     pub shutdown: AtomicBool,
     pub board: Board,
+    /// Open connections per client address (touched on connect and close only).
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Streams being published, over all shards.
+    pub live_streams: AtomicUsize,
 }
 
 impl Global {
@@ -36,8 +42,19 @@ impl Global {
             connections: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             board: Board::new(shards),
+            per_ip: Mutex::new(HashMap::new()),
+            live_streams: AtomicUsize::new(0),
         }
     }
+}
+
+/// Why a publish was not granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimRefused {
+    #[error("already being published")]
+    AlreadyPublished,
+    #[error("max_streams ({0}) reached")]
+    MaxStreams(usize),
 }
 
 struct PendingClaim {
@@ -99,6 +116,8 @@ pub struct Shard {
     pub forward_peers: RefCell<HashMap<(StreamKey, usize), Rc<ForwardHandle>>>,
     /// Totals of connections already closed: (bytes in, bytes out, dropped frames).
     closed_totals: Cell<(u64, u64, u64)>,
+    /// Connections open on this shard.
+    open: Cell<usize>,
 }
 
 impl Shard {
@@ -125,6 +144,7 @@ impl Shard {
             forward_placement: RefCell::new(HashMap::new()),
             forward_peers: RefCell::new(HashMap::new()),
             closed_totals: Cell::new((0, 0, 0)),
+            open: Cell::new(0),
         })
     }
 
@@ -148,11 +168,15 @@ impl Shard {
     }
 
     /// Ask the owner for the right to publish `key`. Returns the publish id when granted.
-    pub async fn claim_publish(&self, key: &StreamKey, conn_id: u64) -> Option<u64> {
+    pub async fn claim_publish(&self, key: &StreamKey, conn_id: u64) -> Result<u64, ClaimRefused> {
         if let Some(s) = self.streams.borrow().get(key) {
             if matches!(s.source, Source::Local { .. }) {
-                return None; // fast refusal: published on this very shard
+                return Err(ClaimRefused::AlreadyPublished); // published on this very shard
             }
+        }
+        let max = self.cfg.server.max_streams;
+        if max > 0 && self.global.live_streams.load(Ordering::Relaxed) >= max {
+            return Err(ClaimRefused::MaxStreams(max));
         }
         let claim_id = self.new_id();
         let publish_id = self.new_id();
@@ -176,8 +200,8 @@ impl Shard {
             },
         );
         match rx.recv().await {
-            Some(true) => Some(publish_id),
-            _ => None,
+            Some(true) => Ok(publish_id),
+            _ => Err(ClaimRefused::AlreadyPublished),
         }
     }
 
@@ -195,6 +219,7 @@ impl Shard {
             self.send(self.owner_of(&key), ShardMsg::Release { key, publish_id });
             return;
         }
+        self.global.live_streams.fetch_add(1, Ordering::Relaxed);
         let mut streams = self.streams.borrow_mut();
         let s = streams
             .entry(key.clone())
@@ -273,6 +298,7 @@ impl Shard {
             );
         }
         s.end_source();
+        self.global.live_streams.fetch_sub(1, Ordering::Relaxed);
         if s.is_idle() {
             streams.remove(key);
         }
@@ -326,6 +352,57 @@ impl Shard {
         }
         if s.is_idle() {
             streams.remove(key);
+        }
+    }
+
+    /// Take a connection slot for `peer`, or say which limit refuses it.
+    pub fn admit(&self, peer: SocketAddr) -> Result<(), String> {
+        let cfg = &self.cfg.server;
+        let total = self.global.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        let shard_open = self.open.get() + 1;
+        let refuse = if total > cfg.max_connections {
+            Some(format!("max_connections ({}) reached", cfg.max_connections))
+        } else if cfg.max_connections_per_shard > 0 && shard_open > cfg.max_connections_per_shard {
+            Some(format!(
+                "max_connections_per_shard ({}) reached",
+                cfg.max_connections_per_shard
+            ))
+        } else {
+            let mut per_ip = self.global.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per_ip.entry(peer.ip()).or_insert(0);
+            if cfg.max_connections_per_ip > 0 && *n >= cfg.max_connections_per_ip {
+                Some(format!(
+                    "max_connections_per_ip ({}) reached for {}",
+                    cfg.max_connections_per_ip,
+                    peer.ip()
+                ))
+            } else {
+                *n += 1;
+                None
+            }
+        };
+        match refuse {
+            Some(why) => {
+                self.global.connections.fetch_sub(1, Ordering::Relaxed);
+                Err(why)
+            }
+            None => {
+                self.open.set(shard_open);
+                Ok(())
+            }
+        }
+    }
+
+    /// Give back the slot `admit` took.
+    pub fn release_slot(&self, peer: SocketAddr) {
+        self.global.connections.fetch_sub(1, Ordering::Relaxed);
+        self.open.set(self.open.get().saturating_sub(1));
+        let mut per_ip = self.global.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&peer.ip());
+            }
         }
     }
 
