@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         println!("shardcast: config {origin} is ok");
         return ExitCode::SUCCESS;
     }
-    match shardcast::runtime::run(cfg) {
+    match shardcast::runtime::run(cfg, args.config.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardcast: {e}");

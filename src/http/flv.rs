@@ -57,7 +57,7 @@ pub async fn serve(
             .await;
         return;
     };
-    let cfg = shard.cfg.clone();
+    let cfg = shard.cfg();
     let info = ClientInfo {
         id,
         ip: peer.ip(),

@@ -44,7 +44,7 @@ impl Reply {
 
 /// Serve one HTTP connection (keep-alive requests in turn, or one HTTP-FLV stream).
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: SocketAddr) {
-    let cfg = shard.cfg.clone();
+    let cfg = shard.cfg();
     let max = cfg.http.max_header_bytes;
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     let mut chunk = vec![0u8; 4096];
@@ -116,7 +116,7 @@ fn route(shard: &Shard, req: &Request) -> Reply {
     match (req.method.as_str(), parts.as_slice()) {
         ("OPTIONS", _) => Reply::text(204, ""),
         ("GET", [""]) | ("GET", ["console"]) => console::page(),
-        ("GET", ["static", name]) => console::static_file(&shard.cfg.http.static_dir, name),
+        ("GET", ["static", name]) => console::static_file(&shard.cfg().http.static_dir, name),
         ("GET", ["metrics"]) => Reply {
             status: 200,
             content_type: "text/plain; version=0.0.4",

@@ -7,7 +7,8 @@ use crate::server::shard::Global;
 use crate::server::{run_shard, ShardError};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
-use log::{info, warn};
+use log::{error, info, warn};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use thiserror::Error;
@@ -60,8 +61,44 @@ fn check_port_free(addr: std::net::SocketAddr) -> Result<(), RunError> {
         .map_err(|source| RunError::PortInUse { addr, source })
 }
 
-/// Run the server until SIGINT/SIGTERM.
-pub fn run(cfg: Config) -> Result<(), RunError> {
+/// Keys a reload cannot change (the listeners and the shard layout are set up once).
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if old.server.listen != new.server.listen {
+        v.push("server.listen");
+    }
+    if old.server.shards != new.server.shards {
+        v.push("server.shards");
+    }
+    if old.server.mesh_channel_capacity != new.server.mesh_channel_capacity {
+        v.push("server.mesh_channel_capacity");
+    }
+    if old.http.enabled != new.http.enabled || old.http.listen != new.http.listen {
+        v.push("http.listen / http.enabled");
+    }
+    v
+}
+
+/// SIGHUP: load the config again; a bad one is refused and the running one stays.
+fn reload(path: Option<&Path>, running: &Config, global: &Global) {
+    let loaded = match path {
+        Some(p) => Config::load(p),
+        None => Config::embedded(),
+    };
+    match loaded {
+        Err(e) => error!("config reload refused, keeping the running config: {e}"),
+        Ok(new) => {
+            for key in restart_only_changes(running, &new) {
+                warn!("config reload: `{key}` changed; it takes effect only after a restart");
+            }
+            let generation = global.publish_config(Arc::new(new));
+            info!("config reload accepted (generation {generation}): forward destinations, access rules, hooks and limits apply to new requests");
+        }
+    }
+}
+
+/// Run the server until SIGINT/SIGTERM; SIGHUP reloads `config_path` (or the embedded default).
+pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), RunError> {
     let addr = cfg.listen_addr()?;
     check_port_free(addr)?;
     if cfg.http.enabled {
@@ -80,14 +117,25 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(RunError::Signals)?;
     let g = global.clone();
     let sig_handle = signals.handle();
+    let running = cfg.clone();
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
+        let mut running = running;
+        for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                reload(config_path.as_deref(), &running, &g);
+                if let Some((_, c)) = g.reloaded() {
+                    running = (*c).clone();
+                }
+                continue;
+            }
             info!("signal {sig}: stopping");
             g.shutdown.store(true, Ordering::Relaxed);
+            break;
         }
     });
 

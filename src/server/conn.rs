@@ -60,7 +60,7 @@ struct Conn {
 
 /// Serve one accepted connection until it closes.
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: SocketAddr) {
-    let cfg = shard.cfg.clone();
+    let cfg = shard.cfg();
     // A second descriptor for the writer task, so reading and writing never wait on each other.
     let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
     if wfd < 0 {
@@ -128,7 +128,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
 
 impl Conn {
     async fn run(&mut self, stream: &mut TcpStream) -> String {
-        let cfg = self.shard.cfg.clone();
+        let cfg = self.shard.cfg();
         let handshake_deadline =
             Instant::now() + Duration::from_secs(cfg.server.handshake_timeout_secs);
         let idle = Duration::from_secs(cfg.server.publish_idle_timeout_secs);
@@ -255,7 +255,7 @@ impl Conn {
                 self.app = app;
                 // An explicit ?vhost= always counts; a tcUrl host only when it names a
                 // configured vhost (so 127.0.0.1 and localhost reach the same streams).
-                self.vhost = if vhost_explicit || sh.cfg.knows_vhost(&vhost) {
+                self.vhost = if vhost_explicit || sh.cfg().knows_vhost(&vhost) {
                     vhost
                 } else {
                     DEFAULT_VHOST.to_string()
@@ -266,7 +266,7 @@ impl Conn {
                 );
                 self.tc_url = tc_url.clone();
                 self.with_entry(|e| *e.tc_url.borrow_mut() = tc_url);
-                if let Err(cause) = policy::check_connect(&sh.cfg, &self.info()).await {
+                if let Err(cause) = policy::check_connect(&sh.cfg(), &self.info()).await {
                     self.session.reject_connect(&cause.client);
                     return Err(format!("connect refused: {cause}"));
                 }
@@ -281,7 +281,7 @@ impl Conn {
                 let key = self.key(&name);
                 let owner = sh.owner_of(&key);
                 if let Err(cause) =
-                    policy::check_publish(&sh.cfg, &self.info(), &name, &query).await
+                    policy::check_publish(&sh.cfg(), &self.info(), &name, &query).await
                 {
                     self.session.reject_publish(
                         stream_id,
@@ -330,7 +330,8 @@ impl Conn {
                 ..
             } => {
                 let key = self.key(&name);
-                if let Err(cause) = policy::check_play(&sh.cfg, &self.info(), &name, &query).await {
+                if let Err(cause) = policy::check_play(&sh.cfg(), &self.info(), &name, &query).await
+                {
                     self.session
                         .reject_play(stream_id, "NetStream.Play.Failed", &cause.client);
                     return Err(format!("play of {key} refused: {cause}"));
@@ -384,7 +385,7 @@ impl Conn {
                     let p = self.publishing.remove(i);
                     sh.unpublish(&p.key, p.publish_id);
                     let name = p.key.stream_name();
-                    policy::notify(&sh.cfg, "on_unpublish", &self.info(), name, &p.query);
+                    policy::notify(&sh.cfg(), "on_unpublish", &self.info(), name, &p.query);
                     info!(
                         "shard={} client={} unpublish stream={}",
                         sh.id, self.id, p.key
@@ -396,7 +397,7 @@ impl Conn {
                     let p = self.playing.remove(i);
                     sh.remove_player(&p.key, self.id, stream_id);
                     let name = p.key.stream_name();
-                    policy::notify(&sh.cfg, "on_stop", &self.info(), name, &p.query);
+                    policy::notify(&sh.cfg(), "on_stop", &self.info(), name, &p.query);
                 }
             }
         }
@@ -405,7 +406,7 @@ impl Conn {
 
     /// The connection is gone: give up its publishes and player slots.
     fn cleanup(&mut self) {
-        let cfg = self.shard.cfg.clone();
+        let cfg = self.shard.cfg();
         for p in &self.publishing {
             self.shard.unpublish(&p.key, p.publish_id);
             policy::notify(

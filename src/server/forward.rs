@@ -120,7 +120,7 @@ impl Backoff {
 
 /// Keep publishing `key` to `target` until stopped.
 pub async fn run(shard: Rc<Shard>, h: Rc<ForwardHandle>) {
-    let f = &shard.cfg.forward;
+    let f = &shard.cfg().forward;
     let seed = shard.new_id() ^ super::time_seed();
     let mut backoff = Backoff::new(
         Duration::from_millis(f.backoff_initial_ms),
@@ -169,7 +169,7 @@ enum Wake {
 
 /// One connection: connect, publish, then stream until the destination drops or we stop.
 async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), ForwardError> {
-    let f = &shard.cfg.forward;
+    let f = &shard.cfg().forward;
     let connect_timeout = Duration::from_millis(f.connect_timeout_ms);
     let mut stream = TcpStream::connect_timeout(h.target.addr, connect_timeout)
         .await
@@ -181,7 +181,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
     }
     // SAFETY: wfd is a fresh descriptor we own.
     let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
-    let writer = ConnWriter::new(f.queue_ms, shard.cfg.stall_timeout());
+    let writer = ConnWriter::new(f.queue_ms, shard.cfg().stall_timeout());
     let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream, Duration::ZERO));
 
     let (tc_url, app) = h.target.tc_url(h.key.app());
@@ -190,7 +190,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
         tc_url,
         stream: h.key.stream_name().to_string(),
         role: ClientRole::Publish,
-        chunk_size: shard.cfg.rtmp.chunk_size,
+        chunk_size: shard.cfg().rtmp.chunk_size,
         digest_handshake: false,
         buffer_ms: 0,
     };

@@ -34,6 +34,8 @@ pub struct Global {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Streams being published, over all shards.
     pub live_streams: AtomicUsize,
+    /// The latest reloaded config and its generation (read by each shard's ticker).
+    reload: Mutex<Option<(u64, Arc<Config>)>>,
 }
 
 impl Global {
@@ -44,7 +46,24 @@ impl Global {
             board: Board::new(shards),
             per_ip: Mutex::new(HashMap::new()),
             live_streams: AtomicUsize::new(0),
+            reload: Mutex::new(None),
         }
+    }
+
+    /// Publish a new config for every shard to take at its next tick.
+    pub fn publish_config(&self, cfg: Arc<Config>) -> u64 {
+        let mut slot = self.reload.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = slot.as_ref().map(|(g, _)| g + 1).unwrap_or(1);
+        *slot = Some((generation, cfg));
+        generation
+    }
+
+    /// The latest reloaded config, if any.
+    pub fn reloaded(&self) -> Option<(u64, Arc<Config>)> {
+        self.reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -101,7 +120,10 @@ impl ConnEntry {
 pub struct Shard {
     pub id: ShardId,
     pub shards: usize,
-    pub cfg: Arc<Config>,
+    /// The config in force; replaced whole on reload (SIGHUP).
+    cfg: RefCell<Arc<Config>>,
+    /// Generation of the config in force.
+    cfg_generation: Cell<u64>,
     pub global: Arc<Global>,
     streams: RefCell<HashMap<StreamKey, LocalStream>>,
     registry: RefCell<Registry>,
@@ -132,7 +154,8 @@ impl Shard {
         Rc::new(Shard {
             id,
             shards,
-            cfg,
+            cfg: RefCell::new(cfg),
+            cfg_generation: Cell::new(0),
             global,
             streams: RefCell::new(HashMap::new()),
             registry: RefCell::new(Registry::new()),
@@ -146,6 +169,25 @@ impl Shard {
             closed_totals: Cell::new((0, 0, 0)),
             open: Cell::new(0),
         })
+    }
+
+    /// The config in force (a cheap shared handle; hold it for the length of one decision).
+    pub fn cfg(&self) -> Arc<Config> {
+        self.cfg.borrow().clone()
+    }
+
+    /// Take a reloaded config if one was published since the last look.
+    pub fn maybe_reload(&self) {
+        let (generation, cfg) = match self.global.reloaded() {
+            Some(r) if r.0 != self.cfg_generation.get() => r,
+            _ => return,
+        };
+        *self.cfg.borrow_mut() = cfg;
+        self.cfg_generation.set(generation);
+        log::info!(
+            "shard={} config reloaded (generation {generation})",
+            self.id
+        );
     }
 
     pub fn outbox(&self, shard: ShardId) -> Rc<Outbox> {
@@ -174,7 +216,7 @@ impl Shard {
                 return Err(ClaimRefused::AlreadyPublished); // published on this very shard
             }
         }
-        let max = self.cfg.server.max_streams;
+        let max = self.cfg().server.max_streams;
         if max > 0 && self.global.live_streams.load(Ordering::Relaxed) >= max {
             return Err(ClaimRefused::MaxStreams(max));
         }
@@ -357,7 +399,8 @@ impl Shard {
 
     /// Take a connection slot for `peer`, or say which limit refuses it.
     pub fn admit(&self, peer: SocketAddr) -> Result<(), String> {
-        let cfg = &self.cfg.server;
+        let cfg_now = self.cfg();
+        let cfg = &cfg_now.server;
         let total = self.global.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let shard_open = self.open.get() + 1;
         let refuse = if total > cfg.max_connections {
@@ -537,7 +580,7 @@ impl Shard {
     /// As owner, when a publish is granted: place one forward peer per destination, spread
     /// over the shards.
     fn start_forwards(&self, key: &StreamKey) {
-        let targets = self.cfg.forward_targets(key.vhost(), key.app());
+        let targets = self.cfg().forward_targets(key.vhost(), key.app());
         if targets.is_empty() {
             return;
         }

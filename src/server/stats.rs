@@ -177,7 +177,8 @@ pub fn audio_info(seq: &Frame) -> Option<AudioInfo> {
     })
 }
 
-/// Runs on every shard: publishes its snapshot and carries out kicks, every `TICK`.
+/// Runs on every shard: takes a reloaded config, carries out kicks and publishes its snapshot,
+/// every `TICK`.
 pub async fn run_ticker(shard: std::rc::Rc<Shard>) {
     let mut last = Instant::now();
     loop {
@@ -185,6 +186,7 @@ pub async fn run_ticker(shard: std::rc::Rc<Shard>) {
         let now = Instant::now();
         let elapsed = now.duration_since(last);
         last = now;
+        shard.maybe_reload();
         for id in shard.global.board.take_kicks(shard.id, shard.shards) {
             shard.kick(id);
         }
