@@ -90,7 +90,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
         );
         if req.method == "GET" && req.path.ends_with(".flv") {
             let _ = stream.set_read_timeout(None);
-            flv::serve(&shard, stream, id, peer, &req).await;
+            Box::pin(flv::serve(&shard, stream, id, peer, &req)).await;
             shard.release_slot(peer);
             return;
         }

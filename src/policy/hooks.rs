@@ -125,7 +125,7 @@ pub async fn call(url: &str, body: &Value, timeout: Duration) -> Result<(), Hook
         };
         s.write_all(&req).await.map_err(io)?;
         let mut answer = Vec::new();
-        let mut buf = [0u8; 4096];
+        let mut buf = vec![0u8; 4096];
         loop {
             let n = s.read(&mut buf).await.map_err(io)?;
             if n == 0 || answer.len() > MAX_ANSWER {

@@ -171,7 +171,7 @@ impl ServerSession {
             phase: Phase::Handshake(ServerHandshake::new(seed, epoch_ms)),
             writer,
             cfg,
-            out: BytesMut::with_capacity(4096),
+            out: BytesMut::new(),
             events: VecDeque::new(),
             connected: false,
             awaiting: false,

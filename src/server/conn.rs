@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Read buffer sizes: before a role (handshake, connect), as a publisher, as a player.
-const READ_BUF_START: usize = 4096;
+const READ_BUF_START: usize = 2048;
 const READ_BUF_PUBLISHER: usize = 64 * 1024;
 const READ_BUF_PLAYER: usize = 1024;
 
@@ -266,7 +266,7 @@ impl Conn {
                 );
                 self.tc_url = tc_url.clone();
                 self.with_entry(|e| *e.tc_url.borrow_mut() = tc_url);
-                if let Err(cause) = policy::check_connect(&sh.cfg(), &self.info()).await {
+                if let Err(cause) = Box::pin(policy::check_connect(&sh.cfg(), &self.info())).await {
                     self.session.reject_connect(&cause.client);
                     return Err(format!("connect refused: {cause}"));
                 }
@@ -280,8 +280,13 @@ impl Conn {
             } => {
                 let key = self.key(&name);
                 let owner = sh.owner_of(&key);
-                if let Err(cause) =
-                    policy::check_publish(&sh.cfg(), &self.info(), &name, &query).await
+                if let Err(cause) = Box::pin(policy::check_publish(
+                    &sh.cfg(),
+                    &self.info(),
+                    &name,
+                    &query,
+                ))
+                .await
                 {
                     self.session.reject_publish(
                         stream_id,
@@ -290,7 +295,7 @@ impl Conn {
                     );
                     return Err(format!("publish of {key} refused: {cause}"));
                 }
-                match sh.claim_publish(&key, self.id).await {
+                match Box::pin(sh.claim_publish(&key, self.id)).await {
                     Ok(publish_id) => {
                         self.session.accept_publish(stream_id);
                         info!(
@@ -330,7 +335,8 @@ impl Conn {
                 ..
             } => {
                 let key = self.key(&name);
-                if let Err(cause) = policy::check_play(&sh.cfg(), &self.info(), &name, &query).await
+                if let Err(cause) =
+                    Box::pin(policy::check_play(&sh.cfg(), &self.info(), &name, &query)).await
                 {
                     self.session
                         .reject_play(stream_id, "NetStream.Play.Failed", &cause.client);
