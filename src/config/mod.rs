@@ -179,9 +179,22 @@ impl Default for RtmpConfig {
 impl Config {
     /// Parse TOML text; `origin` names it in errors (a path or "embedded default").
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_string(),
-            message: e.message().to_string() + &span_hint(text, e.span()),
+        let de = toml::Deserializer::new(text);
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let at = span_hint(text, inner.span());
+            // Unknown keys already name themselves; others get the key path in front.
+            let message =
+                if path.is_empty() || path == "." || inner.message().contains("unknown field") {
+                    format!("{}{at}", inner.message())
+                } else {
+                    format!("key `{path}`: {}{at}", inner.message())
+                };
+            ConfigError::Parse {
+                origin: origin.to_string(),
+                message,
+            }
         })?;
         cfg.security.parsed =
             crate::policy::rules::Rules::parse(&cfg.security.rules).map_err(|reason| {
@@ -456,6 +469,14 @@ mod tests {
         let e = Config::from_toml("[server]\nlisten_port = 5\n", "t").unwrap_err();
         let s = e.to_string();
         assert!(s.contains("listen_port"), "{s}");
+        assert!(s.contains("line 2"), "{s}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = Config::from_toml("[server]\nmax_connections = \"many\"\n", "t").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("server.max_connections"), "{s}");
         assert!(s.contains("line 2"), "{s}");
     }
 
