@@ -113,8 +113,8 @@ fn stream_json(v: &StreamView) -> Value {
         "app": v.key.app(),
         "url": format!("/{}/{}", v.key.app(), v.key.stream_name()),
         "live_ms": if v.live { now.saturating_sub(v.live_since_ms) } else { 0 },
-        "clients": v.players + usize::from(v.publisher.is_some()),
-        "players": v.players,
+        // Players of the stream over all shards (the publisher is under "publish").
+        "clients": v.players,
         "frames": v.frames,
         "send_bytes": v.send_bytes,
         "recv_bytes": v.recv_bytes,
@@ -296,7 +296,7 @@ mod tests {
         let snaps = vec![snap(0, 2, Some(4)), snap(1, 1, None)];
         let v = streams(&snaps);
         let s = &v["streams"][0];
-        assert_eq!(s["clients"], 4, "3 players + the publisher");
+        assert_eq!(s["clients"], 3, "players over both shards");
         assert_eq!(s["send_bytes"], 300);
         assert_eq!(s["publish"]["cid"], "4");
         assert_eq!(s["name"], "s");

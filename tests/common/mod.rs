@@ -236,6 +236,12 @@ pub struct ServerOpts {
     pub server: String,
     /// Extra `key = value` lines for `[rtmp]`.
     pub rtmp: String,
+    /// Serve HTTP (API, metrics, HTTP-FLV) on a free port: `Server::http_port`.
+    pub http: bool,
+    /// Extra `key = value` lines for `[http]` (with `http: true`).
+    pub http_extra: String,
+    /// Whole extra sections appended at the end (`[forward]`, `[security]`, `[hooks]`, ...).
+    pub extra: String,
 }
 
 impl Default for ServerOpts {
@@ -244,6 +250,9 @@ impl Default for ServerOpts {
             shards: 2,
             server: "handshake_timeout_secs = 2\n".into(),
             rtmp: String::new(),
+            http: false,
+            http_extra: String::new(),
+            extra: String::new(),
         }
     }
 }
@@ -252,6 +261,10 @@ impl Default for ServerOpts {
 /// panic it prints the tail of its log first.
 pub struct Server {
     pub port: u16,
+    /// The HTTP port when started with `ServerOpts::http`.
+    pub http_port: Option<u16>,
+    /// The config file it runs with (rewrite it and send SIGHUP to reload).
+    pub config_path: PathBuf,
     pub shards: usize,
     pub dir: TempDir,
     log_path: PathBuf,
@@ -270,13 +283,21 @@ impl Server {
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
+            let http_port = opts.http.then(free_port);
             let dir = TempDir::new("server");
             let conf = dir.join("shardcast.toml");
+            let http = match http_port {
+                Some(h) => format!(
+                    "[http]\nenabled = true\nlisten = \"127.0.0.1:{h}\"\n{}\n",
+                    opts.http_extra
+                ),
+                None => String::new(),
+            };
             fs::write(
                 &conf,
                 format!(
-                    "[server]\nlisten = \"127.0.0.1:{port}\"\nshards = {}\n{}\n[rtmp]\n{}\n",
-                    opts.shards, opts.server, opts.rtmp
+                    "[server]\nlisten = \"127.0.0.1:{port}\"\nshards = {}\n{}\n[rtmp]\n{}\n{http}{}\n",
+                    opts.shards, opts.server, opts.rtmp, opts.extra
                 ),
             )
             .expect("write config");
@@ -295,6 +316,8 @@ impl Server {
             );
             let mut server = Server {
                 port,
+                http_port,
+                config_path: conf.clone(),
                 shards: opts.shards,
                 dir,
                 log_path,
@@ -302,9 +325,13 @@ impl Server {
                 signalled: std::cell::Cell::new(false),
             };
             let shards = opts.shards;
+            let want_http = if http_port.is_some() { shards } else { 0 };
             let ready = wait_until(Duration::from_secs(15), || {
-                server.count_lines(|l| l.contains(" listening on ")) >= shards
-                    || server.proc_mut().try_status().is_some()
+                let rtmp = server.count_lines(|l| {
+                    l.contains(" listening on ") && !l.contains(" http listening on ")
+                });
+                let http = server.count_lines(|l| l.contains(" http listening on "));
+                (rtmp >= shards && http >= want_http) || server.proc_mut().try_status().is_some()
             });
             if ready && server.proc_mut().try_status().is_none() {
                 return server;
