@@ -285,6 +285,7 @@ fn bad_inputs_close_only_their_own_connection() {
         rtmp: format!(
             "max_message_size = {MAX_MESSAGE}\nmax_chunk_streams = {MAX_CHUNK_STREAMS}\n"
         ),
+        ..ServerOpts::default()
     });
     let mut publisher = publish(&server, "watched");
     let watcher = LibPlayer::start(server.port, "watched", Duration::from_secs(120));
@@ -325,6 +326,7 @@ fn connections_past_max_connections_are_refused() {
         shards: 2,
         server: "max_connections = 3\nhandshake_timeout_secs = 30\n".into(),
         rtmp: String::new(),
+        ..ServerOpts::default()
     });
     // Three connections that finished the handshake are certainly counted.
     let mut held: Vec<RawConn> = (0..3)
