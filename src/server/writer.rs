@@ -63,6 +63,8 @@ pub struct ConnWriter {
     held: Cell<bool>,
     /// A peer that takes no bytes for this long is disconnected.
     stall_timeout: Duration,
+    /// Control bytes are queued: write without waiting for the merged-write window.
+    urgent: Cell<bool>,
 }
 
 impl ConnWriter {
@@ -77,6 +79,7 @@ impl ConnWriter {
             shutdown_after: Cell::new(false),
             held: Cell::new(false),
             stall_timeout,
+            urgent: Cell::new(false),
         })
     }
 
@@ -85,6 +88,8 @@ impl ConnWriter {
             return;
         }
         self.queue.borrow_mut().push_control(bytes);
+        // Protocol replies (handshake, connect, play start) go out at once, not a window later.
+        self.urgent.set(true);
         self.notify.notify();
     }
 
@@ -154,7 +159,7 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream, window: Durati
         if w.held.get() && !w.closing.get() {
             continue;
         }
-        if !window.is_zero() && !w.closing.get() {
+        if !window.is_zero() && !w.closing.get() && !w.urgent.replace(false) {
             let due = last_write + window;
             let now = Instant::now();
             if due > now {
