@@ -141,7 +141,18 @@ pub async fn serve(
     let mut bytes_in = 0u64;
     let reason = loop {
         match stream.read(&mut buf).await {
-            Ok(0) => break "closed by peer".to_string(),
+            Ok(0) => {
+                let kicked = shard
+                    .conns
+                    .borrow()
+                    .get(&id)
+                    .is_some_and(|e| e.kicked.get());
+                break if kicked {
+                    "kicked through the API".to_string()
+                } else {
+                    "closed by peer".to_string()
+                };
+            }
             Ok(n) => bytes_in += n as u64,
             Err(e) => break format!("read error: {e}"),
         }

@@ -94,9 +94,23 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
             shard.release_slot(peer);
             return;
         }
-        let reply = route(&shard, &req);
+        // HEAD is answered like GET, without the body.
+        let head_only = req.method == "HEAD";
+        let reply = if head_only {
+            let get = Request {
+                method: "GET".into(),
+                ..req.clone()
+            };
+            route(&shard, &get)
+        } else {
+            route(&shard, &req)
+        };
         let keep_alive = req.keep_alive;
-        if write_reply(&mut stream, &reply, keep_alive).await.is_err() || !keep_alive {
+        let mut bytes = response(reply.status, reply.content_type, &reply.body, keep_alive);
+        if head_only {
+            bytes.truncate(bytes.len() - reply.body.len());
+        }
+        if stream.write_all(&bytes).await.is_err() || !keep_alive {
             break;
         }
     }
@@ -164,7 +178,7 @@ fn route(shard: &Shard, req: &Request) -> Reply {
                 ),
             }
         }
-        ("GET" | "HEAD", _) => Reply::json(404, &api::error(404, "not found")),
+        ("GET", _) => Reply::json(404, &api::error(404, "not found")),
         _ => Reply::json(405, &api::error(405, "method not allowed")),
     }
 }
