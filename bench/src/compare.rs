@@ -1,0 +1,494 @@
+//! `shardcast-bench compare`: folds the per-run JSON summaries of scripts/bench-compare.sh into
+//! one results file, a table with each server's ratio to the baseline (nginx-rtmp) per player
+//! count, and an SVG plot of CPU s/GB and kept-up fraction against players.
+
+use crate::args::CompareArgs;
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt::Write as _;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CompareError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a run summary: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The figures of one run that the comparison uses.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunPoint {
+    pub label: String,
+    pub players: u64,
+    pub cpu_s_per_gb: Option<f64>,
+    pub kept_up_fraction: f64,
+    pub rss_per_player_kib: Option<f64>,
+    pub join_p50_ms: Option<f64>,
+    pub join_p99_ms: Option<f64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub throughput_mbit_s: f64,
+    pub errors: u64,
+    pub disconnects: u64,
+    /// Load generator CPU use over the window (1.0 = saturated: figures may be generator-bound).
+    pub generator_utilisation: Option<f64>,
+}
+
+impl RunPoint {
+    pub fn from_summary(v: &Value) -> Result<RunPoint, String> {
+        let f = |path: &[&str]| -> Option<f64> {
+            let mut cur = v;
+            for k in path {
+                cur = cur.get(k)?;
+            }
+            cur.as_f64()
+        };
+        let players = v
+            .pointer("/players/total")
+            .and_then(Value::as_u64)
+            .ok_or("no players.total")?;
+        Ok(RunPoint {
+            label: v
+                .get("label")
+                .and_then(Value::as_str)
+                .unwrap_or("unlabelled")
+                .to_string(),
+            players,
+            cpu_s_per_gb: f(&["server", "cpu_s_per_gb"]),
+            kept_up_fraction: f(&["players", "kept_up_fraction"]).ok_or("no kept_up_fraction")?,
+            rss_per_player_kib: f(&["server", "rss_per_player_kib"]),
+            join_p50_ms: f(&["players", "join_ms", "p50"]),
+            join_p99_ms: f(&["players", "join_ms", "p99"]),
+            latency_p50_ms: f(&["latency", "p50_ms"]),
+            latency_p99_ms: f(&["latency", "p99_ms"]),
+            throughput_mbit_s: f(&["players", "throughput_mbit_s"]).unwrap_or(0.0),
+            errors: f(&["players", "errors"]).unwrap_or(0.0) as u64,
+            disconnects: f(&["players", "disconnects"]).unwrap_or(0.0) as u64,
+            generator_utilisation: f(&["generator", "utilisation"]),
+        })
+    }
+}
+
+/// A label's figure divided by the baseline's at the same player count.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Ratio {
+    pub players: u64,
+    pub label: String,
+    pub cpu_s_per_gb: Option<f64>,
+    pub kept_up_fraction: Option<f64>,
+    pub rss_per_player: Option<f64>,
+}
+
+fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+pub fn ratios(points: &[RunPoint], baseline: &str) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    for base in points.iter().filter(|p| p.label == baseline) {
+        for p in points
+            .iter()
+            .filter(|p| p.players == base.players && p.label != baseline)
+        {
+            out.push(Ratio {
+                players: p.players,
+                label: p.label.clone(),
+                cpu_s_per_gb: div(p.cpu_s_per_gb, base.cpu_s_per_gb),
+                kept_up_fraction: div(Some(p.kept_up_fraction), Some(base.kept_up_fraction)),
+                rss_per_player: div(p.rss_per_player_kib, base.rss_per_player_kib),
+            });
+        }
+    }
+    out
+}
+
+fn o(v: Option<f64>, d: usize) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.d$}"))
+}
+
+pub fn table(points: &[RunPoint], ratios: &[Ratio], baseline: &str) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{:>6}  {:<36} {:>9} {:>8} {:>10} {:>15} {:>17} {:>9}",
+        "N",
+        "server",
+        "CPU s/GB",
+        "kept-up",
+        "RSS/pl KiB",
+        "join p50/p99",
+        "latency p50/p99",
+        "Mbit/s"
+    );
+    for p in points {
+        let _ = writeln!(
+            t,
+            "{:>6}  {:<36} {:>9} {:>7.1}% {:>10} {:>15} {:>17} {:>9.1} {:>7}%",
+            p.players,
+            p.label,
+            o(p.cpu_s_per_gb, 2),
+            p.kept_up_fraction * 100.0,
+            o(p.rss_per_player_kib, 1),
+            format!("{}/{}", o(p.join_p50_ms, 0), o(p.join_p99_ms, 0)),
+            format!("{}/{}", o(p.latency_p50_ms, 1), o(p.latency_p99_ms, 1)),
+            p.throughput_mbit_s,
+            o(p.generator_utilisation.map(|u| u * 100.0), 0),
+        );
+    }
+    if !ratios.is_empty() {
+        let _ = writeln!(t, "\nratio to {baseline} (lower CPU and RSS are better):");
+        let _ = writeln!(
+            t,
+            "{:>6}  {:<36} {:>9} {:>8} {:>10}",
+            "N", "server", "CPU s/GB", "kept-up", "RSS/pl"
+        );
+        for r in ratios {
+            let _ = writeln!(
+                t,
+                "{:>6}  {:<36} {:>8}x {:>7}x {:>9}x",
+                r.players,
+                r.label,
+                o(r.cpu_s_per_gb, 2),
+                o(r.kept_up_fraction, 2),
+                o(r.rss_per_player, 2)
+            );
+        }
+    }
+    t
+}
+
+const COLORS: [&str; 6] = [
+    "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
+/// Dash patterns per series, so lines lying on top of each other stay distinguishable.
+const DASHES: [&str; 4] = ["none", "8,4", "3,3", "10,3,2,3"];
+
+/// Tick text with as many decimals as the tick step needs.
+fn axis_label(v: f64, y_max: f64) -> String {
+    let step = y_max / 4.0;
+    let decimals = if step >= 1.0 && (step - step.round()).abs() < 1e-9 {
+        0
+    } else if step >= 0.1 {
+        2
+    } else {
+        3
+    };
+    format!("{v:.decimals$}")
+}
+
+/// Rounds up to 1, 2 or 5 times a power of ten, for axis limits.
+fn nice_ceiling(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|&c| c >= v * 0.9999)
+        .unwrap_or(10.0 * p)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// One panel: `value` of every label against players.
+#[allow(clippy::too_many_arguments)]
+fn panel(
+    svg: &mut String,
+    x0: f64,
+    title: &str,
+    points: &[RunPoint],
+    labels: &[String],
+    ns: &[u64],
+    y_max: f64,
+    value: &dyn Fn(&RunPoint) -> Option<f64>,
+) {
+    let (w, h, top, left, bottom) = (420.0, 300.0, 40.0, 60.0, 50.0);
+    let pw = w - left - 20.0;
+    let ph = h - top - bottom;
+    let ox = x0 + left;
+    let oy = top + ph;
+    let xs = |i: usize| {
+        if ns.len() <= 1 {
+            ox + pw / 2.0
+        } else {
+            ox + pw * i as f64 / (ns.len() - 1) as f64
+        }
+    };
+    let ys = |v: f64| oy - ph * (v / y_max).clamp(0.0, 1.05);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="22" font-size="14" text-anchor="middle" font-weight="bold">{}</text>"#,
+        ox + pw / 2.0,
+        esc(title)
+    );
+    let _ = writeln!(
+        svg,
+        r##"<path d="M{ox:.1},{top:.1} V{oy:.1} H{:.1}" fill="none" stroke="#333"/>"##,
+        ox + pw
+    );
+    for k in 0..=4 {
+        let v = y_max * k as f64 / 4.0;
+        let y = ys(v);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{ox:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+            ox + pw,
+            ox - 6.0,
+            y + 4.0,
+            axis_label(v, y_max)
+        );
+    }
+    for (i, n) in ns.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{n}</text>"#,
+            xs(i),
+            oy + 16.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">players</text>"#,
+        ox + pw / 2.0,
+        oy + 34.0
+    );
+    for (li, label) in labels.iter().enumerate() {
+        let color = COLORS[li % COLORS.len()];
+        let dash = DASHES[li % DASHES.len()];
+        let pts: Vec<(f64, f64)> = ns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                points
+                    .iter()
+                    .find(|p| &p.label == label && p.players == *n)
+                    .and_then(value)
+                    .map(|v| (xs(i), ys(v)))
+            })
+            .collect();
+        if pts.len() > 1 {
+            let d: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+            let _ = writeln!(
+                svg,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>"#,
+                d.join(" ")
+            );
+        }
+        for (x, y) in pts {
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{x:.1}" cy="{y:.1}" r="3.5" fill="{color}"/>"#
+            );
+        }
+    }
+}
+
+/// The two-panel plot: CPU seconds per GB and kept-up fraction, each against players.
+pub fn svg(points: &[RunPoint]) -> String {
+    let mut labels: Vec<String> = Vec::new();
+    for p in points {
+        if !labels.contains(&p.label) {
+            labels.push(p.label.clone());
+        }
+    }
+    let mut ns: Vec<u64> = points.iter().map(|p| p.players).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    let legend_h = 20.0 * labels.len() as f64 + 10.0;
+    let height = 300.0 + legend_h;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="860" height="{height:.0}" viewBox="0 0 860 {height:.0}" font-family="sans-serif">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let cpu_max = nice_ceiling(
+        points
+            .iter()
+            .filter_map(|p| p.cpu_s_per_gb)
+            .fold(0.0, f64::max),
+    );
+    panel(
+        &mut s,
+        0.0,
+        "server CPU seconds per GB delivered",
+        points,
+        &labels,
+        &ns,
+        cpu_max,
+        &|p| p.cpu_s_per_gb,
+    );
+    panel(
+        &mut s,
+        430.0,
+        "fraction of players kept up",
+        points,
+        &labels,
+        &ns,
+        1.0,
+        &|p| Some(p.kept_up_fraction),
+    );
+    for (li, label) in labels.iter().enumerate() {
+        let y = 305.0 + 20.0 * li as f64;
+        let color = COLORS[li % COLORS.len()];
+        let dash = DASHES[li % DASHES.len()];
+        let _ = writeln!(
+            s,
+            r#"<line x1="56" y1="{y:.1}" x2="86" y2="{y:.1}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><text x="94" y="{y:.1}" font-size="12" dominant-baseline="middle">{}</text>"#,
+            esc(label)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+pub fn run(args: &CompareArgs) -> Result<String, CompareError> {
+    let mut points = Vec::new();
+    let mut runs = Vec::new();
+    for path in &args.runs {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| CompareError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| CompareError::Parse {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        points.push(
+            RunPoint::from_summary(&v).map_err(|reason| CompareError::Parse {
+                path: p.clone(),
+                reason,
+            })?,
+        );
+        runs.push(v);
+    }
+    points.sort_by(|a, b| a.players.cmp(&b.players).then(a.label.cmp(&b.label)));
+    let ratios = ratios(&points, &args.baseline);
+    let doc = serde_json::json!({
+        "generated_unix": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "baseline": args.baseline,
+        "points": points,
+        "ratios": ratios,
+        "runs": runs,
+    });
+    let write = |path: &std::path::Path, body: &str| {
+        std::fs::write(path, body).map_err(|source| CompareError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    write(
+        &args.out,
+        &(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"),
+    )?;
+    if let Some(svg_path) = &args.svg {
+        write(svg_path, &svg(&points))?;
+    }
+    Ok(table(&points, &ratios, &args.baseline))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(label: &str, n: u64, cpu: f64, kept: f64) -> RunPoint {
+        RunPoint {
+            label: label.into(),
+            players: n,
+            cpu_s_per_gb: Some(cpu),
+            kept_up_fraction: kept,
+            rss_per_player_kib: Some(100.0),
+            join_p50_ms: Some(10.0),
+            join_p99_ms: Some(20.0),
+            latency_p50_ms: None,
+            latency_p99_ms: None,
+            throughput_mbit_s: 1.0,
+            errors: 0,
+            disconnects: 0,
+            generator_utilisation: Some(0.5),
+        }
+    }
+
+    #[test]
+    fn reads_a_summary() {
+        let v = serde_json::json!({
+            "label": "nginx-rtmp",
+            "players": {"total": 250, "kept_up_fraction": 0.98, "throughput_mbit_s": 250.0,
+                        "join_ms": {"p50": 12.0, "p99": 40.0}, "errors": 0, "disconnects": 1},
+            "latency": {"p50_ms": 3.5, "p99_ms": 9.0},
+            "server": {"cpu_s_per_gb": 1.25, "rss_per_player_kib": 64.0}
+        });
+        let p = RunPoint::from_summary(&v).unwrap();
+        assert_eq!(p.players, 250);
+        assert_eq!(p.cpu_s_per_gb, Some(1.25));
+        assert_eq!(p.latency_p99_ms, Some(9.0));
+        assert_eq!(p.disconnects, 1);
+        assert!(RunPoint::from_summary(&serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn ratios_per_player_count() {
+        let pts = vec![
+            point("nginx-rtmp", 250, 2.0, 1.0),
+            point("shardcast", 250, 1.0, 1.0),
+            point("nginx-rtmp", 500, 4.0, 0.5),
+            point("shardcast", 500, 1.0, 1.0),
+        ];
+        let r = ratios(&pts, "nginx-rtmp");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].cpu_s_per_gb, Some(0.5));
+        assert_eq!(r[1].cpu_s_per_gb, Some(0.25));
+        assert_eq!(r[1].kept_up_fraction, Some(2.0));
+        let t = table(&pts, &r, "nginx-rtmp");
+        assert!(t.contains("ratio to nginx-rtmp"));
+        assert!(t.contains("0.25x"));
+    }
+
+    #[test]
+    fn svg_has_a_line_per_label() {
+        let pts = vec![
+            point("nginx-rtmp", 250, 2.0, 1.0),
+            point("nginx-rtmp", 500, 4.0, 0.5),
+            point("shard<cast>", 250, 1.0, 1.0),
+            point("shard<cast>", 500, 1.0, 1.0),
+        ];
+        let s = svg(&pts);
+        assert!(s.starts_with("<svg"));
+        assert_eq!(s.matches("<polyline").count(), 4);
+        assert!(s.contains("shard&lt;cast&gt;"));
+        assert!(s.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn nice_axis_limits() {
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(3.2), 5.0);
+        assert_eq!(nice_ceiling(10.0), 10.0);
+        assert_eq!(nice_ceiling(0.031), 0.05);
+        assert_eq!(nice_ceiling(150.0), 200.0);
+        assert_eq!(axis_label(2.5, 10.0), "2.50");
+        assert_eq!(axis_label(50.0, 200.0), "50");
+        assert_eq!(axis_label(0.25, 1.0), "0.25");
+    }
+}

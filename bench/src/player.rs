@@ -1,0 +1,531 @@
+//! A player: connect, play, then read and count. Per message it only looks at the kind, the
+//! timestamp and the keyframe flag the client library already sniffed from the first byte; no AMF
+//! of media is decoded. What it measures lives in [`PlayerMeter`], which is pure so the window
+//! and kept-up logic is tested without sockets.
+
+use crate::conn::Conn;
+use crate::latency::{LatencyProbe, Lookup};
+use crate::runner::{Role, ThreadCtx};
+use crate::stats::{kept_up, StepCounts, WindowSample};
+use futures_lite::AsyncReadExt;
+use serde::Serialize;
+use shardcast::media::{Frame, FrameKind};
+use shardcast::rtmp::client::{ClientConfig, ClientEvent, ClientSession};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// A gap between media arrivals longer than this is a stall.
+pub const STALL: Duration = Duration::from_secs(1);
+/// Bytes per read: one buffer per connection, reused for the whole run.
+const READ_BUF: usize = 16 * 1024;
+
+/// One side of the measurement window as this player saw it: the first read at or after the
+/// edge, with the media time reached and the frames counted by then.
+#[derive(Debug, Clone, Copy)]
+struct Edge {
+    at: Instant,
+    ts: u32,
+    video_frames: u64,
+}
+
+/// Live state of the connection, for the progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Waiting,
+    Connecting,
+    Playing,
+    Done,
+}
+
+/// How the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Still running, or stopped by the end of the run.
+    #[default]
+    Ok,
+    /// The server closed the connection before the end of the run.
+    Disconnected,
+    /// Connect, handshake or protocol failure, or a refusal.
+    Error(String),
+}
+
+/// Everything one player measures.
+#[derive(Debug, Default)]
+pub struct PlayerMeter {
+    pub stream: usize,
+    pub phase: Phase,
+    pub outcome: Outcome,
+    connect_at: Option<Instant>,
+    join: Option<Duration>,
+    first_video_keyframe: Option<bool>,
+    bytes: u64,
+    window_bytes: u64,
+    messages: u64,
+    video_frames: u64,
+    audio_frames: u64,
+    keyframes: u64,
+    first_video_ts: Option<u32>,
+    video_ts: Option<u32>,
+    audio_ts: Option<u32>,
+    steps: StepCounts,
+    first_media: Option<(Instant, u32)>,
+    last_media: Option<Instant>,
+    stalls: u32,
+    longest_gap: Duration,
+    eofs: u32,
+    edge_start: Option<Edge>,
+    edge_end: Option<Edge>,
+    latency_hits: u64,
+    latency_misses: u64,
+}
+
+/// Final figures of one player, sent back from its thread.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlayerReport {
+    pub stream: usize,
+    pub outcome: Outcome,
+    pub played: bool,
+    pub join_ms: Option<f64>,
+    pub first_video_keyframe: Option<bool>,
+    pub bytes: u64,
+    pub window_bytes: u64,
+    pub messages: u64,
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    pub keyframes: u64,
+    /// Last minus first video timestamp received, in ms.
+    pub video_span_ms: Option<u64>,
+    pub fps: Option<f64>,
+    pub window: Option<WindowStats>,
+    pub kept_up: bool,
+    pub stalls: u32,
+    pub longest_gap_ms: f64,
+    pub stream_eofs: u32,
+    pub latency_hits: u64,
+    pub latency_misses: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WindowStats {
+    pub wall_ms: f64,
+    pub media_ms: f64,
+    pub video_frames: u64,
+}
+
+impl PlayerMeter {
+    pub fn new(stream: usize) -> Self {
+        PlayerMeter {
+            stream,
+            ..Default::default()
+        }
+    }
+
+    pub fn connecting(&mut self, now: Instant) {
+        self.phase = Phase::Connecting;
+        self.connect_at = Some(now);
+    }
+
+    pub fn playing(&mut self) {
+        if self.phase == Phase::Connecting {
+            self.phase = Phase::Playing;
+        }
+    }
+
+    pub fn finish(&mut self, outcome: Outcome) {
+        self.phase = Phase::Done;
+        if self.outcome == Outcome::Ok {
+            self.outcome = outcome;
+        }
+    }
+
+    pub fn stream_eof(&mut self) {
+        self.eofs += 1;
+    }
+
+    fn media_ts(&self) -> Option<u32> {
+        self.video_ts.or(self.audio_ts)
+    }
+
+    /// One media message received in the read that completed at `now`.
+    pub fn on_media(&mut self, now: Instant, frame: &Frame) {
+        self.messages += 1;
+        if frame.kind == FrameKind::Data {
+            return;
+        }
+        if let Some(last) = self.last_media {
+            let gap = now.saturating_duration_since(last);
+            if gap > STALL {
+                self.stalls += 1;
+            }
+            self.longest_gap = self.longest_gap.max(gap);
+        }
+        self.last_media = Some(now);
+        if frame.sequence_header
+            || (frame.kind == FrameKind::Video && crate::flv::is_end_of_sequence(&frame.payload))
+        {
+            return;
+        }
+        let ts = frame.timestamp;
+        match frame.kind {
+            FrameKind::Video => {
+                self.video_frames += 1;
+                self.first_video_keyframe.get_or_insert(frame.keyframe);
+                if frame.keyframe {
+                    self.keyframes += 1;
+                    if self.join.is_none() {
+                        self.join = self.connect_at.map(|c| now.saturating_duration_since(c));
+                    }
+                }
+                if let Some(prev) = self.video_ts {
+                    let step = ts.wrapping_sub(prev);
+                    if (step as i32) > 0 {
+                        self.steps.record(step);
+                    }
+                }
+                self.first_video_ts.get_or_insert(ts);
+                self.video_ts = Some(ts);
+            }
+            FrameKind::Audio => {
+                self.audio_frames += 1;
+                self.audio_ts = Some(ts);
+            }
+            FrameKind::Data => {}
+        }
+        if self.first_media.is_none() {
+            self.first_media = self.media_ts().map(|t| (now, t));
+        }
+    }
+
+    /// Counts latency lookups made for this player.
+    pub fn latency(&mut self, hit: bool) {
+        if hit {
+            self.latency_hits += 1;
+        } else {
+            self.latency_misses += 1;
+        }
+    }
+
+    /// After each read of `n` bytes at `now`: byte counts and the window edges.
+    pub fn after_read(&mut self, now: Instant, n: usize, window: (Instant, Instant)) {
+        self.bytes += n as u64;
+        if now >= window.0 && now < window.1 {
+            self.window_bytes += n as u64;
+        }
+        let Some(ts) = self.media_ts() else { return };
+        let edge = Edge {
+            at: now,
+            ts,
+            video_frames: self.video_frames,
+        };
+        if self.edge_start.is_none() {
+            if now >= window.0 {
+                self.edge_start = Some(edge);
+            }
+        } else if self.edge_end.is_none() && now >= window.1 {
+            self.edge_end = Some(edge);
+        }
+    }
+
+    /// True while media flows and the player is not falling behind real time (progress line).
+    pub fn live_ok(&self, now: Instant) -> bool {
+        let (Some((t0, ts0)), Some(last), Some(ts)) =
+            (self.first_media, self.last_media, self.media_ts())
+        else {
+            return false;
+        };
+        let lag = now.saturating_duration_since(t0).as_secs_f64() * 1000.0
+            - f64::from(ts.wrapping_sub(ts0) as i32);
+        self.phase == Phase::Playing && now.saturating_duration_since(last) <= STALL && lag < 1500.0
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Final figures. `stop` is when the run stopped reading; a player with no data after the
+    /// window closes gets its closing edge there, so silence at the end counts against it.
+    pub fn report(
+        &self,
+        window: (Instant, Instant),
+        stop: Instant,
+        fps: Option<f64>,
+    ) -> PlayerReport {
+        let fps = fps.or_else(|| self.steps.fps());
+        let mut out_stalls = self.stalls;
+        if let Some(last) = self.last_media {
+            // Silence until the stop is a stall too, unless the player ended for another reason.
+            if self.outcome == Outcome::Ok && stop.saturating_duration_since(last) > STALL {
+                out_stalls += 1;
+            }
+        }
+        let window_sample = self.edge_start.map(|a| {
+            let b = self.edge_end.unwrap_or(Edge {
+                at: stop.max(a.at),
+                ts: self.media_ts().unwrap_or(a.ts),
+                video_frames: self.video_frames,
+            });
+            // Data that only began well after the window opened means a stalled start.
+            let late = a.at.saturating_duration_since(window.0);
+            let wall_start = if late > STALL { window.0 } else { a.at };
+            WindowSample {
+                wall_ms: b.at.saturating_duration_since(wall_start).as_secs_f64() * 1000.0,
+                media_ms: f64::from(b.ts.wrapping_sub(a.ts) as i32),
+                video_frames: b.video_frames - a.video_frames,
+            }
+        });
+        let has_video = self.video_frames > 0;
+        let kept = window_sample.is_some_and(|s| kept_up(&s, if has_video { fps } else { None }));
+        PlayerReport {
+            stream: self.stream,
+            outcome: self.outcome.clone(),
+            played: self.phase == Phase::Playing
+                || (self.phase == Phase::Done && self.first_media.is_some()),
+            join_ms: self.join.map(|d| d.as_secs_f64() * 1000.0),
+            first_video_keyframe: self.first_video_keyframe,
+            bytes: self.bytes,
+            window_bytes: self.window_bytes,
+            messages: self.messages,
+            video_frames: self.video_frames,
+            audio_frames: self.audio_frames,
+            keyframes: self.keyframes,
+            video_span_ms: self
+                .first_video_ts
+                .zip(self.video_ts)
+                .map(|(a, b)| u64::from(b.wrapping_sub(a))),
+            fps,
+            window: window_sample.map(|s| WindowStats {
+                wall_ms: s.wall_ms,
+                media_ms: s.media_ms,
+                video_frames: s.video_frames,
+            }),
+            kept_up: kept,
+            stalls: out_stalls,
+            longest_gap_ms: self.longest_gap.as_secs_f64() * 1000.0,
+            stream_eofs: self.eofs,
+            latency_hits: self.latency_hits,
+            latency_misses: self.latency_misses,
+        }
+    }
+}
+
+/// The player task: waits for its start time, plays until the run stops it.
+pub async fn run(ctx: Rc<ThreadCtx>, index: usize, meter: Rc<RefCell<PlayerMeter>>) {
+    let shared = ctx.shared.clone();
+    let stream = meter.borrow().stream;
+    let target = &shared.play_targets[stream];
+    glommio::timer::sleep(ctx.until(shared.schedule.player_start(index))).await;
+    if ctx.stopping(Role::Player) {
+        meter.borrow_mut().finish(Outcome::Ok);
+        return;
+    }
+    meter.borrow_mut().connecting(Instant::now());
+    let outcome = match play(&ctx, target.addr, target.config(), index, &meter).await {
+        Ok(()) => Outcome::Ok,
+        Err(_) if ctx.stopping(Role::Player) => Outcome::Ok,
+        Err(PlayError::Closed) => Outcome::Disconnected,
+        Err(PlayError::Failed(e)) => Outcome::Error(e),
+    };
+    meter.borrow_mut().finish(outcome);
+}
+
+enum PlayError {
+    Closed,
+    Failed(String),
+}
+
+async fn play(
+    ctx: &Rc<ThreadCtx>,
+    addr: std::net::SocketAddr,
+    cfg: ClientConfig,
+    index: usize,
+    meter: &Rc<RefCell<PlayerMeter>>,
+) -> Result<(), PlayError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| PlayError::Failed(format!("{what}: {e}"));
+    let mut conn = Conn::open(ctx, addr, Role::Player)
+        .await
+        .map_err(|e| fail("connect", &e))?;
+    let mut session = ClientSession::new(cfg, 0x5eed ^ index as u64, ctx.epoch_ms());
+    conn.flush(&mut session)
+        .await
+        .map_err(|e| fail("write", &e))?;
+    let window = ctx.window();
+    let mut probe = LatencyProbe::new(meter.borrow().stream);
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let n = match conn.stream.read(&mut buf).await {
+            Ok(0) => return Err(PlayError::Closed),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err(PlayError::Closed)
+            }
+            Err(e) => return Err(fail("read", &e)),
+        };
+        if ctx.stopping(Role::Player) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        session
+            .handle_input(&buf[..n])
+            .map_err(|e| fail("rtmp", &e))?;
+        absorb(
+            ctx,
+            &mut session,
+            &mut meter.borrow_mut(),
+            &mut probe,
+            now,
+            n,
+            window,
+        );
+        conn.flush(&mut session)
+            .await
+            .map_err(|e| fail("write", &e))?;
+    }
+}
+
+/// Everything one read produced: counts, window edges and latency samples (no await inside).
+fn absorb(
+    ctx: &ThreadCtx,
+    session: &mut ClientSession,
+    m: &mut PlayerMeter,
+    probe: &mut LatencyProbe,
+    now: Instant,
+    n: usize,
+    window: (Instant, Instant),
+) {
+    let board = ctx
+        .shared
+        .board
+        .as_ref()
+        .filter(|_| now >= window.0 && now < window.1);
+    while let Some(ev) = session.poll_event() {
+        match ev {
+            ClientEvent::Media { frame, .. } => {
+                m.on_media(now, &frame);
+                if let Some(board) = board {
+                    match probe.lookup(board, frame.kind, frame.timestamp, &frame.payload) {
+                        Lookup::Sent(sent) => {
+                            let lat = ctx.since_epoch_ns(now).saturating_sub(sent);
+                            ctx.record_latency_ns(lat);
+                            m.latency(true);
+                        }
+                        Lookup::Miss => m.latency(false),
+                        Lookup::Skip => {}
+                    }
+                }
+            }
+            ClientEvent::PlayStarted => m.playing(),
+            ClientEvent::StreamEof => m.stream_eof(),
+            _ => {}
+        }
+    }
+    m.after_read(now, n, window);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn video(ts: u32, key: bool) -> Frame {
+        let b = if key { 0x17 } else { 0x27 };
+        Frame::video(ts, Bytes::from(vec![b, 1, 0, 0, 0, 9]))
+    }
+
+    /// Feeds `secs` of a 25 fps stream delivered in bursts every `batch_ms`, starting at `t0`,
+    /// at `speed` x real time. Returns the meter and the window used.
+    fn feed(batch_ms: u64, speed: f64, secs: u64) -> (PlayerMeter, (Instant, Instant), Instant) {
+        let t0 = Instant::now();
+        let window = (
+            t0 + Duration::from_secs(2),
+            t0 + Duration::from_secs(secs - 2),
+        );
+        let mut m = PlayerMeter::new(0);
+        m.connecting(t0);
+        m.playing();
+        let mut ts = 0u32;
+        let mut sent = 0;
+        let mut t = 0u64;
+        while t < secs * 1000 {
+            t += batch_ms;
+            let now = t0 + Duration::from_millis(t);
+            // Media produced up to wall time t, at `speed`.
+            let upto = (t as f64 * speed) as u32;
+            while ts + 40 <= upto {
+                m.on_media(now, &video(ts, sent % 50 == 0));
+                sent += 1;
+                ts += 40;
+            }
+            m.after_read(now, 1000, window);
+        }
+        (m, window, t0 + Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn batched_delivery_keeps_up() {
+        for batch in [10, 40, 350, 500] {
+            let (m, w, stop) = feed(batch, 1.0, 14);
+            let r = m.report(w, stop, None);
+            assert_eq!(r.fps, Some(25.0), "batch {batch}");
+            assert!(r.kept_up, "batch {batch}: {:?}", r.window);
+            assert_eq!(r.first_video_keyframe, Some(true));
+            assert!(r.join_ms.unwrap() <= batch.max(40) as f64 + 1.0);
+            assert_eq!(r.stalls, 0);
+        }
+    }
+
+    #[test]
+    fn slow_player_does_not_keep_up() {
+        let (m, w, stop) = feed(40, 0.95, 14);
+        let r = m.report(w, stop, Some(25.0));
+        assert!(!r.kept_up, "{:?}", r.window);
+    }
+
+    #[test]
+    fn silence_counts_as_stall_and_not_kept_up() {
+        let (mut m, w, stop) = feed(40, 1.0, 14);
+        // Nothing after the window: the closing edge is the stop instant.
+        m.edge_end = None;
+        let r = m.report(w, stop + Duration::from_secs(3), Some(25.0));
+        assert!(!r.kept_up);
+        assert_eq!(r.stalls, 1);
+    }
+
+    #[test]
+    fn gaps_are_stalls() {
+        let t0 = Instant::now();
+        let mut m = PlayerMeter::new(0);
+        m.connecting(t0);
+        m.on_media(t0, &video(0, false));
+        m.on_media(t0 + Duration::from_millis(1500), &video(40, true));
+        m.on_media(t0 + Duration::from_millis(1600), &video(80, false));
+        let r = m.report((t0, t0), t0 + Duration::from_millis(1700), None);
+        assert_eq!(r.stalls, 1);
+        assert_eq!(r.first_video_keyframe, Some(false));
+        assert_eq!(r.join_ms, Some(1500.0));
+        assert_eq!(r.video_span_ms, Some(80));
+        assert_eq!(r.longest_gap_ms, 1500.0);
+    }
+
+    #[test]
+    fn sequence_headers_are_not_frames() {
+        let t0 = Instant::now();
+        let mut m = PlayerMeter::new(0);
+        m.connecting(t0);
+        m.on_media(
+            t0,
+            &Frame::video(0, Bytes::from_static(&[0x17, 0, 0, 0, 0, 1])),
+        );
+        m.on_media(
+            t0,
+            &Frame::data(0, Bytes::from_static(b"\x02\x00\x0aonMetaData")),
+        );
+        let r = m.report((t0, t0), t0, None);
+        assert_eq!(r.video_frames, 0);
+        assert_eq!(r.messages, 2);
+        assert_eq!(r.first_video_keyframe, None);
+        assert!(!r.kept_up);
+    }
+}

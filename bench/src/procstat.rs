@@ -1,0 +1,128 @@
+//! Server-side cost from /proc: CPU seconds (utime + stime) and resident memory of a server
+//! process and all its descendants (nginx's master and workers, shardcast's one process), sampled
+//! by the load generator exactly at the window edges so CPU per GB covers the same interval as the
+//! bytes counted.
+
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ProcSample {
+    /// utime + stime of every process in the tree, in seconds.
+    pub cpu_s: f64,
+    /// Sum of VmRSS over the tree, in KiB.
+    pub rss_kib: u64,
+    /// Processes found (0: the server is gone).
+    pub processes: usize,
+}
+
+/// Fields of /proc/PID/stat after the command name: (ppid, utime + stime in ticks).
+fn parse_stat(text: &str) -> Option<(i32, u64)> {
+    // The command name is in parentheses and may contain spaces; fields resume after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is the state (field 3); ppid is field 4, utime 14, stime 15.
+    let ppid = f.get(1)?.parse().ok()?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
+}
+
+fn parse_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// The roots and every descendant currently alive.
+fn process_tree(roots: &[i32]) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if let Some((ppid, _)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .as_deref()
+                .and_then(parse_stat)
+            {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut stack: Vec<i32> = roots.to_vec();
+    while let Some(p) = stack.pop() {
+        if seen.insert(p) {
+            stack.extend(children.get(&p).into_iter().flatten());
+        }
+    }
+    let mut v: Vec<i32> = seen.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+/// Samples the process trees rooted at `roots`; `None` when there is nothing to sample.
+pub fn sample(roots: &[i32]) -> Option<ProcSample> {
+    if roots.is_empty() {
+        return None;
+    }
+    let ticks = clock_ticks();
+    let mut s = ProcSample::default();
+    for pid in process_tree(roots) {
+        let Some((_, t)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .as_deref()
+            .and_then(parse_stat)
+        else {
+            continue;
+        };
+        s.cpu_s += t as f64 / ticks;
+        s.rss_kib += std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .as_deref()
+            .and_then(parse_rss_kib)
+            .unwrap_or(0);
+        s.processes += 1;
+    }
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields() {
+        let line = "1234 (nginx: worker (x)) S 1200 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 100 0 0";
+        assert_eq!(parse_stat(line), Some((1200, 325)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn rss_field() {
+        let status = "Name:\tx\nVmPeak:\t 999 kB\nVmRSS:\t   4242 kB\nThreads:\t1\n";
+        assert_eq!(parse_rss_kib(status), Some(4242));
+        assert_eq!(parse_rss_kib("Name: x\n"), None);
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let me = std::process::id() as i32;
+        let s = sample(&[me]).unwrap();
+        assert!(s.processes >= 1);
+        assert!(s.rss_kib > 0);
+        assert!(s.cpu_s >= 0.0);
+        assert_eq!(sample(&[]), None);
+    }
+}

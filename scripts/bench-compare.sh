@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Compares shardcast with nginx-rtmp under the same fan-out load on this machine, loopback only.
+#
+# Both servers run on CPU 0 (taskset), every client (the publisher and all players, one
+# shardcast-bench process) on CPU 1. For each player count and server it measures, over a fixed
+# window after warm-up: server CPU seconds per GB delivered, the fraction of players that kept up
+# with real time, server RSS per player, join time and end-to-end latency. A last series runs a
+# 2-shard shardcast on both cores with the clients sharing them (labelled as such).
+#
+# Writes bench/results/<date>.json and .svg (CPU s/GB and kept-up vs players) and prints a table
+# with each server's ratio to nginx-rtmp. Load runs hold an exclusive flock on
+# /tmp/shardcast-load.lock so only one load runs on the machine at a time.
+#
+#   scripts/bench-compare.sh                  # N = 250 500 1000 1500, 20 s window
+#   scripts/bench-compare.sh --quick          # N = 50 100, 5 s window (smoke test)
+#   scripts/bench-compare.sh --players "100 200" --window 10 --no-2shard
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+PLAYERS="250 500 1000 1500"
+WINDOW=20
+WARMUP=5
+RAMP=250
+QUICK=0
+NGINX=1
+TWO_SHARD=1
+PORT_BASE=19350
+BITRATE=1000k
+
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while (($#)); do
+  case "$1" in
+    --quick) QUICK=1; PLAYERS="50 100"; WINDOW=5; WARMUP=2 ;;
+    --players) PLAYERS="$2"; shift ;;
+    --window) WINDOW="$2"; shift ;;
+    --warmup) WARMUP="$2"; shift ;;
+    --ramp) RAMP="$2"; shift ;;
+    --port-base) PORT_BASE="$2"; shift ;;
+    --no-nginx) NGINX=0 ;;
+    --no-2shard) TWO_SHARD=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+log() { printf '[bench-compare] %s\n' "$*" >&2; }
+
+WORK=$(mktemp -d /tmp/shardcast-compare.XXXXXX)
+SERVER_PID=""
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+cleanup() {
+  stop_server
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools -------------------------------------------------------------------------------------
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+RTMP_MODULE=/usr/lib/nginx/modules/ngx_rtmp_module.so
+need=()
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+if ((NGINX)); then
+  command -v nginx >/dev/null 2>&1 || need+=(nginx)
+  [ -f "$RTMP_MODULE" ] || need+=(libnginx-mod-rtmp)
+fi
+if ((${#need[@]})); then
+  log "installing: ${need[*]}"
+  # Keep the package's own nginx service from starting (it would listen on port 80).
+  policy=/usr/sbin/policy-rc.d
+  added_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod +x "$policy"
+    added_policy=1
+  fi
+  # Wait for other apt/dpkg users rather than failing on their lock.
+  ok=1
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+    DEBIAN_FRONTEND=noninteractive timeout 900 $SUDO apt-get -o DPkg::Lock::Timeout=600 \
+      install -y -qq --no-install-recommends "${need[@]}" >/dev/null || ok=0
+  if ((added_policy)); then $SUDO rm -f "$policy"; fi
+  ((ok)) || { log "installing ${need[*]} failed"; exit 1; }
+fi
+
+log "building release binaries"
+timeout 1800 cargo build --release -q -p shardcast -p shardcast-bench
+SERVER_BIN="$ROOT/target/release/shardcast"
+BENCH_BIN="$ROOT/target/release/shardcast-bench"
+[ -n "${CARGO_TARGET_DIR:-}" ] && SERVER_BIN="$CARGO_TARGET_DIR/release/shardcast" && BENCH_BIN="$CARGO_TARGET_DIR/release/shardcast-bench"
+
+# --- media -------------------------------------------------------------------------------------
+MEDIA="$WORK/media.flv"
+log "generating a ${BITRATE}bit/s H.264 + AAC FLV with a 2 s GOP"
+timeout 300 ffmpeg -hide_banner -loglevel error -y \
+  -f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine=frequency=440:sample_rate=44100 \
+  -t 30 -c:v libx264 -preset veryfast -b:v "$BITRATE" -maxrate "$BITRATE" -bufsize 2000k \
+  -g 50 -keyint_min 50 -sc_threshold 0 -pix_fmt yuv420p -c:a aac -b:a 64k "$MEDIA"
+
+# --- servers -----------------------------------------------------------------------------------
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+PORT=$PORT_BASE
+while ! port_free "$PORT"; do PORT=$((PORT + 1)); done
+
+wait_listening() {
+  for _ in $(seq 100); do
+    if ! port_free "$PORT"; then return 0; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { log "server exited early"; return 1; }
+    sleep 0.1
+  done
+  log "server did not listen on $PORT within 10 s"
+  return 1
+}
+
+# start_nginx: nginx-rtmp, one worker, pinned to CPU 0; $SERVER_PID is the master.
+start_nginx() {
+  local dir="$WORK/nginx"
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<EOF
+load_module $RTMP_MODULE;
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 20000; }
+rtmp {
+  server {
+    listen 127.0.0.1:$PORT;
+    chunk_size 4096;
+    application live { live on; }
+  }
+}
+EOF
+  taskset -c 0 nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
+  SERVER_PID=$!
+  wait_listening
+}
+
+# start_shardcast SHARDS MW_LATENCY_MS CPUS
+start_shardcast() {
+  local conf="$WORK/shardcast.toml"
+  printf '[server]\nlisten = "127.0.0.1:%s"\nshards = %s\n\n[rtmp]\nmw_latency_ms = %s\n' \
+    "$PORT" "$1" "$2" >"$conf"
+  RUST_LOG=warn taskset -c "$3" "$SERVER_BIN" -c "$conf" 2>"$WORK/shardcast.log" &
+  SERVER_PID=$!
+  wait_listening
+}
+
+# measure LABEL N CLIENT_CPUS THREADS: one fan-out run (1 publisher x N players) against the
+# server on $PORT, the summary in $WORK/runs/.
+measure() {
+  local label=$1 n=$2 cpus=$3 threads=$4
+  local bound
+  bound=$(awk -v n="$n" -v r="$RAMP" -v w="$WARMUP" -v win="$WINDOW" 'BEGIN { printf "%d", n / r + w + win + 60 }')
+  log "$label: $n players"
+  timeout "$bound" taskset -c "$cpus" "$BENCH_BIN" fanout \
+    --url "rtmp://127.0.0.1:$PORT/live/s{i}" --file "$MEDIA" -m 1 -n "$n" \
+    --ramp "$RAMP" --warmup "$WARMUP" --window "$WINDOW" --threads "$threads" --cores "$cpus" \
+    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/$label-$n.json" -q \
+    | sed 's/^/    /' >&2 || log "$label at $n players failed (exit $?)"
+}
+
+mkdir -p "$WORK/runs" bench/results
+exec 9>/tmp/shardcast-load.lock
+log "waiting for the load lock"
+flock -w 3600 9
+for n in $PLAYERS; do
+  if ((NGINX)); then
+    start_nginx && measure nginx-rtmp "$n" 1 1
+    stop_server
+  fi
+  for mw in 350 33; do
+    start_shardcast 1 "$mw" 0 && measure "shardcast-mw$mw" "$n" 1 1
+    stop_server
+  done
+  if ((TWO_SHARD)); then
+    start_shardcast 2 350 0,1 && measure "shardcast-2shard-mw350-shared-cores" "$n" 0,1 2
+    stop_server
+  fi
+done
+flock -u 9
+
+shopt -s nullglob
+runs=("$WORK"/runs/*.json)
+if ((${#runs[@]} == 0)); then
+  log "no run produced a summary"
+  exit 1
+fi
+stamp=$(date +%Y-%m-%d-%H%M%S)
+((QUICK)) && stamp="$stamp-quick"
+"$BENCH_BIN" compare --baseline nginx-rtmp --out "bench/results/$stamp.json" \
+  --svg "bench/results/$stamp.svg" "${runs[@]}"
+log "wrote bench/results/$stamp.json and bench/results/$stamp.svg"
