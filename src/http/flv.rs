@@ -91,7 +91,7 @@ pub async fn serve(
     let entry = ConnEntry::new(stream.as_raw_fd(), peer, writer.clone());
     entry.kind.set("flv-play");
     *entry.stream.borrow_mut() = Some(key.clone());
-    *entry.tc_url.borrow_mut() = req.path.clone();
+    *entry.tc_url.borrow_mut() = req.path.clone(); // the path only: the query may hold a token
     shard.add_conn(id, entry);
     if wait.is_zero() {
         writer.send_control(response_start());

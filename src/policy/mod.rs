@@ -11,6 +11,21 @@ use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// `url` with the values of `secret` and `token` query parameters masked, for logs and the API.
+pub fn redact(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k == "secret" || k == "token" => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", parts.join("&"))
+}
+
 /// A refusal: a short reason for the client, the full cause for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -200,6 +215,15 @@ mod tests {
                 .is_ok());
             assert!(check_connect(&cfg, &client("127.0.0.1", tc)).await.is_ok());
         });
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        assert_eq!(
+            redact("rtmp://h/live?secret=abc&vhost=v&token=t"),
+            "rtmp://h/live?secret=***&vhost=v&token=***"
+        );
+        assert_eq!(redact("rtmp://h/live"), "rtmp://h/live");
     }
 
     #[test]

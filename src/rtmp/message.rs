@@ -2,7 +2,7 @@
 //! everything the server and client sessions send.
 
 use super::amf0::{self, Amf0Error, Amf0Value, DecodeLimits};
-use super::chunk::{encode_message, encoded_len, RawMessage};
+use super::chunk::{encode_message, encoded_len, RawMessage, MAX_MESSAGE_LEN};
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -225,6 +225,15 @@ impl MessageWriter {
         stream_id: u32,
         payload: &[u8],
     ) {
+        if payload.len() > MAX_MESSAGE_LEN as usize {
+            // Not expressible in RTMP (24-bit length); only a bug or an echo of hostile input
+            // gets here, and it must not take the shard down.
+            log::warn!(
+                "not sending a {}-byte message of type {type_id}: RTMP allows {MAX_MESSAGE_LEN}",
+                payload.len()
+            );
+            return;
+        }
         out.reserve(encoded_len(self.chunk_size, csid, timestamp, payload.len()));
         encode_message(
             out,
@@ -455,6 +464,14 @@ mod tests {
             }
             m => panic!("{m:?}"),
         }
+    }
+
+    #[test]
+    fn oversized_messages_are_not_sent() {
+        let mut out = BytesMut::new();
+        let big = vec![0u8; MAX_MESSAGE_LEN as usize + 1];
+        MessageWriter::new(4096).raw(&mut out, 6, 0, type_id::AUDIO, 1, &big);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -339,16 +339,23 @@ impl ServerSession {
         amf0: Bytes,
     ) -> Result<(), SessionError> {
         let first = values.first().and_then(|v| v.as_str());
-        let (payload, metadata) = match first {
-            Some("@setDataFrame") => {
-                let rest = &values[1..];
-                let is_meta = rest.first().and_then(|v| v.as_str()) == Some("onMetaData");
-                (Bytes::from(super::amf0::encode_all(rest)), is_meta)
-            }
-            Some("onMetaData") => (amf0, true),
-            Some("@clearDataFrame") => return Ok(()),
-            _ => (amf0, false),
-        };
+        let (payload, metadata) =
+            match first {
+                Some("@setDataFrame") => {
+                    // Players get the same bytes minus the leading "@setDataFrame" string: a
+                    // zero-copy slice, never a re-encoding (which could also grow lossy strings).
+                    let is_meta = values.get(1).and_then(|v| v.as_str()) == Some("onMetaData");
+                    let (_, first_len) = super::amf0::decode_one(&amf0, &self.cfg.amf_limits)
+                        .map_err(|source| MessageError::Amf {
+                            type_id: type_id::DATA_AMF0,
+                            source,
+                        })?;
+                    (amf0.slice(first_len..), is_meta)
+                }
+                Some("onMetaData") => (amf0, true),
+                Some("@clearDataFrame") => return Ok(()),
+                _ => (amf0, false),
+            };
         if stream_id == 0 {
             // Data on the connection stream (e.g. from some encoders before publish) is ignored.
             return Ok(());
@@ -391,6 +398,14 @@ impl ServerSession {
     fn command(&mut self, msg_stream_id: u32, cmd: Command) -> Result<(), SessionError> {
         let name = cmd.name.as_str();
         if name == "connect" {
+            if self.connected || self.pending_connect.is_some() {
+                // One NetConnection per TCP connection (nginx-rtmp closes here too).
+                return Err(SessionError::WrongState {
+                    command: cmd.name.clone(),
+                    stream_id: 0,
+                    state: "connected",
+                });
+            }
             return self.connect(cmd);
         }
         if !self.connected {
@@ -461,7 +476,7 @@ impl ServerSession {
             _ => self.error_reply(
                 txn,
                 "NetConnection.Call.Failed",
-                &format!("unknown command {}", cmd.name),
+                &format!("unknown command {}", clip(&cmd.name, 256)),
             ),
         }
         Ok(())
@@ -646,6 +661,7 @@ impl ServerSession {
     /// Refuse a publish with an `onStatus` error such as `NetStream.Publish.BadName`.
     pub fn reject_publish(&mut self, stream_id: u32, code: &str, description: &str) {
         self.awaiting = false;
+        let description = clip(description, 512);
         if self.state_of(stream_id) == Some(StreamState::PublishPending) {
             self.set_state(stream_id, StreamState::Idle);
         }
@@ -661,6 +677,7 @@ impl ServerSession {
         self.set_state(stream_id, StreamState::Playing);
         self.writer
             .user_control(&mut self.out, &UserControl::StreamBegin(stream_id));
+        let name = clip(name, 256);
         if reset {
             let d = format!("Playing and resetting {name}.");
             self.reply(stream_id, on_status("status", "NetStream.Play.Reset", &d));
@@ -680,6 +697,7 @@ impl ServerSession {
 
     pub fn reject_play(&mut self, stream_id: u32, code: &str, description: &str) {
         self.awaiting = false;
+        let description = clip(description, 512);
         if self.state_of(stream_id) == Some(StreamState::PlayPending) {
             self.set_state(stream_id, StreamState::Idle);
         }
@@ -707,6 +725,18 @@ impl ServerSession {
             .filter(|(_, s)| *s == StreamState::Publishing || *s == StreamState::PublishPending)
             .map(|(id, _)| *id)
     }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary (names echoed back to clients).
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// "name?query" → ("name", "query").

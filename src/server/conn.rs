@@ -148,7 +148,12 @@ impl Conn {
                 None // players may be silent for as long as they like
             };
             let _ = stream.set_read_timeout(timeout);
-            let n = match stream.read(&mut buf).await {
+            let read = stream.read(&mut buf).await;
+            // A failed write shuts the socket down, which ends the read: say why.
+            if let Some(e) = self.writer.error() {
+                return self.fail(&format!("write error: {e}"));
+            }
+            let n = match read {
                 Ok(0) => {
                     let mut kicked = false;
                     self.with_entry(|e| kicked = e.kicked.get());
@@ -260,12 +265,13 @@ impl Conn {
                 } else {
                     DEFAULT_VHOST.to_string()
                 };
+                let shown = policy::redact(&tc_url);
                 info!(
-                    "shard={} client={} peer={} connect app={} vhost={} tcUrl={tc_url}",
+                    "shard={} client={} peer={} connect app={} vhost={} tcUrl={shown}",
                     sh.id, self.id, self.peer, self.app, self.vhost
                 );
-                self.tc_url = tc_url.clone();
-                self.with_entry(|e| *e.tc_url.borrow_mut() = tc_url);
+                self.tc_url = tc_url;
+                self.with_entry(|e| *e.tc_url.borrow_mut() = shown);
                 if let Err(cause) = Box::pin(policy::check_connect(&sh.cfg(), &self.info())).await {
                     self.session.reject_connect(&cause.client);
                     return Err(format!("connect refused: {cause}"));

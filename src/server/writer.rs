@@ -59,6 +59,8 @@ pub struct ConnWriter {
     writes: Cell<u64>,
     failed: Cell<bool>,
     shutdown_after: Cell<bool>,
+    /// Why writing failed, for the close line.
+    error: RefCell<Option<String>>,
     /// While held, nothing is written (media waits, bounded by the queue's own policy).
     held: Cell<bool>,
     /// A peer that takes no bytes for this long is disconnected.
@@ -77,6 +79,7 @@ impl ConnWriter {
             writes: Cell::new(0),
             failed: Cell::new(false),
             shutdown_after: Cell::new(false),
+            error: RefCell::new(None),
             held: Cell::new(false),
             stall_timeout,
             urgent: Cell::new(false),
@@ -147,6 +150,11 @@ impl ConnWriter {
     pub fn failed(&self) -> bool {
         self.failed.get()
     }
+
+    /// The write error that ended this connection, if one did.
+    pub fn error(&self) -> Option<String> {
+        self.error.borrow().clone()
+    }
 }
 
 /// Writes the queue to the socket until the connection closes. `window` is the merged-write
@@ -174,7 +182,8 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream, window: Durati
                     w.bytes_out.set(w.bytes_out.get() + n as u64);
                     w.writes.set(w.writes.get() + 1);
                 }
-                Err(_) => {
+                Err(e) => {
+                    *w.error.borrow_mut() = Some(e.to_string());
                     w.failed.set(true);
                     // Unblock the reader so the connection is cleaned up.
                     let _ = stream.shutdown(std::net::Shutdown::Both).await;

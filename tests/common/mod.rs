@@ -1099,3 +1099,907 @@ impl RawConn {
         }
     }
 }
+
+// =============================================================================================
+// BEGIN: HTTP and forward helpers (used by tests/e2e_http.rs and tests/e2e_forward.rs)
+//
+// A tiny HTTP/1.1 client on std's TcpStream (whole responses, and an open chunked stream for
+// HTTP-FLV), ffmpeg decoding, and crashing / restarting a server on the same port.
+
+/// A whole HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names as sent; look them up with [`HttpResponse::header`].
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// From connecting to the end of the body.
+    pub elapsed: Duration,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; `Err` shows the body.
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("body is not JSON ({e}): {:?}", tail(&self.text(), 5)))
+    }
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A response head: status, headers, and the head's length in bytes.
+pub type HttpHead = (u16, Vec<(String, String)>, usize);
+
+/// A response head at the start of `buf`: status, headers and the head's length.
+/// `Ok(None)` while the head is incomplete.
+pub fn parse_http_head(buf: &[u8]) -> Result<Option<HttpHead>, String> {
+    let Some(end) = find_bytes(buf, b"\r\n\r\n") else {
+        if buf.len() > 64 * 1024 {
+            return Err("response head larger than 64 KiB".into());
+        }
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..end])
+        .map_err(|_| format!("response head is not UTF-8: {:?}", &buf[..end.min(200)]))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("not an HTTP/1.x status line: {status_line:?}"));
+    }
+    let status = parts
+        .next()
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad status line: {status_line:?}"))?;
+    let mut headers = Vec::new();
+    for l in lines {
+        let (k, v) = l
+            .split_once(':')
+            .ok_or_else(|| format!("bad header line {l:?} in {head:?}"))?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(Some((status, headers, end + 4)))
+}
+
+/// Decodes `Transfer-Encoding: chunked` framing as bytes arrive.
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    buf: Vec<u8>,
+    /// The last (zero-size) chunk was seen.
+    pub done: bool,
+}
+
+impl ChunkedDecoder {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole chunk's data; `Ok(None)` when more bytes are needed or after the last
+    /// chunk. `Err` on broken framing.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+        if self.done {
+            return Ok(None);
+        }
+        let Some(eol) = find_bytes(&self.buf, b"\r\n") else {
+            if self.buf.len() > 64 {
+                return Err(format!(
+                    "no chunk-size line in {:?}",
+                    &self.buf[..self.buf.len().min(64)]
+                ));
+            }
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&self.buf[..eol])
+            .map_err(|_| format!("chunk-size line is not text: {:?}", &self.buf[..eol]))?;
+        let size_text = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("bad chunk-size line {line:?}"))?;
+        let need = eol + 2 + size + 2;
+        if self.buf.len() < need {
+            return Ok(None);
+        }
+        if &self.buf[need - 2..need] != b"\r\n" {
+            return Err(format!("chunk of {size} bytes not followed by CRLF"));
+        }
+        let data = self.buf[eol + 2..eol + 2 + size].to_vec();
+        self.buf.drain(..need);
+        if size == 0 {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(data))
+    }
+}
+
+/// The body of a response whose head said `headers`, if `rest` holds all of it.
+fn complete_body(headers: &[(String, String)], rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let chunked = find_header(headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        let mut d = ChunkedDecoder::default();
+        d.push(rest);
+        let mut body = Vec::new();
+        while let Some(c) = d.next_chunk()? {
+            body.extend_from_slice(&c);
+        }
+        return Ok(d.done.then_some(body));
+    }
+    match find_header(headers, "content-length") {
+        Some(v) => {
+            let n: usize = v.parse().map_err(|_| format!("bad Content-Length {v:?}"))?;
+            Ok((rest.len() >= n).then(|| rest[..n].to_vec()))
+        }
+        None => Ok(None), // to the end of the connection
+    }
+}
+
+/// Send `raw` bytes as a request on a new connection and read one whole response (to its
+/// Content-Length, its last chunk, or the end of the connection), all within `timeout`.
+/// A write the server cut short (it may answer and close before reading everything) is not an
+/// error by itself: the answer is still read.
+pub fn http_send(port: u16, raw: &[u8], timeout: Duration) -> Result<HttpResponse, String> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut sock = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)
+        .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+    let _ = sock.set_nodelay(true);
+    sock.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let write_error = sock.write_all(raw).err();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let mut head: Option<HttpHead> = None;
+    loop {
+        if head.is_none() {
+            head = parse_http_head(&buf)?;
+        }
+        if let Some((status, headers, len)) = &head {
+            if let Some(body) = complete_body(headers, &buf[*len..])? {
+                return Ok(HttpResponse {
+                    status: *status,
+                    headers: headers.clone(),
+                    body,
+                    elapsed: started.elapsed(),
+                });
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no whole response within {timeout:?}; got {} bytes: {:?}",
+                buf.len(),
+                String::from_utf8_lossy(&buf[..buf.len().min(300)])
+            ));
+        }
+        sock.set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        let ended = match sock.read(&mut chunk) {
+            Ok(0) => Some("end of connection".to_string()),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                None
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                None
+            }
+            Err(e) => Some(format!("read: {e}")),
+        };
+        if let Some(why) = ended {
+            return match head {
+                // No length and not chunked: the body runs to the end of the connection.
+                Some((status, headers, len))
+                    if find_header(&headers, "content-length").is_none()
+                        && find_header(&headers, "transfer-encoding").is_none() =>
+                {
+                    Ok(HttpResponse {
+                        status,
+                        headers,
+                        body: buf[len..].to_vec(),
+                        elapsed: started.elapsed(),
+                    })
+                }
+                _ => Err(format!(
+                    "{why} before a whole response (write error: {write_error:?}); got {} bytes: {:?}",
+                    buf.len(),
+                    String::from_utf8_lossy(&buf[..buf.len().min(300)])
+                )),
+            };
+        }
+    }
+}
+
+/// `METHOD path HTTP/1.1` with `Connection: close`, read to the end of the response.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: shardcast-e2e\r\nAccept: */*\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    http_send(port, req.as_bytes(), timeout)
+}
+
+/// `GET path`, panicking when no whole response comes within 10 s.
+pub fn http_get(port: u16, path: &str) -> HttpResponse {
+    http_request(port, "GET", path, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// An API call: status and JSON body (panics when the body is not JSON).
+pub fn api_call(port: u16, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let r = http_request(port, method, path, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let v = r
+        .json()
+        .unwrap_or_else(|e| panic!("{method} {path} -> {}: {e}", r.status));
+    (r.status, v)
+}
+
+/// An open streaming response (HTTP-FLV): the head is read, the body comes chunk by chunk.
+pub struct HttpStream {
+    pub sock: TcpStream,
+    /// 0 until the head is read.
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    head_buf: Vec<u8>,
+    chunks: ChunkedDecoder,
+}
+
+impl HttpStream {
+    /// Connect and send `GET path`, without waiting for an answer.
+    pub fn request(port: u16, path: &str) -> Result<HttpStream, String> {
+        let mut sock =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5))
+                .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+        let _ = sock.set_nodelay(true);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: shardcast-e2e\r\nAccept: */*\r\n\r\n"
+        );
+        sock.write_all(req.as_bytes())
+            .map_err(|e| format!("write request: {e}"))?;
+        Ok(HttpStream {
+            sock,
+            status: 0,
+            headers: Vec::new(),
+            head_buf: Vec::new(),
+            chunks: ChunkedDecoder::default(),
+        })
+    }
+
+    /// Read the response head within `timeout`.
+    pub fn read_head(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Some((status, headers, len)) = parse_http_head(&self.head_buf)? {
+                self.status = status;
+                self.headers = headers;
+                self.chunks.push(&self.head_buf[len..]);
+                self.head_buf.clear();
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "no response head within {timeout:?}; got {:?}",
+                    String::from_utf8_lossy(&self.head_buf)
+                ));
+            }
+            self.sock
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            match self.sock.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(format!(
+                        "closed before a response head; got {:?}",
+                        String::from_utf8_lossy(&self.head_buf)
+                    ))
+                }
+                Ok(n) => self.head_buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(format!("read head: {e}")),
+            }
+        }
+    }
+
+    /// `GET path` and read the response head within `timeout`.
+    pub fn open(port: u16, path: &str, timeout: Duration) -> Result<HttpStream, String> {
+        let mut s = HttpStream::request(port, path)?;
+        s.read_head(timeout)?;
+        Ok(s)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// The next chunk of the body within `timeout`. `Err` on timeout, on the end of the body
+    /// or the connection, and on broken chunk framing.
+    pub fn next_chunk(&mut self, timeout: Duration) -> Result<Vec<u8>, String> {
+        if self.status == 0 {
+            self.read_head(timeout)?;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(c) = self.chunks.next_chunk()? {
+                return Ok(c);
+            }
+            if self.chunks.done {
+                return Err("the body ended (last chunk)".into());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no chunk within {timeout:?}"));
+            }
+            self.sock
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            match self.sock.read(&mut buf) {
+                Ok(0) => return Err("connection closed mid-body".into()),
+                Ok(n) => self.chunks.push(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(format!("read body: {e}")),
+            }
+        }
+    }
+}
+
+/// `ffmpeg -v error -i URL -t SECS -f null -`, killed after `SECS + 25` s.
+pub fn ffmpeg_decode(url: &str, secs: u32) -> Output {
+    run(
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-i", url, "-t"])
+            .arg(secs.to_string())
+            .args(["-f", "null", "-"]),
+        Duration::from_secs(u64::from(secs) + 25),
+    )
+}
+
+impl Server {
+    /// SIGKILL the server, as a crash would (nothing is logged, nothing closed cleanly).
+    pub fn crash(&mut self) {
+        self.signalled.set(true);
+        if let Some(p) = self.proc.as_mut() {
+            p.kill();
+        }
+    }
+
+    /// Start the server again with the same config (so the same ports) after a crash or an
+    /// exit; the log goes on in the same file. Returns once every shard listens again.
+    pub fn restart(&mut self) {
+        if let Some(p) = self.proc.as_mut() {
+            p.kill();
+        }
+        let is_rtmp = |l: &str| l.contains(" listening on ") && !l.contains(" http listening on ");
+        let is_http = |l: &str| l.contains(" http listening on ");
+        let (rtmp0, http0) = (self.count_lines(is_rtmp), self.count_lines(is_http));
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("open the server log to append");
+        self.proc = Some(Proc::spawn(
+            "shardcast",
+            Command::new(env!("CARGO_BIN_EXE_shardcast"))
+                .arg("-c")
+                .arg(&self.config_path)
+                .env("RUST_LOG", "info")
+                .env_remove("RUST_BACKTRACE")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        ));
+        self.signalled.set(false);
+        let shards = self.shards;
+        let want_http = if self.http_port.is_some() { shards } else { 0 };
+        let ready = wait_until(Duration::from_secs(15), || {
+            (self.count_lines(is_rtmp) >= rtmp0 + shards
+                && self.count_lines(is_http) >= http0 + want_http)
+                || self.proc_mut().try_status().is_some()
+        });
+        assert!(
+            ready && self.is_running(),
+            "shardcast did not restart on 127.0.0.1:{}; log tail:\n{}",
+            self.port,
+            self.log_tail(30)
+        );
+    }
+}
+
+// END: HTTP and forward helpers
+// =============================================================================================
+
+// =============================================================================================
+// BEGIN: security and robustness helpers (used by tests/e2e_security.rs, tests/e2e_bad_input.rs
+// and tests/e2e_slow.rs)
+//
+// Process memory, open-files limit, publish attempts that may be refused, a scriptable HTTP hook
+// receiver, and a library publisher of synthetic media at a chosen bitrate.
+
+/// Resident set size of process `pid` in KiB (VmRSS of /proc/PID/status).
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Raise this process's open-files soft limit to at least `want` (up to the hard limit);
+/// returns the soft limit now in force.
+pub fn raise_nofile_soft(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a stack struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < want {
+            let new = libc::rlimit {
+                rlim_cur: want.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 {
+                lim = new;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// The shard the server logged for the client at local port `port` (any of its lines).
+pub fn shard_of_peer(server: &Server, port: u16, timeout: Duration) -> Option<usize> {
+    let peer = format!("peer=127.0.0.1:{port} ");
+    let line = server.wait_for_line(timeout, |l| l.contains(&peer))?;
+    log_field(&line, "shard")?.parse().ok()
+}
+
+/// How an ffmpeg publish attempt ended.
+pub enum PublishAttempt {
+    /// The server logged `publish stream=KEY`; the publisher is still running.
+    Accepted(Proc),
+    /// ffmpeg gave up (or never got its publish accepted within the deadline).
+    Refused {
+        stderr: String,
+        status: Option<ExitStatus>,
+        elapsed: Duration,
+    },
+}
+
+impl PublishAttempt {
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, PublishAttempt::Accepted(_))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            PublishAttempt::Accepted(p) => format!("accepted (ffmpeg pid {})", p.pid()),
+            PublishAttempt::Refused {
+                stderr,
+                status,
+                elapsed,
+            } => format!(
+                "refused: ffmpeg status {status:?} after {elapsed:?}; stderr:\n{}",
+                tail(stderr, 20)
+            ),
+        }
+    }
+
+    /// The running publisher; panics (with `context`) when the publish was refused.
+    pub fn expect_accepted(self, context: &str) -> Proc {
+        match self {
+            PublishAttempt::Accepted(p) => p,
+            other => panic!("{context}: publish {}", other.describe()),
+        }
+    }
+
+    /// ffmpeg's stderr; panics (with `context`) when the publish was accepted.
+    pub fn expect_refused(self, context: &str) -> String {
+        match self {
+            PublishAttempt::Refused { stderr, .. } => stderr,
+            other => panic!(
+                "{context}: publish should be refused, but was {}",
+                other.describe()
+            ),
+        }
+    }
+}
+
+/// Publish the test media to `url` with ffmpeg; `key` is the stream key the server logs
+/// (`vhost/app/stream`). Accepted once the server logs one more `publish stream=KEY` line than
+/// before; refused when ffmpeg exits first (or nothing happens within `timeout`).
+pub fn try_ffmpeg_publish(
+    server: &Server,
+    url: &str,
+    key: &str,
+    timeout: Duration,
+) -> PublishAttempt {
+    let want = format!("publish stream={key} ");
+    let before = server.count_lines(|l| l.contains(&want));
+    let log = server.dir.join(&format!("try-publish-{}.log", free_port()));
+    let started = Instant::now();
+    let mut p = spawn_ffmpeg_publisher(url, &log);
+    let mut accepted = false;
+    wait_until(timeout, || {
+        accepted = server.count_lines(|l| l.contains(&want)) > before;
+        accepted || p.try_status().is_some()
+    });
+    if accepted && p.try_status().is_none() {
+        return PublishAttempt::Accepted(p);
+    }
+    let elapsed = started.elapsed();
+    p.kill();
+    PublishAttempt::Refused {
+        stderr: fs::read_to_string(&log).unwrap_or_default(),
+        status: p.try_status(),
+        elapsed,
+    }
+}
+
+/// One request a [`HookServer`] received.
+#[derive(Debug, Clone)]
+pub struct HookRequest {
+    pub path: String,
+    pub body: serde_json::Value,
+    /// When its body was complete.
+    pub at: Instant,
+}
+
+impl HookRequest {
+    /// String field `key` of the JSON body ("" when missing).
+    pub fn field(&self, key: &str) -> &str {
+        self.body.get(key).and_then(|v| v.as_str()).unwrap_or("")
+    }
+}
+
+/// What a [`HookServer`] answers a request with.
+#[derive(Debug, Clone)]
+pub enum HookReply {
+    /// HTTP 200 with this body.
+    Ok(String),
+    /// This status with an empty body.
+    Status(u16),
+    /// No answer: hold the connection open until the hook server is dropped (at most 30 s).
+    Hold,
+}
+
+type HookScript = dyn Fn(&str, &serde_json::Value) -> HookReply + Send + Sync;
+
+/// A tiny HTTP server on 127.0.0.1 standing in for an SRS-style callback receiver: every
+/// request's JSON body is recorded, the answer comes from a script. Stops when dropped.
+pub struct HookServer {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<HookRequest>>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl HookServer {
+    pub fn start(
+        script: impl Fn(&str, &serde_json::Value) -> HookReply + Send + Sync + 'static,
+    ) -> HookServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind hook server");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let port = listener.local_addr().expect("hook addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let script: Arc<HookScript> = Arc::new(script);
+        let (reqs, st) = (requests.clone(), stop.clone());
+        let handle = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        let (reqs, st, script) = (reqs.clone(), st.clone(), script.clone());
+                        thread::spawn(move || serve_hook(sock, &reqs, &st, &*script));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        HookServer {
+            port,
+            requests,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/PATH`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<HookRequest> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The first request `pred` accepts, waiting up to `timeout` for it.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&HookRequest) -> bool,
+    ) -> Option<HookRequest> {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self.requests().into_iter().find(|r| pred(r));
+            found.is_some()
+        });
+        found
+    }
+}
+
+impl Drop for HookServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn serve_hook(
+    mut sock: TcpStream,
+    requests: &Mutex<Vec<HookRequest>>,
+    stop: &AtomicBool,
+    script: &HookScript,
+) {
+    let _ = sock.set_nonblocking(false);
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (path, body) = loop {
+        match sock.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > 1 << 20 {
+            return;
+        }
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let len = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .trim_start_matches('/')
+                .to_string();
+            let body = serde_json::from_slice(&buf[end + 4..end + 4 + len])
+                .unwrap_or(serde_json::Value::Null);
+            break (path, body);
+        }
+    };
+    let reply = script(&path, &body);
+    requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(HookRequest {
+            path,
+            body,
+            at: Instant::now(),
+        });
+    let (status, text) = match reply {
+        HookReply::Ok(text) => (200, text),
+        HookReply::Status(s) => (s, String::new()),
+        HookReply::Hold => {
+            let until = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                thread::sleep(Duration::from_millis(20));
+            }
+            return;
+        }
+    };
+    let answer = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+    let _ = sock.write_all(answer.as_bytes());
+    let _ = sock.shutdown(Shutdown::Write);
+}
+
+/// A library publisher of synthetic H.264-shaped video (and AAC-shaped audio) on its own thread,
+/// paced in real time: `fps` video frames a second of `frame_bytes` each, a keyframe every
+/// `gop` frames. Stops when dropped, at its lifetime, or when the connection ends.
+pub struct SynthPublisher {
+    stop: Arc<AtomicBool>,
+    /// Video frames sent so far.
+    pub sent: Arc<AtomicU64>,
+    result: Arc<Mutex<Option<String>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl SynthPublisher {
+    pub fn start(
+        port: u16,
+        name: &str,
+        frame_bytes: usize,
+        fps: u32,
+        gop: u32,
+        lifetime: Duration,
+    ) -> SynthPublisher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let result = Arc::new(Mutex::new(None));
+        let (st, sn, res) = (stop.clone(), sent.clone(), result.clone());
+        let name = name.to_string();
+        let handle = thread::spawn(move || {
+            let why = synth_publish(
+                port,
+                &name,
+                frame_bytes,
+                fps.max(1),
+                gop.max(1),
+                lifetime,
+                &st,
+                &sn,
+            );
+            *res.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        });
+        SynthPublisher {
+            stop,
+            sent,
+            result,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Why the publisher ended, if it has.
+    pub fn ended(&self) -> Option<String> {
+        self.result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for SynthPublisher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn synth_publish(
+    port: u16,
+    name: &str,
+    frame_bytes: usize,
+    fps: u32,
+    gop: u32,
+    lifetime: Duration,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+) -> String {
+    let mut c = match LibClient::connect(port, name, ClientRole::Publish) {
+        Ok(c) => c,
+        Err(e) => return format!("connect: {e}"),
+    };
+    if let Err(e) = c.pump_until(Duration::from_secs(10), |e| {
+        *e == ClientEvent::PublishStarted
+    }) {
+        return format!("publish not started: {e}");
+    }
+    let headers = [
+        Frame::video(0, synth::avc_sequence_header()),
+        Frame::audio(0, synth::aac_sequence_header()),
+    ];
+    for f in &headers {
+        if let Err(e) = c.send_frame(f) {
+            return format!("write: {e}");
+        }
+    }
+    let started = Instant::now();
+    let deadline = started + lifetime;
+    let frame_ms = 1000 / fps;
+    let mut n: u32 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= deadline {
+            return "lifetime over".into();
+        }
+        let ts = n * frame_ms;
+        let key = n.is_multiple_of(gop);
+        let mut payload = Vec::with_capacity(frame_bytes.max(16));
+        payload.extend_from_slice(&[if key { 0x17 } else { 0x27 }, 0x01, 0, 0, 0]);
+        let nal_len = frame_bytes.saturating_sub(9).max(3);
+        payload.extend_from_slice(&(nal_len as u32).to_be_bytes());
+        payload.push(if key { 0x65 } else { 0x41 });
+        payload.extend((1..nal_len).map(|i| (i as u8).wrapping_mul(7) ^ n as u8));
+        let video = Frame::video(ts, bytes::Bytes::from(payload));
+        let audio = Frame::audio(ts, synth::aac_frame(n as u8));
+        for f in [&video, &audio] {
+            if let Err(e) = c.send_frame(f) {
+                return format!("write: {e}");
+            }
+        }
+        sent.fetch_add(1, Ordering::Relaxed);
+        n += 1;
+        // Real-time pacing; the pump also answers the server (acks, pings).
+        let due = started + Duration::from_millis(u64::from(n * frame_ms));
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            if let Err(e) = c.pump((due - now).min(Duration::from_millis(20))) {
+                return e;
+            }
+        }
+    }
+    let _ = c.sock.shutdown(Shutdown::Both);
+    "stopped".into()
+}
+
+// END: security and robustness helpers
+// =============================================================================================

@@ -413,3 +413,27 @@ fn flooding_while_waiting_is_bounded() {
         Err(SessionError::TooMuchWhileWaiting { .. })
     ));
 }
+
+#[test]
+fn second_connect_is_wrong_state() {
+    let mut c = client(ClientRole::Play, false);
+    let mut s = server();
+    pump(&mut c, &mut s).unwrap();
+    s.accept_play(1, true, "cam1");
+    let obj = Amf0Value::object([("app", Amf0Value::string("live"))]);
+    let mut out = BytesMut::new();
+    MessageWriter::new(128).command(
+        &mut out,
+        0,
+        &Command {
+            name: "connect".into(),
+            transaction_id: 9.0,
+            object: obj,
+            args: vec![],
+        },
+    );
+    assert!(matches!(
+        s.handle_input(&out),
+        Err(SessionError::WrongState { .. })
+    ));
+}
