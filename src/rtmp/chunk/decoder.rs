@@ -295,8 +295,11 @@ impl ChunkDecoder {
                 };
                 return Some(message(plan.csid, stream, payload));
             }
-            // len <= max_message_len was checked when the header was parsed.
-            stream.partial = BytesMut::with_capacity(h.len as usize);
+            // len <= max_message_len was checked when the header was parsed. Reserve what
+            // has arrived plus a little, not the announced length: 64 chunk streams each
+            // announcing 8 MiB must not reserve 512 MiB before any of it is sent.
+            let first = (h.len as usize).min(plan.payload_len.max(64 * 1024));
+            stream.partial = BytesMut::with_capacity(first);
             stream.remaining = h.len;
         }
 
