@@ -2,14 +2,15 @@
 //! `scripts/fuzz.sh`). Each test feeds the exact bytes through the same public API the fuzz
 //! target (and `server::conn`) uses.
 //!
-//! Lossy UTF-8 expansion: AMF0 strings are decoded with `String::from_utf8_lossy`, which turns
-//! every invalid byte into U+FFFD (3 bytes). A 5.6 MB long string (marker 0x0C) of 0xFF bytes
-//! fits in one 8 MiB message (the default `rtmp.max_message_size`) but becomes a 16.8 MB
-//! `String`. Anything that echoes such a string back in one RTMP message (the `_error` answer to
-//! an unknown command, `NetStream.Play.Start`'s description, a re-encoded `@setDataFrame`) then
-//! exceeds the 0xFFFFFF message length and `encode_message` panics ("RTMP message of ... bytes
-//! exceeds 16777215"), killing the shard's thread. These tests fail until src/ caps or rejects
-//! such strings.
+//! Lossy UTF-8 expansion (found while writing the `session` target; its inputs are capped at
+//! 16 KiB, so the fuzzer itself cannot reach it): AMF0 strings are decoded with
+//! `String::from_utf8_lossy`, which turns every invalid byte into U+FFFD (3 bytes). A 5.6 MB long
+//! string (marker 0x0C) of 0xFF bytes fits in one 8 MiB message (the default
+//! `rtmp.max_message_size`) but becomes a 16.8 MB `String`. Anything that echoed such a string
+//! back in one RTMP message (the `_error` answer to an unknown command, `NetStream.Play.Start`'s
+//! description, a re-encoded `@setDataFrame`) exceeded the 0xFFFFFF message length and
+//! `encode_message` panicked ("RTMP message of 16800106 bytes exceeds 16777215"), taking the
+//! shard's thread down. Each test below panicked that way before the fix.
 
 use bytes::BytesMut;
 use shardcast::rtmp::amf0::{encode_all, Amf0Value};

@@ -11,7 +11,7 @@ use crate::server::conn::DEFAULT_VHOST;
 use crate::server::key::StreamKey;
 use crate::server::shard::{ConnEntry, Shard};
 use crate::server::stream::{PlayerKind, PlayerRef};
-use crate::server::writer::{run_writer, ConnWriter};
+use crate::server::writer::run_writer;
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
@@ -81,13 +81,12 @@ pub async fn serve(
     }
     // SAFETY: wfd is a fresh descriptor we own.
     let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
-    let writer = ConnWriter::new(cfg.rtmp.player_queue_ms, cfg.stall_timeout());
-    let window = Duration::from_millis(cfg.rtmp.mw_latency_ms);
+    let writer = shard.new_writer();
     let wait = Duration::from_secs(cfg.http.flv_wait_timeout_secs);
     if !wait.is_zero() {
         writer.hold();
     }
-    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream, window));
+    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream));
     let entry = ConnEntry::new(stream.as_raw_fd(), peer, writer.clone());
     entry.kind.set("flv-play");
     *entry.stream.borrow_mut() = Some(key.clone());

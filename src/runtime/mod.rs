@@ -73,6 +73,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.mesh_channel_capacity != new.server.mesh_channel_capacity {
         v.push("server.mesh_channel_capacity");
     }
+    if old.rtmp.mw_latency_ms != new.rtmp.mw_latency_ms {
+        v.push("rtmp.mw_latency_ms");
+    }
     if old.http.enabled != new.http.enabled || old.http.listen != new.http.listen {
         v.push("http.listen / http.enabled");
     }

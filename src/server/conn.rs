@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 /// Read buffer sizes: before a role (handshake, connect), as a publisher, as a player.
 const READ_BUF_START: usize = 2048;
 const READ_BUF_PUBLISHER: usize = 64 * 1024;
-const READ_BUF_PLAYER: usize = 1024;
+const READ_BUF_PLAYER: usize = 256;
 
 /// The vhost used when a client names none (SRS's name for it).
 pub const DEFAULT_VHOST: &str = "__defaultVhost__";
@@ -74,9 +74,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
     // SAFETY: wfd is a fresh descriptor we own.
     let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
     let _ = stream.set_nodelay(true);
-    let writer = ConnWriter::new(cfg.rtmp.player_queue_ms, cfg.stall_timeout());
-    let window = Duration::from_millis(cfg.rtmp.mw_latency_ms);
-    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream, window));
+    let writer = shard.new_writer();
+    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream));
     shard.add_conn(id, ConnEntry::new(stream.as_raw_fd(), peer, writer.clone()));
 
     let session_cfg = SessionConfig {

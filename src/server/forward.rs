@@ -181,8 +181,12 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
     }
     // SAFETY: wfd is a fresh descriptor we own.
     let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
-    let writer = ConnWriter::new(f.queue_ms, shard.cfg().stall_timeout());
-    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream, Duration::ZERO));
+    let writer = ConnWriter::new(
+        f.queue_ms,
+        shard.cfg().stall_timeout(),
+        shard.flusher.clone(),
+    );
+    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream));
 
     let (tc_url, app) = h.target.tc_url(h.key.app());
     let cfg = ClientConfig {

@@ -81,6 +81,9 @@ pub async fn run_shard(
         }
     }
     glommio::spawn_local(stats::run_ticker(shard.clone())).detach();
+    if let Some(f) = shard.flusher.clone() {
+        glommio::spawn_local(f.run()).detach();
+    }
     for (_peer, rx) in receivers.streams() {
         let sh = shard.clone();
         glommio::spawn_local(async move {

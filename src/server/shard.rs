@@ -10,7 +10,7 @@ use super::registry::{Registry, ShardId, Subscriber};
 use super::stats::{audio_info, video_info, Board, ClientStat, ForwardStat};
 use super::stats::{ShardSnapshot, StreamStat};
 use super::stream::{LocalStream, PlayerRef, RemoteSub, Source, StreamLimits};
-use super::writer::ConnWriter;
+use super::writer::{ConnWriter, Flusher};
 use crate::config::Config;
 use crate::media::Frame;
 use glommio::channels::local_channel::{self, LocalSender};
@@ -140,11 +140,15 @@ pub struct Shard {
     closed_totals: Cell<(u64, u64, u64)>,
     /// Connections open on this shard.
     open: Cell<usize>,
+    /// Merged writes for the shard's players (when `rtmp.mw_latency_ms` > 0).
+    pub flusher: Option<Rc<Flusher>>,
 }
 
 impl Shard {
     pub fn new(id: ShardId, shards: usize, cfg: Arc<Config>, global: Arc<Global>) -> Rc<Shard> {
         let cap = cfg.server.mesh_channel_capacity;
+        let window = std::time::Duration::from_millis(cfg.rtmp.mw_latency_ms);
+        let flusher = (!window.is_zero()).then(|| Flusher::new(window));
         let limits = StreamLimits {
             chunk_size: cfg.rtmp.chunk_size,
             gop_cache: cfg.rtmp.gop_cache,
@@ -168,6 +172,7 @@ impl Shard {
             forward_peers: RefCell::new(HashMap::new()),
             closed_totals: Cell::new((0, 0, 0)),
             open: Cell::new(0),
+            flusher,
         })
     }
 
@@ -188,6 +193,16 @@ impl Shard {
             "shard={} config reloaded (generation {generation})",
             self.id
         );
+    }
+
+    /// A writer for a new connection (merged writes when the shard has a flusher).
+    pub fn new_writer(&self) -> Rc<ConnWriter> {
+        let cfg = self.cfg();
+        ConnWriter::new(
+            cfg.rtmp.player_queue_ms,
+            cfg.stall_timeout(),
+            self.flusher.clone(),
+        )
     }
 
     pub fn outbox(&self, shard: ShardId) -> Rc<Outbox> {

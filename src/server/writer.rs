@@ -50,9 +50,50 @@ impl Future for NotifyWait<'_> {
     }
 }
 
-/// Shared by a connection's reader task, the streams it plays, and its writer task.
+/// Merged writes for a whole shard (SRS's `mw_latency`): every `window`, one pass writes each
+/// player with queued media in one non-blocking vectored `sendmsg`. All players of the shard are
+/// written at the same moment, so there is no timer or task wake-up per player, and the peers
+/// are woken in one burst per window instead of throughout it. A socket that cannot take
+/// everything hands the rest to its connection's writer task, which waits for room.
+pub struct Flusher {
+    window: Duration,
+    dirty: RefCell<Vec<Rc<ConnWriter>>>,
+}
+
+impl Flusher {
+    pub fn new(window: Duration) -> Rc<Flusher> {
+        Rc::new(Flusher {
+            window,
+            dirty: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Runs for the life of the shard.
+    pub async fn run(self: Rc<Self>) {
+        let mut list: Vec<Rc<ConnWriter>> = Vec::new();
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut next = Instant::now() + self.window;
+        loop {
+            let now = Instant::now();
+            if next > now {
+                glommio::timer::sleep(next - now).await;
+            }
+            // A fixed cadence; after a stall, start again from now rather than catch up.
+            next = (next + self.window).max(Instant::now());
+            std::mem::swap(&mut *self.dirty.borrow_mut(), &mut list);
+            for w in list.drain(..) {
+                w.dirty.set(false);
+                w.flush_now(&mut batch);
+            }
+        }
+    }
+}
+
+/// Shared by a connection's reader task, the streams it plays, the shard's flusher and its
+/// writer task.
 pub struct ConnWriter {
     queue: RefCell<PlayerQueue>,
+    /// Wakes the writer task (control bytes, a handed-off remainder, close).
     notify: LocalNotify,
     closing: Cell<bool>,
     bytes_out: Cell<u64>,
@@ -65,12 +106,25 @@ pub struct ConnWriter {
     held: Cell<bool>,
     /// A peer that takes no bytes for this long is disconnected.
     stall_timeout: Duration,
-    /// Control bytes are queued: write without waiting for the merged-write window.
-    urgent: Cell<bool>,
+    /// The socket, while the writer task owns it (-1 before and after).
+    fd: Cell<RawFd>,
+    /// The writer task has (or is about to take) bytes to write: the flusher leaves this
+    /// connection alone so nothing is written out of order.
+    busy: Cell<bool>,
+    /// What a non-blocking flush could not write, for the writer task to finish first.
+    pending: RefCell<Vec<Bytes>>,
+    /// The shard's flusher when writes are merged; `None` writes as soon as the shard is idle.
+    flusher: Option<Rc<Flusher>>,
+    /// Listed with the flusher for its next pass.
+    dirty: Cell<bool>,
 }
 
 impl ConnWriter {
-    pub fn new(max_queue_ms: u32, stall_timeout: Duration) -> Rc<ConnWriter> {
+    pub fn new(
+        max_queue_ms: u32,
+        stall_timeout: Duration,
+        flusher: Option<Rc<Flusher>>,
+    ) -> Rc<ConnWriter> {
         Rc::new(ConnWriter {
             queue: RefCell::new(PlayerQueue::new(max_queue_ms)),
             notify: LocalNotify::default(),
@@ -82,28 +136,69 @@ impl ConnWriter {
             error: RefCell::new(None),
             held: Cell::new(false),
             stall_timeout,
-            urgent: Cell::new(false),
+            fd: Cell::new(-1),
+            busy: Cell::new(false),
+            pending: RefCell::new(Vec::new()),
+            flusher,
+            dirty: Cell::new(false),
         })
     }
 
+    /// Protocol replies (handshake, connect, play start): written at once, not a window later.
     pub fn send_control(&self, bytes: Bytes) {
         if self.failed.get() {
             return;
         }
         self.queue.borrow_mut().push_control(bytes);
-        // Protocol replies (handshake, connect, play start) go out at once, not a window later.
-        self.urgent.set(true);
         self.notify.notify();
     }
 
-    /// Queue media under the drop-to-keyframe policy.
-    pub fn send_media(&self, frame: &Frame, wire: Bytes, has_video: bool) {
+    /// Queue media under the drop-to-keyframe policy; written at the next merged write.
+    pub fn send_media(self: &Rc<Self>, frame: &Frame, wire: Bytes, has_video: bool) {
         if self.failed.get() {
             return;
         }
-        if self.queue.borrow_mut().push_media(frame, wire, has_video) {
-            self.notify.notify();
+        if !self.queue.borrow_mut().push_media(frame, wire, has_video) {
+            return;
         }
+        match &self.flusher {
+            Some(f) if !self.dirty.replace(true) => f.dirty.borrow_mut().push(self.clone()),
+            Some(_) => {}
+            None => self.notify.notify(),
+        }
+    }
+
+    /// The flusher's pass: one non-blocking vectored write of everything queued.
+    fn flush_now(&self, batch: &mut Vec<Bytes>) {
+        let fd = self.fd.get();
+        if fd < 0 || self.busy.get() || self.held.get() || self.failed.get() || self.closing.get() {
+            return; // the writer task takes the queue when it is done (or it is gone)
+        }
+        self.queue.borrow_mut().take_all(batch);
+        if batch.is_empty() {
+            return;
+        }
+        match write_nonblocking(fd, batch) {
+            Ok((written, None)) => {
+                self.bytes_out.set(self.bytes_out.get() + written as u64);
+                self.writes.set(self.writes.get() + 1);
+            }
+            Ok((written, Some((idx, off)))) => {
+                self.bytes_out.set(self.bytes_out.get() + written as u64);
+                self.writes.set(self.writes.get() + 1);
+                let mut pending = self.pending.borrow_mut();
+                pending.push(batch[idx].slice(off..));
+                pending.extend(batch.drain(..).skip(idx + 1));
+                self.busy.set(true);
+                self.notify.notify();
+            }
+            Err(e) => {
+                *self.error.borrow_mut() = Some(e.to_string());
+                self.failed.set(true);
+                self.notify.notify();
+            }
+        }
+        batch.clear();
     }
 
     /// Stop writing until `release` (to decide on a response head after media shows up).
@@ -157,26 +252,23 @@ impl ConnWriter {
     }
 }
 
-/// Writes the queue to the socket until the connection closes. `window` is the merged-write
-/// window: after a write, the next one waits at least that long so more messages share it.
-pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream, window: Duration) {
+/// Owns the socket's writing half until the connection closes: writes control bytes at once,
+/// finishes what a merged write could not, and (without a flusher) writes media as it comes.
+pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream) {
+    w.fd.set(stream.as_raw_fd());
     let mut batch: Vec<Bytes> = Vec::new();
-    let mut last_write = Instant::now() - window;
     loop {
         w.notify.wait().await;
+        if w.failed.get() {
+            break;
+        }
         if w.held.get() && !w.closing.get() {
             continue;
         }
-        if !window.is_zero() && !w.closing.get() && !w.urgent.replace(false) {
-            let due = last_write + window;
-            let now = Instant::now();
-            if due > now {
-                glommio::timer::sleep(due - now).await;
-            }
-        }
+        w.busy.set(true);
+        batch.append(&mut w.pending.borrow_mut());
         w.queue.borrow_mut().take_all(&mut batch);
         if !batch.is_empty() {
-            last_write = Instant::now();
             match write_batch(&mut stream, &batch, w.stall_timeout).await {
                 Ok(n) => {
                     w.bytes_out.set(w.bytes_out.get() + n as u64);
@@ -185,20 +277,66 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream, window: Durati
                 Err(e) => {
                     *w.error.borrow_mut() = Some(e.to_string());
                     w.failed.set(true);
-                    // Unblock the reader so the connection is cleaned up.
-                    let _ = stream.shutdown(std::net::Shutdown::Both).await;
-                    return;
+                    break;
                 }
             }
             batch.clear();
         }
+        w.busy.set(false);
         if w.closing.get() {
+            w.fd.set(-1);
             if w.shutdown_after.get() {
                 let _ = stream.shutdown(std::net::Shutdown::Both).await;
             }
             return;
         }
     }
+    // A failed write: unblock the reader so the connection is cleaned up.
+    w.fd.set(-1);
+    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+}
+
+/// One non-blocking vectored write of `bufs` (up to IOV_MAX buffers per call, repeated while
+/// the socket takes everything). Returns the bytes written and, when the socket filled up, where
+/// the unwritten rest starts (buffer index, offset in it).
+fn write_nonblocking(
+    fd: RawFd,
+    bufs: &[Bytes],
+) -> std::io::Result<(usize, Option<(usize, usize)>)> {
+    let (mut idx, mut off, mut written) = (0usize, 0usize, 0usize);
+    while idx < bufs.len() {
+        match sendmsg_nonblocking(fd, &bufs[idx..], off) {
+            Ok(n) => {
+                written += n;
+                let (i, o) = advance(bufs, idx, off, n);
+                idx = i;
+                off = o;
+                if idx < bufs.len() && n == 0 {
+                    return Ok((written, Some((idx, off))));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Ok((written, Some((idx, off))))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((written, None))
+}
+
+/// Position after writing `n` more bytes from (`idx`, `off`), skipping empty buffers.
+fn advance(bufs: &[Bytes], mut idx: usize, mut off: usize, mut n: usize) -> (usize, usize) {
+    while idx < bufs.len() {
+        let left = bufs[idx].len() - off;
+        if n < left {
+            return (idx, off + n);
+        }
+        n -= left;
+        idx += 1;
+        off = 0;
+    }
+    (idx, off)
 }
 
 /// Most iovecs per sendmsg (Linux IOV_MAX).
@@ -217,22 +355,10 @@ async fn write_batch(
     let mut off = 0; // bytes of bufs[idx] already written
     while idx < bufs.len() {
         match sendmsg_nonblocking(fd, &bufs[idx..], off) {
-            Ok(mut n) => {
-                while n > 0 && idx < bufs.len() {
-                    let left = bufs[idx].len() - off;
-                    if n >= left {
-                        n -= left;
-                        idx += 1;
-                        off = 0;
-                    } else {
-                        off += n;
-                        n = 0;
-                    }
-                }
-                while idx < bufs.len() && bufs[idx].len() == off {
-                    idx += 1;
-                    off = 0;
-                }
+            Ok(n) => {
+                let (i, o) = advance(bufs, idx, off, n);
+                idx = i;
+                off = o;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Socket full: let io_uring wait for room for the rest of this buffer, but not
