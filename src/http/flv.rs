@@ -11,7 +11,7 @@ use crate::server::conn::DEFAULT_VHOST;
 use crate::server::key::StreamKey;
 use crate::server::shard::{ConnEntry, Shard};
 use crate::server::stream::{PlayerKind, PlayerRef};
-use crate::server::writer::run_writer;
+use crate::server::writer::{close_and_wait, run_writer};
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
@@ -159,12 +159,7 @@ pub async fn serve(
     if found {
         shard.remove_player(&key, id, 1);
     }
-    writer.close();
-    let _ = glommio::timer::timeout(Duration::from_secs(2), async {
-        writer_task.await;
-        Ok(())
-    })
-    .await;
+    close_and_wait(&writer, writer_task).await;
     shard.remove_conn(id);
     info!(
         "shard={} client={id} peer={peer} close reason=\"{reason}\" role=flv-play bytes_in={bytes_in} bytes_out={} writes={} dropped_frames={}",

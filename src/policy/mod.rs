@@ -98,6 +98,13 @@ fn hook_timeout(cfg: &Config) -> Duration {
     Duration::from_millis(cfg.hooks.timeout_ms)
 }
 
+fn check_rules(cfg: &Config, action: Action, c: &ClientInfo<'_>) -> Result<(), Refusal> {
+    cfg.security
+        .parsed
+        .check(action, c.ip)
+        .map_err(|rule| Refusal::plain(&format!("denied by rule `{rule}`")))
+}
+
 /// May this client connect? (on_connect hooks)
 pub async fn check_connect(cfg: &Config, c: &ClientInfo<'_>) -> Result<(), Refusal> {
     run_hooks(
@@ -115,10 +122,7 @@ pub async fn check_publish(
     stream: &str,
     query: &str,
 ) -> Result<(), Refusal> {
-    cfg.security
-        .parsed
-        .check(Action::Publish, c.ip)
-        .map_err(|rule| Refusal::plain(&format!("denied by rule `{rule}`")))?;
+    check_rules(cfg, Action::Publish, c)?;
     if let Some(secret) = cfg.publish_secret(c.vhost, c.app) {
         let tc_query = c.tc_url.split_once('?').map(|(_, q)| q).unwrap_or("");
         let given = [query, tc_query]
@@ -142,10 +146,7 @@ pub async fn check_play(
     stream: &str,
     query: &str,
 ) -> Result<(), Refusal> {
-    cfg.security
-        .parsed
-        .check(Action::Play, c.ip)
-        .map_err(|rule| Refusal::plain(&format!("denied by rule `{rule}`")))?;
+    check_rules(cfg, Action::Play, c)?;
     let body = c.body("on_play", Some((stream, query)));
     run_hooks(&cfg.hooks.on_play, &body, hook_timeout(cfg)).await
 }

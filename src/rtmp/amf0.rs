@@ -247,7 +247,8 @@ fn put_properties(props: &[(String, Amf0Value)], out: &mut Vec<u8>) {
     out.extend_from_slice(&[0x00, 0x00, marker::OBJECT_END]);
 }
 
-fn truncate_utf8(s: &str, max: usize) -> &str {
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -2,7 +2,7 @@
 //! out (`poll_transmit`) and events out (`poll_event`). Publish and play requests are raised as
 //! events for the caller to accept or reject, so policy (registry, access control) stays outside.
 
-use super::amf0::{Amf0Value, DecodeLimits};
+use super::amf0::{truncate_utf8 as clip, Amf0Value, DecodeLimits};
 use super::chunk::{ChunkDecoder, ChunkError, DecoderLimits};
 use super::handshake::{HandshakeError, HandshakeKind, ServerHandshake};
 use super::message::{
@@ -725,18 +725,6 @@ impl ServerSession {
             .filter(|(_, s)| *s == StreamState::Publishing || *s == StreamState::PublishPending)
             .map(|(id, _)| *id)
     }
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary (names echoed back to clients).
-fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// "name?query" → ("name", "query").

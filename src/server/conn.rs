@@ -5,7 +5,7 @@
 use super::key::StreamKey;
 use super::shard::{ConnEntry, Shard};
 use super::stream::{PlayerKind, PlayerRef};
-use super::writer::{run_writer, ConnWriter};
+use super::writer::{close_and_wait, run_writer, ConnWriter};
 use crate::policy::{self, ClientInfo};
 use crate::rtmp::amf0::DecodeLimits;
 use crate::rtmp::chunk::DecoderLimits;
@@ -106,12 +106,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
     let reason = conn.run(&mut stream).await;
     conn.cleanup();
 
-    writer.close();
-    let _ = glommio::timer::timeout(Duration::from_secs(2), async {
-        writer_task.await;
-        Ok(())
-    })
-    .await;
+    close_and_wait(&writer, writer_task).await;
     shard.remove_conn(id);
     shard.release_slot(peer);
     let role = conn.role;

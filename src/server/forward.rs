@@ -6,7 +6,7 @@
 use super::key::StreamKey;
 use super::shard::Shard;
 use super::stream::{PlayerKind, PlayerRef};
-use super::writer::{run_writer, ConnWriter, LocalNotify};
+use super::writer::{close_and_wait, run_writer, ConnWriter, LocalNotify};
 use crate::config::ForwardTarget;
 use crate::rtmp::client::{ClientConfig, ClientEvent, ClientRole, ClientSession};
 use futures_lite::AsyncReadExt;
@@ -271,12 +271,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
     if published {
         shard.remove_player(&h.key, peer_id, client.stream_id());
     }
-    writer.close();
-    let _ = glommio::timer::timeout(Duration::from_secs(2), async {
-        writer_task.await;
-        Ok(())
-    })
-    .await;
+    close_and_wait(&writer, writer_task).await;
     h.bytes_out.set(h.bytes_out.get() + writer.bytes_out());
     result
 }

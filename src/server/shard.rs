@@ -7,8 +7,7 @@ use super::key::StreamKey;
 use super::mesh::{Outbox, ShardMsg};
 use super::packet::Packet;
 use super::registry::{Registry, ShardId, Subscriber};
-use super::stats::{audio_info, video_info, Board, ClientStat, ForwardStat};
-use super::stats::{ShardSnapshot, StreamStat};
+use super::stats::Board;
 use super::stream::{LocalStream, PlayerRef, RemoteSub, Source, StreamLimits};
 use super::writer::{ConnWriter, Flusher};
 use crate::config::Config;
@@ -23,7 +22,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// State every shard can see: counters, flags and the stats board, never on the media path.
 pub struct Global {
@@ -97,7 +96,7 @@ pub struct ConnEntry {
     /// Disconnected through the API (the close line says so).
     pub kicked: Cell<bool>,
     /// (bytes in, bytes out) at the last tick, and the rates then (kbit/s).
-    rate: Cell<(u64, u64, u64, u64)>,
+    pub(super) rate: Cell<(u64, u64, u64, u64)>,
 }
 
 impl ConnEntry {
@@ -125,9 +124,9 @@ pub struct Shard {
     /// Generation of the config in force.
     cfg_generation: Cell<u64>,
     pub global: Arc<Global>,
-    streams: RefCell<HashMap<StreamKey, LocalStream>>,
+    pub(super) streams: RefCell<HashMap<StreamKey, LocalStream>>,
     registry: RefCell<Registry>,
-    outboxes: Vec<Rc<Outbox>>,
+    pub(super) outboxes: Vec<Rc<Outbox>>,
     claims: RefCell<HashMap<u64, PendingClaim>>,
     seq: Cell<u64>,
     pub conns: RefCell<HashMap<u64, ConnEntry>>,
@@ -137,7 +136,7 @@ pub struct Shard {
     /// Forward peers running on this shard.
     pub forward_peers: RefCell<HashMap<(StreamKey, usize), Rc<ForwardHandle>>>,
     /// Totals of connections already closed: (bytes in, bytes out, dropped frames).
-    closed_totals: Cell<(u64, u64, u64)>,
+    pub(super) closed_totals: Cell<(u64, u64, u64)>,
     /// Connections open on this shard.
     open: Cell<usize>,
     /// Merged writes for the shard's players (when `rtmp.mw_latency_ms` > 0).
@@ -490,91 +489,6 @@ impl Shard {
                 true
             }
             None => false,
-        }
-    }
-
-    /// This shard's figures; `elapsed` since the last snapshot, for rates.
-    pub fn snapshot(&self, elapsed: Duration) -> ShardSnapshot {
-        let secs = elapsed.as_secs_f64().max(0.001);
-        let (mut bytes_in, mut bytes_out, mut dropped) = self.closed_totals.get();
-        let clients: Vec<ClientStat> = self
-            .conns
-            .borrow()
-            .iter()
-            .map(|(&id, c)| {
-                let (i, o) = (c.bytes_in.get(), c.writer.bytes_out());
-                bytes_in += i;
-                bytes_out += o;
-                dropped += c.writer.dropped_frames();
-                let (li, lo, ki, ko) = c.rate.get();
-                // Smoothed over about 2 s (8 ticks), like SRS's short-term kbps.
-                let inst_in = ((i - li) as f64 * 8.0 / 1000.0 / secs) as u64;
-                let inst_out = ((o - lo) as f64 * 8.0 / 1000.0 / secs) as u64;
-                let ki = (ki * 7 + inst_in) / 8;
-                let ko = (ko * 7 + inst_out) / 8;
-                c.rate.set((i, o, ki, ko));
-                ClientStat {
-                    id,
-                    shard: self.id,
-                    peer: c.peer.to_string(),
-                    kind: c.kind.get(),
-                    stream: c.stream.borrow().clone(),
-                    tc_url: c.tc_url.borrow().clone(),
-                    bytes_in: i,
-                    bytes_out: o,
-                    kbps_in: ki,
-                    kbps_out: ko,
-                    alive_ms: c.started.elapsed().as_millis() as u64,
-                    dropped_frames: c.writer.dropped_frames(),
-                }
-            })
-            .collect();
-        let streams = self
-            .streams
-            .borrow()
-            .values()
-            .map(|s| {
-                let h = s.headers();
-                StreamStat {
-                    key: s.key.clone(),
-                    live: s.is_live(),
-                    publisher: match s.source {
-                        Source::Local { conn_id, .. } => Some(conn_id),
-                        _ => None,
-                    },
-                    players: s.players.len(),
-                    frames_in: s.frames_in,
-                    bytes_in: s.bytes_in,
-                    video: h.video_seq.as_ref().and_then(|p| video_info(&p.frame)),
-                    audio: h.audio_seq.as_ref().and_then(|p| audio_info(&p.frame)),
-                    live_since_ms: s.live_since_ms,
-                }
-            })
-            .collect();
-        let forwards = self
-            .forward_peers
-            .borrow()
-            .values()
-            .map(|h| ForwardStat {
-                key: h.key.clone(),
-                shard: self.id,
-                dest: h.target.display.clone(),
-                state: h.state.get(),
-                reconnects: h.reconnects.get(),
-                bytes_out: h.bytes_out.get(),
-                last_error: h.last_error.borrow().clone(),
-            })
-            .collect();
-        ShardSnapshot {
-            shard: self.id,
-            connections: self.conns.borrow().len(),
-            bytes_in,
-            bytes_out,
-            dropped_frames: dropped,
-            mesh_media_dropped: self.outboxes.iter().map(|o| o.media_dropped.get()).sum(),
-            streams,
-            clients,
-            forwards,
         }
     }
 

@@ -6,6 +6,7 @@
 use super::forward::ForwardState;
 use super::key::StreamKey;
 use super::shard::Shard;
+use super::stream::Source;
 use crate::media::{audio_codec_name, avc_dimensions, parse_audio_tag, parse_video_tag};
 use crate::media::{video_codec_name, Frame};
 use serde::Serialize;
@@ -175,6 +176,93 @@ pub fn audio_info(seq: &Frame) -> Option<AudioInfo> {
         sample_rate,
         channels,
     })
+}
+
+impl Shard {
+    /// This shard's figures; `elapsed` since the last snapshot, for rates.
+    pub fn snapshot(&self, elapsed: Duration) -> ShardSnapshot {
+        let secs = elapsed.as_secs_f64().max(0.001);
+        let (mut bytes_in, mut bytes_out, mut dropped) = self.closed_totals.get();
+        let clients: Vec<ClientStat> = self
+            .conns
+            .borrow()
+            .iter()
+            .map(|(&id, c)| {
+                let (i, o) = (c.bytes_in.get(), c.writer.bytes_out());
+                bytes_in += i;
+                bytes_out += o;
+                dropped += c.writer.dropped_frames();
+                let (li, lo, ki, ko) = c.rate.get();
+                // Smoothed over about 2 s (8 ticks), like SRS's short-term kbps.
+                let inst_in = ((i - li) as f64 * 8.0 / 1000.0 / secs) as u64;
+                let inst_out = ((o - lo) as f64 * 8.0 / 1000.0 / secs) as u64;
+                let ki = (ki * 7 + inst_in) / 8;
+                let ko = (ko * 7 + inst_out) / 8;
+                c.rate.set((i, o, ki, ko));
+                ClientStat {
+                    id,
+                    shard: self.id,
+                    peer: c.peer.to_string(),
+                    kind: c.kind.get(),
+                    stream: c.stream.borrow().clone(),
+                    tc_url: c.tc_url.borrow().clone(),
+                    bytes_in: i,
+                    bytes_out: o,
+                    kbps_in: ki,
+                    kbps_out: ko,
+                    alive_ms: c.started.elapsed().as_millis() as u64,
+                    dropped_frames: c.writer.dropped_frames(),
+                }
+            })
+            .collect();
+        let streams = self
+            .streams
+            .borrow()
+            .values()
+            .map(|s| {
+                let h = s.headers();
+                StreamStat {
+                    key: s.key.clone(),
+                    live: s.is_live(),
+                    publisher: match s.source {
+                        Source::Local { conn_id, .. } => Some(conn_id),
+                        _ => None,
+                    },
+                    players: s.players.len(),
+                    frames_in: s.frames_in,
+                    bytes_in: s.bytes_in,
+                    video: h.video_seq.as_ref().and_then(|p| video_info(&p.frame)),
+                    audio: h.audio_seq.as_ref().and_then(|p| audio_info(&p.frame)),
+                    live_since_ms: s.live_since_ms,
+                }
+            })
+            .collect();
+        let forwards = self
+            .forward_peers
+            .borrow()
+            .values()
+            .map(|h| ForwardStat {
+                key: h.key.clone(),
+                shard: self.id,
+                dest: h.target.display.clone(),
+                state: h.state.get(),
+                reconnects: h.reconnects.get(),
+                bytes_out: h.bytes_out.get(),
+                last_error: h.last_error.borrow().clone(),
+            })
+            .collect();
+        ShardSnapshot {
+            shard: self.id,
+            connections: self.conns.borrow().len(),
+            bytes_in,
+            bytes_out,
+            dropped_frames: dropped,
+            mesh_media_dropped: self.outboxes.iter().map(|o| o.media_dropped.get()).sum(),
+            streams,
+            clients,
+            forwards,
+        }
+    }
 }
 
 /// Runs on every shard: takes a reloaded config, carries out kicks and publishes its snapshot,

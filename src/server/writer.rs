@@ -252,6 +252,16 @@ impl ConnWriter {
     }
 }
 
+/// Flush what is queued and wait (briefly) for the writer task to end.
+pub async fn close_and_wait(w: &ConnWriter, task: glommio::Task<()>) {
+    w.close();
+    let _ = glommio::timer::timeout(Duration::from_secs(2), async {
+        task.await;
+        Ok(())
+    })
+    .await;
+}
+
 /// Owns the socket's writing half until the connection closes: writes control bytes at once,
 /// finishes what a merged write could not, and (without a flusher) writes media as it comes.
 pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream) {
