@@ -16,7 +16,6 @@ use bytes::Bytes;
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use log::{info, warn};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
@@ -97,13 +96,7 @@ pub async fn serve(
     }
     shard.add_player(
         &key,
-        PlayerRef {
-            conn_id: id,
-            stream_id: 1,
-            writer: writer.clone(),
-            unpublished: Cell::new(false),
-            kind: PlayerKind::HttpFlv,
-        },
+        PlayerRef::new(id, 1, writer.clone(), PlayerKind::HttpFlv),
     );
     info!(
         "shard={} client={id} peer={peer} play-flv stream={key} owner={}",

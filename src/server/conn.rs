@@ -13,7 +13,6 @@ use crate::rtmp::session::{ServerSession, SessionConfig, SessionEvent};
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use log::{debug, info, warn};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
@@ -347,13 +346,7 @@ impl Conn {
                 self.flush();
                 sh.add_player(
                     &key,
-                    PlayerRef {
-                        conn_id: self.id,
-                        stream_id,
-                        writer: self.writer.clone(),
-                        unpublished: Cell::new(false),
-                        kind: PlayerKind::Rtmp,
-                    },
+                    PlayerRef::new(self.id, stream_id, self.writer.clone(), PlayerKind::Rtmp),
                 );
                 info!(
                     "shard={} client={} peer={} play stream={key} owner={}",

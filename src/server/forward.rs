@@ -254,13 +254,12 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
                 // From here on the peer takes the stream like a player: headers, GOP, live.
                 shard.add_player(
                     &h.key,
-                    PlayerRef {
-                        conn_id: peer_id,
-                        stream_id: client.stream_id(),
-                        writer: writer.clone(),
-                        unpublished: Cell::new(false),
-                        kind: PlayerKind::Forward,
-                    },
+                    PlayerRef::new(
+                        peer_id,
+                        client.stream_id(),
+                        writer.clone(),
+                        PlayerKind::Forward,
+                    ),
                 );
             }
         }

@@ -82,7 +82,8 @@ pub async fn run_shard(
     }
     glommio::spawn_local(stats::run_ticker(shard.clone())).detach();
     if let Some(f) = shard.flusher.clone() {
-        glommio::spawn_local(f.run()).detach();
+        let sh = shard.clone();
+        glommio::spawn_local(f.run(move || sh.write_stream_batches())).detach();
     }
     for (_peer, rx) in receivers.streams() {
         let sh = shard.clone();

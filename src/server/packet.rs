@@ -61,16 +61,19 @@ impl Packet {
 
     /// The FLV tag wrapped as one HTTP/1.1 chunk (`size CRLF tag CRLF`).
     pub fn http_flv_chunk(&self) -> Bytes {
-        self.http_flv
-            .get_or_init(|| {
-                let len = flv::tag_len(self.frame.payload.len().min(0xFF_FFFF));
-                let mut out = BytesMut::with_capacity(len + 12);
-                out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
-                flv::tag(&mut out, &self.frame);
-                out.extend_from_slice(b"\r\n");
-                out.freeze()
-            })
-            .clone()
+        self.http_flv_bytes().clone()
+    }
+
+    /// The same, borrowed (made on first use, then shared).
+    pub fn http_flv_bytes(&self) -> &Bytes {
+        self.http_flv.get_or_init(|| {
+            let len = flv::tag_len(self.frame.payload.len().min(0xFF_FFFF));
+            let mut out = BytesMut::with_capacity(len + 12);
+            out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+            flv::tag(&mut out, &self.frame);
+            out.extend_from_slice(b"\r\n");
+            out.freeze()
+        })
     }
 }
 

@@ -43,6 +43,11 @@ impl PlayerQueue {
         self.items.is_empty()
     }
 
+    /// Nothing queued and not waiting for a keyframe: shared media may go straight out.
+    pub fn is_caught_up(&self) -> bool {
+        self.items.is_empty() && !self.skipping
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }

@@ -150,6 +150,7 @@ impl Shard {
         let flusher = (!window.is_zero()).then(|| Flusher::new(window));
         let limits = StreamLimits {
             chunk_size: cfg.rtmp.chunk_size,
+            merged: flusher.is_some(),
             gop_cache: cfg.rtmp.gop_cache,
             gop_max_frames: cfg.rtmp.gop_cache_max_frames,
             gop_max_bytes: cfg.rtmp.gop_cache_max_bytes,
@@ -192,6 +193,28 @@ impl Shard {
             "shard={} config reloaded (generation {generation})",
             self.id
         );
+    }
+
+    /// A stream's first packet since the last merged write: list it for the next pass.
+    fn batch_started(&self, key: &StreamKey) {
+        if let Some(f) = &self.flusher {
+            f.dirty_streams.borrow_mut().push(key.clone());
+        }
+    }
+
+    /// The merged write of every listed stream's batch (called by the flusher each window).
+    pub fn write_stream_batches(&self) {
+        let Some(f) = &self.flusher else {
+            return;
+        };
+        let keys = std::mem::take(&mut *f.dirty_streams.borrow_mut());
+        let (mut iov_rtmp, mut iov_flv) = (Vec::new(), Vec::new());
+        let mut streams = self.streams.borrow_mut();
+        for key in keys {
+            if let Some(s) = streams.get_mut(&key) {
+                s.flush_batch(&mut iov_rtmp, &mut iov_flv);
+            }
+        }
     }
 
     /// A writer for a new connection (merged writes when the shard has a flusher).
@@ -320,7 +343,9 @@ impl Shard {
         }
         frame.timestamp = s.smoother.smooth(frame.kind, frame.timestamp);
         let packet = Packet::new(frame, metadata, self.limits.chunk_size);
-        s.ingest(&packet);
+        if s.ingest(&packet) {
+            self.batch_started(key);
+        }
         let restart = packet.frame.keyframe || packet.frame.sequence_header || packet.metadata;
         for sub in &mut s.remote_subs {
             if sub.lagging && !restart {
@@ -662,8 +687,12 @@ impl Shard {
                     return; // a stale subscription
                 }
                 s.start_source(Source::Remote { publish_id });
+                let mut started = false;
                 for p in &packets {
-                    s.ingest(p);
+                    started |= s.ingest(p);
+                }
+                if started {
+                    self.batch_started(&key);
                 }
             }
             ShardMsg::Media {
@@ -671,10 +700,12 @@ impl Shard {
                 publish_id,
                 packet,
             } => {
-                if let Some(s) = self.streams.borrow_mut().get_mut(&key) {
-                    if s.source == (Source::Remote { publish_id }) {
-                        s.ingest(&packet);
-                    }
+                let started = match self.streams.borrow_mut().get_mut(&key) {
+                    Some(s) if s.source == (Source::Remote { publish_id }) => s.ingest(&packet),
+                    _ => false,
+                };
+                if started {
+                    self.batch_started(&key);
                 }
             }
             ShardMsg::Unpublished { key, publish_id } => {

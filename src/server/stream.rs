@@ -3,7 +3,7 @@
 //! this shard. Media is fanned out here to local players; the shard sends it on to other shards.
 
 use super::key::StreamKey;
-use super::packet::Packet;
+use super::packet::{Packet, SHARED_STREAM_ID};
 use super::registry::ShardId;
 use super::writer::ConnWriter;
 use crate::media::{FrameKind, GopCache, StreamHeaders, TimestampSmoother};
@@ -32,9 +32,31 @@ pub struct PlayerRef {
     /// Told that the publisher left; gets Stream Begin when a new one starts.
     pub unpublished: Cell<bool>,
     pub kind: PlayerKind,
+    /// Sequence number of the first stream packet this player has not been given.
+    pub next_seq: Cell<u64>,
 }
 
 impl PlayerRef {
+    pub fn new(conn_id: u64, stream_id: u32, writer: Rc<ConnWriter>, kind: PlayerKind) -> Self {
+        PlayerRef {
+            conn_id,
+            stream_id,
+            writer,
+            unpublished: Cell::new(false),
+            kind,
+            next_seq: Cell::new(0),
+        }
+    }
+
+    /// Does this player take the shared wire bytes (the batch path)?
+    fn shared_form(&self) -> Option<bool> {
+        match self.kind {
+            PlayerKind::HttpFlv => Some(true),
+            _ if self.stream_id == SHARED_STREAM_ID => Some(false),
+            _ => None,
+        }
+    }
+
     fn send(&self, p: &Packet, chunk_size: u32, has_video: bool) {
         let bytes = match self.kind {
             PlayerKind::Rtmp | PlayerKind::Forward => p.wire_for(self.stream_id, chunk_size),
@@ -68,6 +90,8 @@ pub struct RemoteSub {
 
 pub struct StreamLimits {
     pub chunk_size: u32,
+    /// Merged writes: media waits in the stream's batch for the shard's flusher.
+    pub merged: bool,
     pub gop_cache: bool,
     pub gop_max_frames: usize,
     pub gop_max_bytes: usize,
@@ -90,6 +114,12 @@ pub struct LocalStream {
     pub bytes_in: u64,
     /// Wall clock (unix ms) when the current publish started here.
     pub live_since_ms: u64,
+    merged: bool,
+    /// Packets since the last merged write; `batch[i]` has sequence number `batch_base + i`.
+    batch: Vec<Packet>,
+    batch_base: u64,
+    /// Sequence number the next packet gets.
+    next_seq: u64,
 }
 
 impl LocalStream {
@@ -109,6 +139,10 @@ impl LocalStream {
             frames_in: 0,
             bytes_in: 0,
             live_since_ms: 0,
+            merged: limits.merged,
+            batch: Vec::new(),
+            batch_base: 0,
+            next_seq: 0,
         }
     }
 
@@ -127,7 +161,9 @@ impl LocalStream {
 
     /// A media message from the source: remember it for late joiners and queue it for every
     /// player on this shard (shared bytes; a private encoding only for odd stream ids).
-    pub fn ingest(&mut self, p: &Packet) {
+    /// Returns true when the packet starts a new merged-write batch (the caller lists the
+    /// stream with the flusher).
+    pub fn ingest(&mut self, p: &Packet) -> bool {
         self.frames_in += 1;
         self.bytes_in += p.frame.payload.len() as u64;
         if p.frame.kind == FrameKind::Video && !p.frame.sequence_header {
@@ -138,9 +174,82 @@ impl LocalStream {
         } else if self.gop_enabled && p.frame.kind != FrameKind::Data {
             self.gop.push(p);
         }
+        self.next_seq += 1;
+        if self.merged {
+            // Written to every player at the next merged write, from one shared batch.
+            self.batch.push(p.clone());
+            return self.batch.len() == 1;
+        }
         for pl in &self.players {
             pl.send(p, self.chunk_size, self.has_video);
         }
+        self.batch_base = self.next_seq;
+        false
+    }
+
+    /// Move the batched packets into each player's own queue, so what follows (a notice to the
+    /// players) comes after them.
+    fn materialize(&mut self) {
+        for pl in &self.players {
+            let from = pl.next_seq.get().saturating_sub(self.batch_base) as usize;
+            for p in self.batch.iter().skip(from) {
+                pl.send(p, self.chunk_size, self.has_video);
+            }
+            pl.next_seq.set(self.next_seq);
+        }
+        self.batch.clear();
+        self.batch_base = self.next_seq;
+    }
+
+    /// The merged write: one iovec array per wire form, reused for every player that is caught
+    /// up; the others take the batch into their own queues (drop policy, private encodings).
+    pub fn flush_batch(&mut self, iov_rtmp: &mut Vec<libc::iovec>, iov_flv: &mut Vec<libc::iovec>) {
+        if self.batch.is_empty() {
+            return;
+        }
+        iov_rtmp.clear();
+        iov_flv.clear();
+        for pl in &self.players {
+            let from = pl.next_seq.get().saturating_sub(self.batch_base) as usize;
+            pl.next_seq.set(self.next_seq);
+            if from >= self.batch.len() {
+                continue;
+            }
+            let form = pl.shared_form().filter(|_| pl.writer.can_write_shared());
+            let Some(flv) = form else {
+                for p in &self.batch[from..] {
+                    pl.send(p, self.chunk_size, self.has_video);
+                }
+                continue;
+            };
+            let iov = if flv { &mut *iov_flv } else { &mut *iov_rtmp };
+            if iov.is_empty() {
+                iov.extend(self.batch.iter().map(|p| {
+                    let b = if flv { p.http_flv_bytes() } else { &p.wire };
+                    // The batch keeps every packet (and so these bytes) alive through the writes.
+                    libc::iovec {
+                        iov_base: b.as_ptr() as *mut libc::c_void,
+                        iov_len: b.len(),
+                    }
+                }));
+            }
+            if let Some((idx, off)) = pl.writer.write_shared(&iov[from..]) {
+                // The socket is full: the writer task finishes from where it stopped.
+                let wire = |p: &Packet| {
+                    if flv {
+                        p.http_flv_chunk()
+                    } else {
+                        p.wire.clone()
+                    }
+                };
+                let first = &self.batch[from + idx];
+                let mut rest = vec![wire(first).slice(off..)];
+                rest.extend(self.batch[from + idx + 1..].iter().map(wire));
+                pl.writer.hand_off(rest);
+            }
+        }
+        self.batch.clear();
+        self.batch_base = self.next_seq;
     }
 
     /// What a new subscriber needs first: metadata, sequence headers, then the GOP.
@@ -154,6 +263,8 @@ impl LocalStream {
 
     /// Add a player and give it the start burst if the stream is live.
     pub fn add_player(&mut self, pl: PlayerRef) {
+        // The burst (headers + GOP) already holds everything batched so far.
+        pl.next_seq.set(self.next_seq);
         if self.is_live() {
             let has_video = self.has_video || self.headers.video_seq.is_some();
             for p in self.headers.iter().chain(self.gop.iter()) {
@@ -173,6 +284,7 @@ impl LocalStream {
     /// A new publish begins: forget the old one's state; players told of an unpublish get
     /// Stream Begin again.
     pub fn start_source(&mut self, source: Source) {
+        self.materialize();
         self.source = source;
         self.live_since_ms = super::stats::unix_ms();
         self.headers.clear();
@@ -189,6 +301,7 @@ impl LocalStream {
 
     /// The publish ended: players are told and keep waiting for the next one.
     pub fn end_source(&mut self) {
+        self.materialize();
         self.source = Source::None;
         self.headers.clear();
         self.gop.reset();

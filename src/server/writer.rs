@@ -2,6 +2,7 @@
 //! task that writes everything due in one vectored `sendmsg` per batch (per merged-write window),
 //! not one syscall or one wake-up per message.
 
+use super::key::StreamKey;
 use super::player_queue::PlayerQueue;
 use crate::media::Frame;
 use bytes::Bytes;
@@ -58,6 +59,8 @@ impl Future for NotifyWait<'_> {
 pub struct Flusher {
     window: Duration,
     dirty: RefCell<Vec<Rc<ConnWriter>>>,
+    /// Streams with a batch of shared media waiting (written first, in each pass).
+    pub dirty_streams: RefCell<Vec<StreamKey>>,
 }
 
 impl Flusher {
@@ -65,11 +68,13 @@ impl Flusher {
         Rc::new(Flusher {
             window,
             dirty: RefCell::new(Vec::new()),
+            dirty_streams: RefCell::new(Vec::new()),
         })
     }
 
-    /// Runs for the life of the shard.
-    pub async fn run(self: Rc<Self>) {
+    /// Runs for the life of the shard; `write_streams` writes the streams' shared batches
+    /// (players that cannot take them queue them, for the pass over connections that follows).
+    pub async fn run(self: Rc<Self>, mut write_streams: impl FnMut()) {
         let mut list: Vec<Rc<ConnWriter>> = Vec::new();
         let mut batch: Vec<Bytes> = Vec::new();
         let mut next = Instant::now() + self.window;
@@ -80,6 +85,7 @@ impl Flusher {
             }
             // A fixed cadence; after a stall, start again from now rather than catch up.
             next = (next + self.window).max(Instant::now());
+            write_streams();
             std::mem::swap(&mut *self.dirty.borrow_mut(), &mut list);
             for w in list.drain(..) {
                 w.dirty.set(false);
@@ -166,6 +172,64 @@ impl ConnWriter {
             Some(_) => {}
             None => self.notify.notify(),
         }
+    }
+
+    /// Can the shard write shared media straight to this socket? Only when nothing of the
+    /// connection's own is queued or in flight (order) and it is not skipping to a keyframe.
+    pub fn can_write_shared(&self) -> bool {
+        self.fd.get() >= 0
+            && !self.busy.get()
+            && !self.held.get()
+            && !self.failed.get()
+            && !self.closing.get()
+            && self.queue.borrow().is_caught_up()
+    }
+
+    /// One non-blocking vectored write of shared bytes. `Some((index, offset))` when the socket
+    /// filled up: the caller hands the rest over with `hand_off`.
+    pub fn write_shared(&self, iovs: &[libc::iovec]) -> Option<(usize, usize)> {
+        let fd = self.fd.get();
+        let (mut idx, mut off, mut written) = (0usize, 0usize, 0usize);
+        let result = loop {
+            if idx >= iovs.len() {
+                break None;
+            }
+            match sendmsg_iov(fd, &iovs[idx..], off) {
+                Ok(0) => break Some((idx, off)),
+                Ok(n) => {
+                    written += n;
+                    let mut n = n;
+                    while idx < iovs.len() {
+                        let left = iovs[idx].iov_len - off;
+                        if n < left {
+                            off += n;
+                            break;
+                        }
+                        n -= left;
+                        idx += 1;
+                        off = 0;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Some((idx, off)),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    *self.error.borrow_mut() = Some(e.to_string());
+                    self.failed.set(true);
+                    self.notify.notify();
+                    break None;
+                }
+            }
+        };
+        self.bytes_out.set(self.bytes_out.get() + written as u64);
+        self.writes.set(self.writes.get() + 1);
+        result
+    }
+
+    /// What a shared write could not send: the writer task sends it first, waiting for room.
+    pub fn hand_off(&self, rest: Vec<Bytes>) {
+        self.pending.borrow_mut().extend(rest);
+        self.busy.set(true);
+        self.notify.notify();
     }
 
     /// The flusher's pass: one non-blocking vectored write of everything queued.
@@ -392,6 +456,30 @@ async fn write_batch(
         }
     }
     Ok(total)
+}
+
+/// sendmsg(MSG_DONTWAIT) of ready-made iovecs, the first one starting `first_off` bytes in.
+fn sendmsg_iov(fd: RawFd, iovs: &[libc::iovec], first_off: usize) -> std::io::Result<usize> {
+    let n = iovs.len().min(MAX_IOV);
+    let mut local: Vec<libc::iovec>;
+    let slots: &[libc::iovec] = if first_off == 0 {
+        &iovs[..n]
+    } else {
+        local = iovs[..n].to_vec();
+        local[0].iov_base = (local[0].iov_base as usize + first_off) as *mut libc::c_void;
+        local[0].iov_len -= first_off;
+        &local
+    };
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = slots.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = slots.len() as _;
+    // SAFETY: the iovecs point into buffers the caller keeps alive for this call.
+    let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
 }
 
 fn sendmsg_nonblocking(fd: RawFd, bufs: &[Bytes], first_off: usize) -> std::io::Result<usize> {
