@@ -5,7 +5,9 @@
 # shardcast-bench process) on CPU 1. For each player count and server it measures, over a fixed
 # window after warm-up: server CPU seconds per GB delivered, the fraction of players that kept up
 # with real time, server RSS per player, join time and end-to-end latency. A last series runs a
-# 2-shard shardcast on both cores with the clients sharing them (labelled as such).
+# 2-shard shardcast on both cores with the clients sharing them (labelled as such). With
+# --http-flv, one more series: 1-shard shardcast (mw_latency 350, [http] on a second port) with
+# the publisher on RTMP and every player on HTTP-FLV (shardcast-mw350-httpflv).
 #
 # Writes bench/results/<date>.json and .svg (CPU s/GB and kept-up vs players) and prints a table
 # with each server's ratio to nginx-rtmp. Load runs hold an exclusive flock on
@@ -14,6 +16,7 @@
 #   scripts/bench-compare.sh                  # N = 250 500 1000 1500, 20 s window
 #   scripts/bench-compare.sh --quick          # N = 50 100, 5 s window (smoke test)
 #   scripts/bench-compare.sh --players "100 200" --window 10 --no-2shard
+#   scripts/bench-compare.sh --http-flv       # adds the HTTP-FLV player series
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -25,10 +28,11 @@ RAMP=250
 QUICK=0
 NGINX=1
 TWO_SHARD=1
+HTTP_FLV=0
 PORT_BASE=19350
 BITRATE=1000k
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
   case "$1" in
@@ -40,6 +44,7 @@ while (($#)); do
     --port-base) PORT_BASE="$2"; shift ;;
     --no-nginx) NGINX=0 ;;
     --no-2shard) TWO_SHARD=0 ;;
+    --http-flv) HTTP_FLV=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -116,14 +121,19 @@ timeout 300 ffmpeg -hide_banner -loglevel error -y \
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 PORT=$PORT_BASE
 while ! port_free "$PORT"; do PORT=$((PORT + 1)); done
+# shardcast's HTTP port (HTTP-FLV players), only used with --http-flv.
+HTTP_PORT=$((PORT + 1))
+while ! port_free "$HTTP_PORT"; do HTTP_PORT=$((HTTP_PORT + 1)); done
 
+# wait_listening [PORT]: until the server listens on PORT (default $PORT).
 wait_listening() {
+  local port=${1:-$PORT}
   for _ in $(seq 100); do
-    if ! port_free "$PORT"; then return 0; fi
+    if ! port_free "$port"; then return 0; fi
     kill -0 "$SERVER_PID" 2>/dev/null || { log "server exited early"; return 1; }
     sleep 0.1
   done
-  log "server did not listen on $PORT within 10 s"
+  log "server did not listen on $port within 10 s"
   return 1
 }
 
@@ -153,27 +163,32 @@ EOF
   wait_listening
 }
 
-# start_shardcast SHARDS MW_LATENCY_MS CPUS
+# start_shardcast SHARDS MW_LATENCY_MS CPUS [HTTP_PORT]: with HTTP_PORT, [http] (HTTP-FLV) on it.
 start_shardcast() {
   local conf="$WORK/shardcast.toml"
   printf '[server]\nlisten = "127.0.0.1:%s"\nshards = %s\n\n[rtmp]\nmw_latency_ms = %s\n' \
     "$PORT" "$1" "$2" >"$conf"
+  if [ -n "${4:-}" ]; then
+    printf '\n[http]\nenabled = true\nlisten = "127.0.0.1:%s"\n' "$4" >>"$conf"
+  fi
   RUST_LOG=warn taskset -c "$3" "$SERVER_BIN" -c "$conf" 2>"$WORK/shardcast.log" &
   SERVER_PID=$!
-  wait_listening
+  wait_listening && { [ -z "${4:-}" ] || wait_listening "$4"; }
 }
 
-# measure LABEL N CLIENT_CPUS THREADS: one fan-out run (1 publisher x N players) against the
-# server on $PORT, the summary in $WORK/runs/.
+# measure LABEL N CLIENT_CPUS THREADS [BENCH_OPTION...]: one fan-out run (1 publisher x N
+# players) against the server on $PORT, the summary in $WORK/runs/. Extra options go to the
+# bench (e.g. --http-url for HTTP-FLV players).
 measure() {
   local label=$1 n=$2 cpus=$3 threads=$4
+  shift 4
   local bound
   bound=$(awk -v n="$n" -v r="$RAMP" -v w="$WARMUP" -v win="$WINDOW" 'BEGIN { printf "%d", n / r + w + win + 60 }')
   log "$label: $n players"
   timeout "$bound" taskset -c "$cpus" "$BENCH_BIN" fanout \
     --url "rtmp://127.0.0.1:$PORT/live/s{i}" --file "$MEDIA" -m 1 -n "$n" \
     --ramp "$RAMP" --warmup "$WARMUP" --window "$WINDOW" --threads "$threads" --cores "$cpus" \
-    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/$label-$n.json" -q \
+    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/$label-$n.json" -q "$@" \
     | sed 's/^/    /' >&2 || log "$label at $n players failed (exit $?)"
 }
 
@@ -192,6 +207,11 @@ for n in $PLAYERS; do
   done
   if ((TWO_SHARD)); then
     start_shardcast 2 350 0,1 && measure "shardcast-2shard-mw350-shared-cores" "$n" 0,1 2
+    stop_server
+  fi
+  if ((HTTP_FLV)); then
+    start_shardcast 1 350 0 "$HTTP_PORT" && measure shardcast-mw350-httpflv "$n" 1 1 \
+      --http-url "http://127.0.0.1:$HTTP_PORT/live/s{i}.flv"
     stop_server
   fi
 done

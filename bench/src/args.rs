@@ -10,13 +10,17 @@ pub const USAGE: &str = "usage: shardcast-bench <play|publish|fanout> [options]
        shardcast-bench compare --out FILE.json [--svg FILE.svg] [--baseline LABEL] RUN.json...
 
 modes:
-  play      N players of one or many URLs (spread round-robin)
+  play      N players (RTMP or HTTP-FLV) of one or many URLs (spread round-robin)
   publish   M publishers looping an FLV file in real time
   fanout    M publishers x N players per stream in one process, with end-to-end latency
 
 load options:
   --url URL          stream URL; repeatable for play. `{i}` is replaced by the stream index
-                     (publish/fanout: publisher i; play: 0..--streams)
+                     (publish/fanout: publisher i; play: 0..--streams). rtmp://host[:port]/app/
+                     stream, or for players http://host[:port]/app/stream.flv: HTTP-FLV (GET,
+                     chunked or plain FLV body) instead of RTMP
+  --http-url URL     fanout: players play HTTP-FLV from this http:// URL (`{i}` = publisher i)
+                     while the publishers stay on the rtmp:// --url; latency is measured the same
   --file FLV         media the publishers loop (publish, fanout)
   -n, --players N    play: total players; fanout: players per stream        [1]
   -m, --publishers M publish/fanout: publishers, one stream each            [1]
@@ -73,6 +77,8 @@ impl Mode {
 pub struct LoadArgs {
     pub mode: Mode,
     pub urls: Vec<String>,
+    /// Fanout: the URL players use instead of the publishers' (HTTP-FLV), `{i}` per stream.
+    pub http_url: Option<String>,
     pub file: Option<PathBuf>,
     pub players: usize,
     pub publishers: usize,
@@ -116,6 +122,7 @@ impl LoadArgs {
         LoadArgs {
             mode,
             urls: Vec::new(),
+            http_url: None,
             file: None,
             players: 1,
             publishers: 1,
@@ -165,7 +172,12 @@ impl LoadArgs {
     pub fn play_urls(&self) -> Vec<String> {
         match self.mode {
             Mode::Publish => Vec::new(),
-            Mode::Fanout => (0..self.publishers).map(|i| self.publish_url(i)).collect(),
+            Mode::Fanout => (0..self.publishers)
+                .map(|i| match &self.http_url {
+                    Some(u) => u.replace("{i}", &i.to_string()),
+                    None => self.publish_url(i),
+                })
+                .collect(),
             Mode::Play => self
                 .urls
                 .iter()
@@ -177,6 +189,17 @@ impl LoadArgs {
         }
     }
 
+    /// What the players speak, for the report: `RTMP`, `HTTP-FLV` or both (play mode).
+    pub fn player_protocol(&self) -> &'static str {
+        let urls = self.play_urls();
+        let http = urls.iter().filter(|u| u.starts_with("http://")).count();
+        match http {
+            0 => "RTMP",
+            n if n == urls.len() => "HTTP-FLV",
+            _ => "RTMP + HTTP-FLV",
+        }
+    }
+
     fn validate(&self) -> Result<(), ArgError> {
         let bad = |m: &str| Err(ArgError::Invalid(m.to_string()));
         if self.urls.is_empty() {
@@ -184,15 +207,40 @@ impl LoadArgs {
         }
         for u in &self.urls {
             let probe = u.replace("{i}", "0");
-            if shardcast::rtmp::client::ClientConfig::from_url(
+            if probe.starts_with("http://") {
+                if self.mode != Mode::Play {
+                    return Err(ArgError::Invalid(format!(
+                        "`{u}`: publishers speak RTMP; give them an rtmp:// --url (fanout takes \
+                         --http-url for HTTP-FLV players)"
+                    )));
+                }
+                if crate::httpflv::split_url(&probe).is_none() {
+                    return Err(ArgError::Invalid(format!(
+                        "`{u}` is not an http://host[:port]/app/stream.flv URL"
+                    )));
+                }
+            } else if shardcast::rtmp::client::ClientConfig::from_url(
                 &probe,
                 shardcast::rtmp::client::ClientRole::Play,
             )
             .is_none()
             {
                 return Err(ArgError::Invalid(format!(
-                    "`{u}` is not an rtmp://host[:port]/app/stream URL"
+                    "`{u}` is not an rtmp://host[:port]/app/stream or http://host[:port]/app/stream.flv URL"
                 )));
+            }
+        }
+        if let Some(u) = &self.http_url {
+            if self.mode != Mode::Fanout {
+                return bad("--http-url is for fanout; play takes http:// URLs in --url");
+            }
+            if crate::httpflv::split_url(&u.replace("{i}", "0")).is_none() {
+                return Err(ArgError::Invalid(format!(
+                    "--http-url `{u}` is not an http://host[:port]/app/stream.flv URL"
+                )));
+            }
+            if self.publishers > 1 && !u.contains("{i}") {
+                return bad("several publishers need `{i}` in --http-url so players spread over their streams");
             }
         }
         if self.mode.has_publishers() {
@@ -310,6 +358,7 @@ where
     while let Some(arg) = p.next()? {
         match arg {
             Long("url") => a.urls.push(string(&mut p)?),
+            Long("http-url") => a.http_url = Some(string(&mut p)?),
             Long("file") => a.file = Some(p.value()?.into()),
             Short('n') | Long("players") => a.players = num(&mut p, "--players")?,
             Short('m') | Long("publishers") => a.publishers = num(&mut p, "--publishers")?,
@@ -402,6 +451,43 @@ mod tests {
     }
 
     #[test]
+    fn http_flv_players() {
+        let a = load(&[
+            "fanout",
+            "--url",
+            "rtmp://127.0.0.1:1935/live/s{i}",
+            "--http-url",
+            "http://127.0.0.1:8080/live/s{i}.flv",
+            "--file",
+            "x.flv",
+            "-m",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(a.publish_url(1), "rtmp://127.0.0.1:1935/live/s1");
+        assert_eq!(a.player_protocol(), "HTTP-FLV");
+        assert_eq!(
+            a.play_urls(),
+            vec![
+                "http://127.0.0.1:8080/live/s0.flv",
+                "http://127.0.0.1:8080/live/s1.flv"
+            ]
+        );
+        let a = load(&[
+            "play",
+            "--url",
+            "http://h:8080/live/a.flv",
+            "--url",
+            "rtmp://h/live/b",
+            "-n",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(a.play_urls().len(), 2);
+        assert_eq!(a.player_protocol(), "RTMP + HTTP-FLV");
+    }
+
+    #[test]
     fn play_urls_round_robin_sources() {
         let a = load(&[
             "play",
@@ -427,7 +513,38 @@ mod tests {
         assert!(matches!(parse(["x"]), Err(ArgError::UnknownMode(_))));
         assert!(matches!(parse(Vec::<String>::new()), Err(ArgError::NoMode)));
         assert!(load(&["play"]).is_err(), "no url");
-        assert!(load(&["play", "--url", "http://x/a/b"]).is_err());
+        assert!(load(&["play", "--url", "ftp://x/a/b"]).is_err());
+        assert!(load(&["play", "--url", "http://x"]).is_err(), "no path");
+        assert!(
+            load(&["publish", "--url", "http://h/live/s.flv", "--file", "f"]).is_err(),
+            "publishing over HTTP"
+        );
+        assert!(
+            load(&[
+                "play",
+                "--url",
+                "rtmp://h/live/s",
+                "--http-url",
+                "http://h/live/s.flv"
+            ])
+            .is_err(),
+            "--http-url outside fanout"
+        );
+        assert!(
+            load(&[
+                "fanout",
+                "--url",
+                "rtmp://h/live/s{i}",
+                "--http-url",
+                "http://h/live/s.flv",
+                "--file",
+                "f",
+                "-m",
+                "2"
+            ])
+            .is_err(),
+            "two streams, one HTTP-FLV URL"
+        );
         assert!(
             load(&["publish", "--url", "rtmp://h/live/s"]).is_err(),
             "no file"

@@ -40,9 +40,15 @@ fn track(kind: FrameKind) -> Option<usize> {
 
 /// A cheap 31-bit fingerprint of a payload: its length and up to 32 bytes from each end.
 pub fn fingerprint(p: &[u8]) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ p.len() as u64;
     let head = &p[..p.len().min(32)];
     let tail = &p[p.len().saturating_sub(32)..];
+    fingerprint_parts(p.len(), head, tail)
+}
+
+/// [`fingerprint`] from a payload's length and its first and last `min(len, 32)` bytes, for
+/// players that never hold a whole payload (HTTP-FLV parses tags as they stream past).
+pub fn fingerprint_parts(len: usize, head: &[u8], tail: &[u8]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ len as u64;
     for &b in head.iter().chain(tail) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -163,7 +169,14 @@ impl LatencyProbe {
         if track(kind).is_none() {
             return Lookup::Skip;
         }
-        let fp = fingerprint(payload);
+        self.lookup_fp(board, kind, ts, fingerprint(payload))
+    }
+
+    /// [`LatencyProbe::lookup`] with the payload's fingerprint already computed.
+    pub fn lookup_fp(&mut self, board: &LatencyBoard, kind: FrameKind, ts: u32, fp: u32) -> Lookup {
+        if track(kind).is_none() {
+            return Lookup::Skip;
+        }
         if let Some(off) = self.offset {
             if let Some(ns) = board.lookup(self.stream, kind, ts.wrapping_add(off), fp) {
                 return Lookup::Sent(ns);

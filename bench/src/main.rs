@@ -1,11 +1,12 @@
-//! shardcast-bench: a flazr-style RTMP load generator. Players, publishers, or both in one
-//! process (fanout, with end-to-end latency), thread-per-core on glommio, driving the
-//! `shardcast::rtmp::client::ClientSession` state machine over real sockets.
+//! shardcast-bench: a flazr-style RTMP load generator. Players (RTMP or HTTP-FLV), publishers,
+//! or both in one process (fanout, with end-to-end latency), thread-per-core on glommio, driving
+//! the `shardcast::rtmp::client::ClientSession` state machine over real sockets.
 
 mod args;
 mod compare;
 mod conn;
 mod flv;
+mod httpflv;
 mod latency;
 mod player;
 mod procstat;

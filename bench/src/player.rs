@@ -1,13 +1,15 @@
-//! A player: connect, play, then read and count. Per message it only looks at the kind, the
-//! timestamp and the keyframe flag the client library already sniffed from the first byte; no AMF
-//! of media is decoded. What it measures lives in [`PlayerMeter`], which is pure so the window
-//! and kept-up logic is tested without sockets.
+//! A player: connect, play, then read and count. RTMP players drive the client library;
+//! HTTP-FLV players send one GET and parse the chunked FLV body in place ([`crate::httpflv`]).
+//! Per message either only looks at the kind, the timestamp and the flags of the payload's first
+//! bytes; no AMF of media is decoded. What it measures lives in [`PlayerMeter`], which is pure so
+//! the window and kept-up logic is tested without sockets, and is the same for both protocols.
 
 use crate::conn::Conn;
-use crate::latency::{LatencyProbe, Lookup};
-use crate::runner::{Role, ThreadCtx};
+use crate::httpflv::{parse_response_head, BodyDecoder, FlvParser, FlvTag, HttpFlvError};
+use crate::latency::{LatencyBoard, LatencyProbe, Lookup};
+use crate::runner::{Proto, Role, ThreadCtx};
 use crate::stats::{kept_up, StepCounts, WindowSample};
-use futures_lite::AsyncReadExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use serde::Serialize;
 use shardcast::media::{Frame, FrameKind};
 use shardcast::rtmp::client::{ClientConfig, ClientEvent, ClientSession};
@@ -50,6 +52,41 @@ pub enum Outcome {
     Disconnected,
     /// Connect, handshake or protocol failure, or a refusal.
     Error(String),
+}
+
+/// What the meter needs of one media message, from an RTMP frame or an FLV tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaMsg {
+    pub kind: FrameKind,
+    pub timestamp: u32,
+    pub keyframe: bool,
+    pub sequence_header: bool,
+    pub end_of_sequence: bool,
+}
+
+impl MediaMsg {
+    pub fn of_frame(frame: &Frame) -> Self {
+        MediaMsg {
+            kind: frame.kind,
+            timestamp: frame.timestamp,
+            keyframe: frame.keyframe,
+            sequence_header: frame.sequence_header,
+            end_of_sequence: frame.kind == FrameKind::Video
+                && crate::flv::is_end_of_sequence(&frame.payload),
+        }
+    }
+
+    /// `None` for tag types that are not media (neither audio, video nor script data).
+    pub fn of_tag(tag: &FlvTag<'_>) -> Option<Self> {
+        let flags = tag.flags();
+        Some(MediaMsg {
+            kind: tag.kind()?,
+            timestamp: tag.timestamp,
+            keyframe: flags.keyframe,
+            sequence_header: flags.sequence_header,
+            end_of_sequence: flags.end_of_sequence,
+        })
+    }
 }
 
 /// Everything one player measures.
@@ -151,6 +188,11 @@ impl PlayerMeter {
 
     /// One media message received in the read that completed at `now`.
     pub fn on_media(&mut self, now: Instant, frame: &Frame) {
+        self.on_msg(now, MediaMsg::of_frame(frame));
+    }
+
+    /// [`PlayerMeter::on_media`] for a message of either protocol.
+    pub fn on_msg(&mut self, now: Instant, frame: MediaMsg) {
         self.messages += 1;
         if frame.kind == FrameKind::Data {
             return;
@@ -163,9 +205,7 @@ impl PlayerMeter {
             self.longest_gap = self.longest_gap.max(gap);
         }
         self.last_media = Some(now);
-        if frame.sequence_header
-            || (frame.kind == FrameKind::Video && crate::flv::is_end_of_sequence(&frame.payload))
-        {
+        if frame.sequence_header || frame.end_of_sequence {
             return;
         }
         let ts = frame.timestamp;
@@ -322,7 +362,11 @@ pub async fn run(ctx: Rc<ThreadCtx>, index: usize, meter: Rc<RefCell<PlayerMeter
         return;
     }
     meter.borrow_mut().connecting(Instant::now());
-    let outcome = match play(&ctx, target.addr, target.config(), index, &meter).await {
+    let result = match &target.proto {
+        Proto::Rtmp(cfg) => play(&ctx, target.addr, cfg.clone(), index, &meter).await,
+        Proto::HttpFlv { request } => play_http(&ctx, target.addr, request, &meter).await,
+    };
+    let outcome = match result {
         Ok(()) => Outcome::Ok,
         Err(_) if ctx.stopping(Role::Player) => Outcome::Ok,
         Err(PlayError::Closed) => Outcome::Disconnected,
@@ -355,14 +399,7 @@ async fn play(
     let mut probe = LatencyProbe::new(meter.borrow().stream);
     let mut buf = vec![0u8; READ_BUF];
     loop {
-        let n = match conn.stream.read(&mut buf).await {
-            Ok(0) => return Err(PlayError::Closed),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return Err(PlayError::Closed)
-            }
-            Err(e) => return Err(fail("read", &e)),
-        };
+        let n = read_some(&mut conn, &mut buf).await?;
         if ctx.stopping(Role::Player) {
             return Ok(());
         }
@@ -385,6 +422,131 @@ async fn play(
     }
 }
 
+/// One read; the peer closing (or resetting) the connection is [`PlayError::Closed`].
+async fn read_some(conn: &mut Conn, buf: &mut [u8]) -> Result<usize, PlayError> {
+    match conn.stream.read(buf).await {
+        Ok(0) => Err(PlayError::Closed),
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Err(PlayError::Closed),
+        Err(e) => Err(PlayError::Failed(format!("read: {e}"))),
+    }
+}
+
+/// An HTTP-FLV player: one GET, a 200 head, then the (chunked) FLV body parsed in place from
+/// the one read buffer. The body ending before the run stops is a disconnect.
+async fn play_http(
+    ctx: &Rc<ThreadCtx>,
+    addr: std::net::SocketAddr,
+    request: &str,
+    meter: &Rc<RefCell<PlayerMeter>>,
+) -> Result<(), PlayError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| PlayError::Failed(format!("{what}: {e}"));
+    let mut conn = Conn::open(ctx, addr, Role::Player)
+        .await
+        .map_err(|e| fail("connect", &e))?;
+    conn.stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| fail("write", &e))?;
+    let window = ctx.window();
+    let mut probe = LatencyProbe::new(meter.borrow().stream);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut flv = FlvParser::default();
+    // The response head, gathered at the start of the buffer (it must fit in it).
+    let mut filled = 0;
+    let (mut body, first) = loop {
+        let n = read_some(&mut conn, &mut buf[filled..]).await?;
+        if ctx.stopping(Role::Player) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        filled += n;
+        match parse_response_head(&buf[..filled]).map_err(|e| fail("http", &e))? {
+            Some(head) => {
+                meter.borrow_mut().playing();
+                let mut body = BodyDecoder::new(head.framing);
+                let ended = absorb_http(
+                    ctx,
+                    &mut body,
+                    &mut flv,
+                    &mut meter.borrow_mut(),
+                    &mut probe,
+                    now,
+                    &buf[head.len..filled],
+                )
+                .map_err(|e| fail("http-flv", &e))?;
+                break (body, (now, n, ended));
+            }
+            None if filled == buf.len() => {
+                return Err(fail("http", &HttpFlvError::HeadTooLarge(buf.len())))
+            }
+            None => meter.borrow_mut().after_read(now, n, window),
+        }
+    };
+    let (now, n, mut ended) = first;
+    meter.borrow_mut().after_read(now, n, window);
+    while !ended {
+        let n = read_some(&mut conn, &mut buf).await?;
+        if ctx.stopping(Role::Player) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut m = meter.borrow_mut();
+        ended = absorb_http(ctx, &mut body, &mut flv, &mut m, &mut probe, now, &buf[..n])
+            .map_err(|e| fail("http-flv", &e))?;
+        m.after_read(now, n, window);
+    }
+    meter.borrow_mut().stream_eof();
+    Err(PlayError::Closed)
+}
+
+/// The latency board, while the window is open (fanout only).
+fn open_board(ctx: &ThreadCtx, now: Instant, window: (Instant, Instant)) -> Option<&LatencyBoard> {
+    ctx.shared
+        .board
+        .as_ref()
+        .filter(|_| now >= window.0 && now < window.1)
+}
+
+/// Records one latency lookup's result.
+fn note_latency(ctx: &ThreadCtx, m: &mut PlayerMeter, now: Instant, lookup: Lookup) {
+    match lookup {
+        Lookup::Sent(sent) => {
+            ctx.record_latency_ns(ctx.since_epoch_ns(now).saturating_sub(sent));
+            m.latency(true);
+        }
+        Lookup::Miss => m.latency(false),
+        Lookup::Skip => {}
+    }
+}
+
+/// The tags in one read's body bytes: counts and latency samples (no await inside). True once
+/// the body has ended.
+fn absorb_http(
+    ctx: &ThreadCtx,
+    body: &mut BodyDecoder,
+    flv: &mut FlvParser,
+    m: &mut PlayerMeter,
+    probe: &mut LatencyProbe,
+    now: Instant,
+    data: &[u8],
+) -> Result<bool, HttpFlvError> {
+    let board = open_board(ctx, now, ctx.window());
+    let mut on_tag = |tag: &FlvTag<'_>| {
+        let Some(msg) = MediaMsg::of_tag(tag) else {
+            return;
+        };
+        m.on_msg(now, msg);
+        if let Some(board) = board {
+            if msg.kind != FrameKind::Data {
+                let lookup = probe.lookup_fp(board, msg.kind, msg.timestamp, tag.fingerprint());
+                note_latency(ctx, m, now, lookup);
+            }
+        }
+    };
+    body.feed(data, |chunk| flv.feed(chunk, &mut on_tag))
+}
+
 /// Everything one read produced: counts, window edges and latency samples (no await inside).
 fn absorb(
     ctx: &ThreadCtx,
@@ -395,25 +557,14 @@ fn absorb(
     n: usize,
     window: (Instant, Instant),
 ) {
-    let board = ctx
-        .shared
-        .board
-        .as_ref()
-        .filter(|_| now >= window.0 && now < window.1);
+    let board = open_board(ctx, now, window);
     while let Some(ev) = session.poll_event() {
         match ev {
             ClientEvent::Media { frame, .. } => {
                 m.on_media(now, &frame);
                 if let Some(board) = board {
-                    match probe.lookup(board, frame.kind, frame.timestamp, &frame.payload) {
-                        Lookup::Sent(sent) => {
-                            let lat = ctx.since_epoch_ns(now).saturating_sub(sent);
-                            ctx.record_latency_ns(lat);
-                            m.latency(true);
-                        }
-                        Lookup::Miss => m.latency(false),
-                        Lookup::Skip => {}
-                    }
+                    let lookup = probe.lookup(board, frame.kind, frame.timestamp, &frame.payload);
+                    note_latency(ctx, m, now, lookup);
                 }
             }
             ClientEvent::PlayStarted => m.playing(),

@@ -92,7 +92,9 @@ async fn publish(
     let shared = ctx.shared.clone();
     let target = &shared.publish_targets[index];
     let fail = |what: &str, e: &dyn std::fmt::Display| PubError::Failed(format!("{what}: {e}"));
-    let mut cfg: ClientConfig = target.config();
+    let mut cfg: ClientConfig = target
+        .config()
+        .ok_or_else(|| fail("url", &"publishers speak RTMP only"))?;
     cfg.chunk_size = shared.args.chunk_size;
     let mut session = ClientSession::new(cfg, 0xb0b ^ index as u64, ctx.epoch_ms());
     let mut buf = vec![0u8; 4096];

@@ -297,7 +297,12 @@ pub fn table(s: &Summary) -> String {
         row(
             &mut t,
             "players",
-            format!("{} ({} played)", p.total, p.played),
+            format!(
+                "{} ({} played, {})",
+                p.total,
+                p.played,
+                s.params.player_protocol()
+            ),
         );
         row(
             &mut t,

@@ -59,40 +59,78 @@ pub enum Role {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
-    cfg: ClientConfig,
+    pub proto: Proto,
+}
+
+/// What a connection to a [`Target`] speaks.
+#[derive(Debug, Clone)]
+pub enum Proto {
+    /// RTMP, with the client settings from the URL.
+    Rtmp(ClientConfig),
+    /// HTTP-FLV (players only): the request, built once and sent by every player of the URL.
+    HttpFlv { request: String },
+}
+
+/// `host[:port]` to an address, `default_port` when none is given (IPv6 in brackets).
+fn socket_addr(hostport: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let has_port = match hostport.rfind(']') {
+        Some(close) => hostport[close..].contains(':'),
+        None => hostport.contains(':'),
+    };
+    let hostport = if has_port {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:{default_port}")
+    };
+    hostport
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| "no address".to_string())
 }
 
 impl Target {
+    /// An `rtmp://` URL (players and publishers) or an `http://` one (HTTP-FLV players).
     pub fn resolve(url: &str, role: ClientRole, buffer_ms: u32) -> Result<Target, RunError> {
         let err = |reason: &str| RunError::Resolve {
             url: url.to_string(),
             reason: reason.to_string(),
         };
+        if url.starts_with("http://") {
+            if role != ClientRole::Play {
+                return Err(err(
+                    "only players speak HTTP-FLV; publishers need an rtmp:// URL",
+                ));
+            }
+            let (hostport, path) =
+                crate::httpflv::split_url(url).ok_or_else(|| err("not an http://host/path URL"))?;
+            let addr = socket_addr(hostport, 80).map_err(|e| err(&e))?;
+            return Ok(Target {
+                addr,
+                proto: Proto::HttpFlv {
+                    request: crate::httpflv::request(hostport, path),
+                },
+            });
+        }
         let mut cfg = ClientConfig::from_url(url, role).ok_or_else(|| err("not an RTMP URL"))?;
         cfg.buffer_ms = buffer_ms;
         let hostport = url
             .strip_prefix("rtmp://")
             .and_then(|r| r.split('/').next())
             .ok_or_else(|| err("no host"))?;
-        let has_port = match hostport.rfind(']') {
-            Some(close) => hostport[close..].contains(':'),
-            None => hostport.contains(':'),
-        };
-        let hostport = if has_port {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:1935")
-        };
-        let addr = hostport
-            .to_socket_addrs()
-            .map_err(|e| err(&e.to_string()))?
-            .next()
-            .ok_or_else(|| err("no address"))?;
-        Ok(Target { addr, cfg })
+        let addr = socket_addr(hostport, 1935).map_err(|e| err(&e))?;
+        Ok(Target {
+            addr,
+            proto: Proto::Rtmp(cfg),
+        })
     }
 
-    pub fn config(&self) -> ClientConfig {
-        self.cfg.clone()
+    /// The RTMP client settings (`None` for an HTTP-FLV target).
+    pub fn config(&self) -> Option<ClientConfig> {
+        match &self.proto {
+            Proto::Rtmp(cfg) => Some(cfg.clone()),
+            Proto::HttpFlv { .. } => None,
+        }
     }
 }
 
@@ -599,12 +637,29 @@ mod tests {
     fn resolves_urls_with_and_without_port() {
         let t = Target::resolve("rtmp://127.0.0.1/live/a", ClientRole::Play, 500).unwrap();
         assert_eq!(t.addr, "127.0.0.1:1935".parse().unwrap());
-        assert_eq!(t.config().buffer_ms, 500);
-        assert_eq!(t.config().stream, "a");
+        assert_eq!(t.config().unwrap().buffer_ms, 500);
+        assert_eq!(t.config().unwrap().stream, "a");
         let t = Target::resolve("rtmp://127.0.0.1:19350/live/b", ClientRole::Play, 0).unwrap();
         assert_eq!(t.addr.port(), 19350);
         let t = Target::resolve("rtmp://[::1]/live/c", ClientRole::Play, 0).unwrap();
         assert_eq!(t.addr, "[::1]:1935".parse().unwrap());
-        assert!(Target::resolve("http://x/a/b", ClientRole::Play, 0).is_err());
+        assert!(Target::resolve("ftp://x/a/b", ClientRole::Play, 0).is_err());
+    }
+
+    #[test]
+    fn resolves_http_flv_urls() {
+        let t = Target::resolve("http://127.0.0.1/live/a.flv", ClientRole::Play, 0).unwrap();
+        assert_eq!(t.addr, "127.0.0.1:80".parse().unwrap());
+        assert!(t.config().is_none());
+        let t = Target::resolve("http://[::1]:8080/live/b.flv?k=v", ClientRole::Play, 0).unwrap();
+        assert_eq!(t.addr, "[::1]:8080".parse().unwrap());
+        match &t.proto {
+            Proto::HttpFlv { request } => {
+                assert!(request.starts_with("GET /live/b.flv?k=v HTTP/1.1\r\nHost: [::1]:8080\r\n"))
+            }
+            Proto::Rtmp(_) => panic!("not HTTP-FLV"),
+        }
+        assert!(Target::resolve("http://127.0.0.1/a.flv", ClientRole::Publish, 0).is_err());
+        assert!(Target::resolve("http://127.0.0.1", ClientRole::Play, 0).is_err());
     }
 }

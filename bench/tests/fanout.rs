@@ -1,5 +1,5 @@
 //! End to end: the real shardcast server, a small ffmpeg-made FLV, and the bench binary in
-//! fanout mode (1 publisher x 10 players), checked through its JSON summary.
+//! fanout mode (1 publisher x 10 players, RTMP or HTTP-FLV), checked through its JSON summary.
 
 use serde_json::Value;
 use std::net::{TcpListener, TcpStream};
@@ -69,14 +69,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_server(dir: &Path) -> (Guard, u16) {
+/// Starts a 2-shard server; with `http_port`, HTTP (and HTTP-FLV) is served there too.
+fn start_server(dir: &Path, http_port: Option<u16>) -> (Guard, u16) {
     let port = free_port();
     let conf = dir.join("shardcast.toml");
-    std::fs::write(
-        &conf,
-        format!("[server]\nlisten = \"127.0.0.1:{port}\"\nshards = 2\n"),
-    )
-    .expect("write config");
+    let mut text = format!("[server]\nlisten = \"127.0.0.1:{port}\"\nshards = 2\n");
+    if let Some(h) = http_port {
+        text.push_str(&format!(
+            "\n[http]\nenabled = true\nlisten = \"127.0.0.1:{h}\"\n"
+        ));
+    }
+    std::fs::write(&conf, text).expect("write config");
     let log = std::fs::File::create(dir.join("server.log")).expect("log file");
     let child = Command::new(server_binary())
         .arg("-c")
@@ -87,7 +90,11 @@ fn start_server(dir: &Path) -> (Guard, u16) {
         .expect("spawn shardcast");
     let mut g = Guard(child);
     let end = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    let ready = || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http_port.is_none_or(|h| TcpStream::connect(("127.0.0.1", h)).is_ok())
+    };
+    while !ready() {
         if let Some(st) = g.0.try_wait().expect("try_wait") {
             let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
             panic!("shardcast exited early ({st}):\n{log}");
@@ -205,11 +212,24 @@ fn check(summary: &Value) {
 #[test]
 fn fanout_against_the_real_server() {
     let dir = scratch_dir("fanout");
-    let (_server, port) = start_server(&dir);
+    let (_server, port) = start_server(&dir, None);
     let flv = make_flv(&dir);
     check(&fanout(&dir, port, &flv, "s", &[]));
     // Publisher timestamps that cross 0xFFFFFF a second in: extended timestamps both ways.
     let ext = fanout(&dir, port, &flv, "ext", &["--start-ts", "16776215"]);
     check(&ext);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn http_flv_fanout_against_the_real_server() {
+    let dir = scratch_dir("httpflv");
+    let http = free_port();
+    let (_server, port) = start_server(&dir, Some(http));
+    let flv = make_flv(&dir);
+    let url = format!("http://127.0.0.1:{http}/live/h{{i}}.flv");
+    let summary = fanout(&dir, port, &flv, "h", &["--http-url", &url]);
+    check(&summary);
+    assert_eq!(summary["params"]["http_url"], url.as_str());
     let _ = std::fs::remove_dir_all(&dir);
 }
