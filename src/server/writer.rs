@@ -503,14 +503,5 @@ fn sendmsg_nonblocking(fd: RawFd, bufs: &[Bytes], first_off: usize) -> std::io::
         slot.iov_base = s.as_ptr() as *mut libc::c_void;
         slot.iov_len = s.len();
     }
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = slots.as_mut_ptr();
-    msg.msg_iovlen = slots.len() as _;
-    // SAFETY: the iovecs point into `bufs`, which outlive the call; the fd is a socket we own.
-    let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
+    sendmsg_iov(fd, slots, 0)
 }
