@@ -73,21 +73,24 @@ fn ffprobe_reports_h264_320x240_and_aac() {
     );
 }
 
-#[test]
-fn ffmpeg_decodes_five_seconds_without_errors() {
-    let _g = serial();
-    let server = Server::start();
-    let _publisher = publish(&server, "decode");
-    let out = run(
-        &mut ffmpeg_play_cmd(&server.url("decode"), 5),
-        Duration::from_secs(30),
-    );
+/// `ffmpeg -i URL -t SECS -f null -` must exit 0 and print no error.
+fn decode_cleanly(url: &str, secs: u32) -> Output {
+    let out = run(&mut ffmpeg_play_cmd(url, secs), Duration::from_secs(30));
     assert!(out.success(), "ffmpeg player failed: {}", out.describe());
     assert!(
         out.stderr.trim().is_empty(),
         "ffmpeg player printed errors: {}",
         out.describe()
     );
+    out
+}
+
+#[test]
+fn ffmpeg_decodes_five_seconds_without_errors() {
+    let _g = serial();
+    let server = Server::start();
+    let _publisher = publish(&server, "decode");
+    let out = decode_cleanly(&server.url("decode"), 5);
     // -t 5 on a live source at real time cannot end much before 5 s of wall time.
     assert!(
         out.elapsed >= Duration::from_millis(2500),
@@ -571,16 +574,7 @@ fn merged_writes_deliver_decodable_media_to_every_shard() {
     });
     let _publisher = publish(&server, "merged");
     thread::sleep(Duration::from_millis(2500));
-    let out = run(
-        &mut ffmpeg_play_cmd(&server.url("merged"), 3),
-        Duration::from_secs(30),
-    );
-    assert!(out.success(), "ffmpeg player failed: {}", out.describe());
-    assert!(
-        out.stderr.trim().is_empty(),
-        "ffmpeg player printed errors: {}",
-        out.describe()
-    );
+    decode_cleanly(&server.url("merged"), 3);
     let packets = video_packets(&server.url("merged"), 8).expect("ffprobe packets");
     assert!(packets.len() >= 5, "too few video packets: {packets:?}");
     assert!(
