@@ -58,21 +58,20 @@ fn rtmpe_version(c: &mut RawConn) -> Result<(), String> {
     c.write(&c0c1).map_err(|e| e.to_string())
 }
 
+/// Handshaken connections announce a chunk size (protocol control, chunk stream 2).
+fn set_chunk_size(c: &mut RawConn, size: u32) {
+    c.send(2, 0, type_id::SET_CHUNK_SIZE, 0, &size.to_be_bytes());
+}
+
 fn chunk_size_zero(c: &mut RawConn) -> Result<(), String> {
     c.handshake()?;
-    c.send(2, 0, type_id::SET_CHUNK_SIZE, 0, &0u32.to_be_bytes());
+    set_chunk_size(c, 0);
     Ok(())
 }
 
 fn chunk_size_huge(c: &mut RawConn) -> Result<(), String> {
     c.handshake()?;
-    c.send(
-        2,
-        0,
-        type_id::SET_CHUNK_SIZE,
-        0,
-        &0x7FFF_FFFFu32.to_be_bytes(),
-    );
+    set_chunk_size(c, 0x7FFF_FFFF);
     Ok(())
 }
 
@@ -364,26 +363,14 @@ fn abort_one_byte(c: &mut RawConn) -> Result<(), String> {
 
 fn chunk_size_top_bit_only(c: &mut RawConn) -> Result<(), String> {
     c.handshake()?;
-    c.send(
-        2,
-        0,
-        type_id::SET_CHUNK_SIZE,
-        0,
-        &0x8000_0000u32.to_be_bytes(),
-    );
+    set_chunk_size(c, 0x8000_0000);
     Ok(())
 }
 
 fn chunk_size_top_bit_ignored(c: &mut RawConn) -> Result<(), String> {
     c.handshake()?;
     // The reserved top bit is ignored: this sets 4096.
-    c.send(
-        2,
-        0,
-        type_id::SET_CHUNK_SIZE,
-        0,
-        &0x8000_1000u32.to_be_bytes(),
-    );
+    set_chunk_size(c, 0x8000_1000);
     c.chunk_size = 4096;
     c.send(3, 0, type_id::COMMAND_AMF0, 0, &connect_payload(6000));
     wait_result(c, 1.0)
@@ -458,7 +445,7 @@ fn object_with_100k_keys(c: &mut RawConn) -> Result<(), String> {
     assert!(p.len() < MAX_MESSAGE as usize, "{} bytes", p.len());
     c.handshake()?;
     // Bigger chunks, fewer headers.
-    c.send(2, 0, type_id::SET_CHUNK_SIZE, 0, &65_536u32.to_be_bytes());
+    set_chunk_size(c, 65_536);
     c.chunk_size = 65_536;
     c.send(3, 0, type_id::COMMAND_AMF0, 0, &p);
     Ok(())
