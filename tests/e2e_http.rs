@@ -106,9 +106,14 @@ fn api_lists_the_stream_its_clients_versions_and_summaries() {
         "player 2 got no video"
     );
 
-    // Streams: snapshots are published four times a second, so poll briefly.
-    let list = wait_api(http, "/api/v1/streams", Duration::from_secs(5), |v| {
-        stream_named(v, "s").is_some_and(|s| s["clients"] == 3 && s["video"].is_object())
+    // Streams: snapshots are published four times a second, so poll until the figures
+    // checked below have arrived.
+    let list = wait_api(http, "/api/v1/streams", Duration::from_secs(10), |v| {
+        stream_named(v, "s").is_some_and(|s| {
+            s["clients"] == 3
+                && s["video"].is_object()
+                && s["recv_bytes"].as_u64().unwrap_or(0) > 10_000
+        })
     });
     assert_eq!(list["code"], 0, "{list:#}");
     let streams = list["streams"].as_array().unwrap();
@@ -209,8 +214,11 @@ fn api_lists_the_stream_its_clients_versions_and_summaries() {
     assert_eq!(v["data"]["revision"], parts[2], "{v:#}");
 
     // Summaries.
-    let v = wait_api(http, "/api/v1/summaries", Duration::from_secs(5), |v| {
-        v["data"]["system"]["players"] == 3
+    let v = wait_api(http, "/api/v1/summaries", Duration::from_secs(10), |v| {
+        let sys = &v["data"]["system"];
+        sys["players"] == 3
+            && sys["bytes_in"].as_u64().is_some_and(|n| n > 10_000)
+            && sys["bytes_out"].as_u64().is_some_and(|n| n > 10_000)
     });
     assert_eq!(v["code"], 0, "{v:#}");
     let (me, sys) = (&v["data"]["self"], &v["data"]["system"]);
@@ -524,13 +532,27 @@ fn metrics_are_prometheus_text_that_counts_players() {
 
     let mut last = String::new();
     let mut samples = Vec::new();
-    let counted = wait_until(Duration::from_secs(5), || {
+    // Stats are snapshots (every 250 ms), so wait for both the player count and for the
+    // publisher's stream counter to pass the figure checked below.
+    let key = Server::key("s");
+    let counted = wait_until(Duration::from_secs(10), || {
         let r = http_get(http, "/metrics");
         last = r.text();
         samples = parse_metrics(&last).unwrap_or_default();
-        r.status == 200 && sum_of(&samples, "shardcast_players") == 3.0
+        let stream_in: f64 = samples
+            .iter()
+            .filter(|s| {
+                s.name == "shardcast_stream_bytes_received_total"
+                    && s.labels.get("stream") == Some(&key)
+            })
+            .map(|s| s.value)
+            .sum();
+        r.status == 200 && sum_of(&samples, "shardcast_players") == 3.0 && stream_in > 10_000.0
     });
-    assert!(counted, "shardcast_players never summed to 3:\n{last}");
+    assert!(
+        counted,
+        "shardcast_players never summed to 3 with over 10 kB published:\n{last}"
+    );
     let r = http_get(http, "/metrics");
     assert_eq!(r.status, 200);
     assert!(
@@ -563,7 +585,6 @@ fn metrics_are_prometheus_text_that_counts_players() {
         ["0", "1"],
         "one shardcast_players sample per shard:\n{text}"
     );
-    let key = Server::key("s");
     let per_stream = |name: &str| {
         samples
             .iter()
