@@ -568,8 +568,19 @@ fn twenty_library_players_all_receive_media() {
 #[test]
 fn merged_writes_deliver_decodable_media_to_every_shard() {
     let _g = serial();
+    merged_writes_case("mw_latency_ms = 100\nsplice_min_bytes = 0\n");
+}
+
+/// The same when every merged write goes out by tee + splice from the shard's shared pipe.
+#[test]
+fn spliced_merged_writes_deliver_decodable_media_to_every_shard() {
+    let _g = serial();
+    merged_writes_case("mw_latency_ms = 300\nsplice_min_bytes = 1\n");
+}
+
+fn merged_writes_case(rtmp: &str) {
     let server = Server::start_with(ServerOpts {
-        rtmp: "mw_latency_ms = 100\n".into(),
+        rtmp: rtmp.into(),
         ..ServerOpts::default()
     });
     let _publisher = publish(&server, "merged");
@@ -599,4 +610,10 @@ fn merged_writes_deliver_decodable_media_to_every_shard() {
         .filter_map(|l| log_field(l, "shard").map(str::to_string))
         .collect();
     assert!(!shards.is_empty(), "no play lines logged");
+    assert_eq!(
+        server.count_lines(|l| l.contains("copying instead")),
+        0,
+        "the shard could not make its splice pipes:\n{}",
+        server.log_tail(20)
+    );
 }

@@ -97,8 +97,37 @@ impl Drop for TimedPlayer {
 #[test]
 fn a_player_that_stops_reading_is_dropped_and_holds_up_nobody() {
     let _g = serial();
+    slow_player_case("");
+}
+
+/// The same with merged writes that go out by splice from a shared pipe: the stalled player's
+/// socket fills in the middle of a spliced batch, and the rest must still be handed over and
+/// bounded like any other write.
+#[test]
+fn a_stalled_player_under_spliced_merged_writes_is_dropped_and_holds_up_nobody() {
+    let _g = serial();
+    let server = slow_player_case("mw_latency_ms = 200\nsplice_min_bytes = 1\n");
+    let http = server.http_port.expect("http");
+    let metrics = http_get(http, "/metrics").text();
+    let spliced: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("shardcast_spliced_writes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        spliced > 0,
+        "no merged write went out by splice:\n{metrics}"
+    );
+}
+
+/// One publisher at about 8 Mbit/s, two players that keep reading and one that stops: the
+/// stopped one is dropped in bounded time, the others see no gap, memory stays bounded.
+fn slow_player_case(rtmp: &str) -> Server {
     let server = Server::start_with(ServerOpts {
-        rtmp: format!("player_queue_ms = 1000\nplayer_stall_timeout_secs = {STALL_TIMEOUT_SECS}\n"),
+        rtmp: format!(
+            "player_queue_ms = 1000\nplayer_stall_timeout_secs = {STALL_TIMEOUT_SECS}\n{rtmp}"
+        ),
+        http: true,
         ..ServerOpts::default()
     });
     let mut publisher = SynthPublisher::start(
@@ -222,4 +251,5 @@ fn a_player_that_stops_reading_is_dropped_and_holds_up_nobody() {
             .any(|w| reason.contains(w)),
         "the slow player's close reason does not say it stalled: `{reason}` in\n{close}"
     );
+    server
 }

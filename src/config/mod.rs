@@ -129,6 +129,9 @@ pub struct RtmpConfig {
     /// most once per window, so larger windows mean fewer syscalls and more latency. 0 writes as
     /// soon as the shard is idle.
     pub mw_latency_ms: u64,
+    /// Merged writes of at least this many bytes reach players through a pipe (tee + splice:
+    /// the kernel copies the batch once, not once per player); 0 turns this off.
+    pub splice_min_bytes: usize,
     /// Media duration a player's queue may hold before it skips ahead to the next keyframe.
     pub player_queue_ms: u32,
     /// Seconds a player (or forward destination) may take no data before it is disconnected.
@@ -166,6 +169,7 @@ impl Default for RtmpConfig {
             max_message_size: 8 * 1024 * 1024,
             max_chunk_streams: 64,
             mw_latency_ms: 0,
+            splice_min_bytes: 16 * 1024,
             player_queue_ms: 5000,
             player_stall_timeout_secs: 30,
             gop_cache: true,

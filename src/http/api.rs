@@ -153,15 +153,16 @@ fn client_json(c: &ClientStat) -> Value {
         .rsplit_once(':')
         .map(|(ip, _)| ip.trim_matches(['[', ']']))
         .unwrap_or(&c.peer);
+    let (peer, tc_url): (&str, &str) = (&c.peer, &c.tc_url);
     json!({
         "id": c.id.to_string(),
         "vhost": vhost,
         "stream": c.stream.as_ref().map(|k| k.api_id()),
         "ip": ip,
-        "peer": c.peer,
+        "peer": peer,
         "pageUrl": "",
         "swfUrl": "",
-        "tcUrl": c.tc_url,
+        "tcUrl": tc_url,
         "url": if name.is_empty() { String::new() } else { format!("/{app}/{name}") },
         "type": c.kind,
         "publish": c.kind == "fmle-publish",
@@ -279,7 +280,7 @@ mod tests {
                 peer: "127.0.0.1:5000".into(),
                 kind: "rtmp-play",
                 stream: Some(key.clone()),
-                tc_url: String::new(),
+                tc_url: "".into(),
                 bytes_in: 0,
                 bytes_out: 100,
                 kbps_in: 0,

@@ -10,6 +10,7 @@ use crate::rtmp::session::query_param;
 use crate::server::conn::DEFAULT_VHOST;
 use crate::server::key::StreamKey;
 use crate::server::shard::{ConnEntry, Shard};
+use crate::server::stats::IoTotals;
 use crate::server::stream::{PlayerKind, PlayerRef};
 use crate::server::writer::{close_and_wait, run_writer};
 use bytes::Bytes;
@@ -89,7 +90,7 @@ pub async fn serve(
     let entry = ConnEntry::new(stream.as_raw_fd(), peer, writer.clone());
     entry.kind.set("flv-play");
     *entry.stream.borrow_mut() = Some(key.clone());
-    *entry.tc_url.borrow_mut() = req.path.clone(); // the path only: the query may hold a token
+    *entry.tc_url.borrow_mut() = req.path.as_str().into(); // the path only: the query may hold a token
     shard.add_conn(id, entry);
     if wait.is_zero() {
         writer.send_control(response_start());
@@ -145,7 +146,10 @@ pub async fn serve(
                     "closed by peer".to_string()
                 };
             }
-            Ok(n) => bytes_in += n as u64,
+            Ok(n) => {
+                bytes_in += n as u64;
+                IoTotals::add(&shard.totals.bytes_in, n as u64);
+            }
             Err(e) => break format!("read error: {e}"),
         }
     };

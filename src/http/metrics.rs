@@ -42,7 +42,7 @@ pub fn render(snaps: &[ShardSnapshot], uptime_secs: u64) -> String {
     o.sample("shardcast_uptime_seconds", &[], uptime_secs);
 
     type PerShard = fn(&ShardSnapshot) -> u64;
-    let per_shard: [(&str, &str, &str, PerShard); 7] = [
+    let per_shard: [(&str, &str, &str, PerShard); 8] = [
         (
             "shardcast_connections",
             "gauge",
@@ -88,6 +88,12 @@ pub fn render(snaps: &[ShardSnapshot], uptime_secs: u64) -> String {
             "counter",
             "Frames slow players skipped (drop to the next keyframe).",
             |s| s.dropped_frames,
+        ),
+        (
+            "shardcast_spliced_writes_total",
+            "counter",
+            "Merged writes sent by splice from a shared pipe (no per-player copy).",
+            |s| s.spliced_writes,
         ),
         (
             "shardcast_mesh_media_dropped_total",

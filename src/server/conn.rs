@@ -4,6 +4,7 @@
 
 use super::key::StreamKey;
 use super::shard::{ConnEntry, Shard};
+use super::stats::IoTotals;
 use super::stream::{PlayerKind, PlayerRef};
 use super::writer::{close_and_wait, run_writer, ConnWriter};
 use crate::policy::{self, ClientInfo};
@@ -175,6 +176,7 @@ impl Conn {
             }
             self.bytes_in += n as u64;
             self.with_entry(|e| e.bytes_in.set(e.bytes_in.get() + n as u64));
+            IoTotals::add(&self.shard.totals.bytes_in, n as u64);
             let mut input = &buf[..n];
             loop {
                 let result = self.session.handle_input(input);
@@ -264,7 +266,7 @@ impl Conn {
                     sh.id, self.id, self.peer, self.app, self.vhost
                 );
                 self.tc_url = tc_url;
-                self.with_entry(|e| *e.tc_url.borrow_mut() = shown);
+                self.with_entry(|e| *e.tc_url.borrow_mut() = shown.into());
                 if let Err(cause) = Box::pin(policy::check_connect(&sh.cfg(), &self.info())).await {
                     self.session.reject_connect(&cause.client);
                     return Err(format!("connect refused: {cause}"));

@@ -185,6 +185,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
         f.queue_ms,
         shard.cfg().stall_timeout(),
         shard.flusher.clone(),
+        None, // forward bytes are the destination's figures, not the shard's client totals
     );
     let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream));
 

@@ -10,6 +10,7 @@ pub mod packet;
 pub mod player_queue;
 pub mod registry;
 pub mod shard;
+pub mod splice;
 pub mod stats;
 pub mod stream;
 pub mod writer;

@@ -7,7 +7,8 @@ use super::key::StreamKey;
 use super::mesh::{Outbox, ShardMsg};
 use super::packet::Packet;
 use super::registry::{Registry, ShardId, Subscriber};
-use super::stats::Board;
+use super::splice::SpliceFanout;
+use super::stats::{Board, IoTotals};
 use super::stream::{LocalStream, PlayerRef, RemoteSub, Source, StreamLimits};
 use super::writer::{ConnWriter, Flusher};
 use crate::config::Config;
@@ -86,11 +87,13 @@ struct PendingClaim {
 pub struct ConnEntry {
     pub fd: RawFd,
     pub peer: SocketAddr,
+    /// `peer` as text, made once for the stats.
+    pub peer_text: Arc<str>,
     pub started: Instant,
     /// "fmle-publish", "rtmp-play", "flv-play" or "idle".
     pub kind: Cell<&'static str>,
     pub stream: RefCell<Option<StreamKey>>,
-    pub tc_url: RefCell<String>,
+    pub tc_url: RefCell<Arc<str>>,
     pub bytes_in: Cell<u64>,
     pub writer: Rc<ConnWriter>,
     /// Disconnected through the API (the close line says so).
@@ -104,10 +107,11 @@ impl ConnEntry {
         ConnEntry {
             fd,
             peer,
+            peer_text: peer.to_string().into(),
             started: Instant::now(),
             kind: Cell::new("idle"),
             stream: RefCell::new(None),
-            tc_url: RefCell::new(String::new()),
+            tc_url: RefCell::new("".into()),
             bytes_in: Cell::new(0),
             writer,
             kicked: Cell::new(false),
@@ -135,8 +139,11 @@ pub struct Shard {
     forward_placement: RefCell<HashMap<StreamKey, Vec<(ShardId, usize)>>>,
     /// Forward peers running on this shard.
     pub forward_peers: RefCell<HashMap<(StreamKey, usize), Rc<ForwardHandle>>>,
-    /// Totals of connections already closed: (bytes in, bytes out, dropped frames).
-    pub(super) closed_totals: Cell<(u64, u64, u64)>,
+    /// Merged writes' zero-copy fan-out (made at the first merged write).
+    splice: RefCell<Option<SpliceFanout>>,
+    splice_failed: Cell<bool>,
+    /// Bytes and dropped frames of every connection, open and closed.
+    pub totals: Rc<IoTotals>,
     /// Connections open on this shard.
     open: Cell<usize>,
     /// Merged writes for the shard's players (when `rtmp.mw_latency_ms` > 0).
@@ -170,7 +177,9 @@ impl Shard {
             limits,
             forward_placement: RefCell::new(HashMap::new()),
             forward_peers: RefCell::new(HashMap::new()),
-            closed_totals: Cell::new((0, 0, 0)),
+            totals: Rc::new(IoTotals::default()),
+            splice: RefCell::new(None),
+            splice_failed: Cell::new(false),
             open: Cell::new(0),
             flusher,
         })
@@ -210,9 +219,23 @@ impl Shard {
         let keys = std::mem::take(&mut *f.dirty_streams.borrow_mut());
         let (mut iov_rtmp, mut iov_flv) = (Vec::new(), Vec::new());
         let mut streams = self.streams.borrow_mut();
+        let mut fanout = self.splice.borrow_mut();
+        if fanout.is_none() && !self.splice_failed.get() && self.cfg().rtmp.splice_min_bytes > 0 {
+            match SpliceFanout::new() {
+                Ok(f) => *fanout = Some(f),
+                Err(e) => {
+                    self.splice_failed.set(true);
+                    log::warn!(
+                        "shard={} no pipes for zero-copy merged writes ({e}): copying instead",
+                        self.id
+                    );
+                }
+            }
+        }
+        let min = self.cfg().rtmp.splice_min_bytes;
         for key in keys {
             if let Some(s) = streams.get_mut(&key) {
-                s.flush_batch(&mut iov_rtmp, &mut iov_flv);
+                s.flush_batch(&mut iov_rtmp, &mut iov_flv, fanout.as_mut(), min);
             }
         }
     }
@@ -224,6 +247,7 @@ impl Shard {
             cfg.rtmp.player_queue_ms,
             cfg.stall_timeout(),
             self.flusher.clone(),
+            Some(self.totals.clone()),
         )
     }
 
@@ -492,16 +516,9 @@ impl Shard {
         self.conns.borrow_mut().insert(id, entry);
     }
 
-    /// A connection ended: keep its byte counts in the shard totals.
+    /// A connection ended (its bytes are already in the shard totals).
     pub fn remove_conn(&self, id: u64) {
-        if let Some(c) = self.conns.borrow_mut().remove(&id) {
-            let (i, o, d) = self.closed_totals.get();
-            self.closed_totals.set((
-                i + c.bytes_in.get(),
-                o + c.writer.bytes_out(),
-                d + c.writer.dropped_frames(),
-            ));
-        }
+        self.conns.borrow_mut().remove(&id);
     }
 
     /// Disconnect client `id` if it is on this shard (its read sees end of stream).

@@ -10,11 +10,33 @@ use super::stream::Source;
 use crate::media::{audio_codec_name, avc_dimensions, parse_audio_tag, parse_video_tag};
 use crate::media::{video_codec_name, Frame};
 use serde::Serialize;
-use std::sync::Mutex;
+use std::cell::Cell;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often each shard publishes its snapshot.
 pub const TICK: Duration = Duration::from_millis(250);
+
+/// The client list (a visit to every connection) is refreshed every this many ticks: at
+/// thousands of players it is the costly part of a snapshot.
+pub const CLIENT_TICKS: u32 = 4;
+
+/// Shard-wide running totals, counted where bytes move, so a tick need not visit every
+/// connection to report them.
+#[derive(Debug, Default)]
+pub struct IoTotals {
+    pub bytes_in: Cell<u64>,
+    pub bytes_out: Cell<u64>,
+    pub dropped_frames: Cell<u64>,
+    /// Merged writes that went out by splice (no per-player copy).
+    pub spliced_writes: Cell<u64>,
+}
+
+impl IoTotals {
+    pub fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get() + n);
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VideoInfo {
@@ -50,11 +72,11 @@ pub struct StreamStat {
 pub struct ClientStat {
     pub id: u64,
     pub shard: usize,
-    pub peer: String,
+    pub peer: Arc<str>,
     /// "fmle-publish", "rtmp-play", "flv-play", or "idle".
     pub kind: &'static str,
     pub stream: Option<StreamKey>,
-    pub tc_url: String,
+    pub tc_url: Arc<str>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub kbps_in: u64,
@@ -83,6 +105,7 @@ pub struct ShardSnapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub dropped_frames: u64,
+    pub spliced_writes: u64,
     pub mesh_media_dropped: u64,
     pub streams: Vec<StreamStat>,
     pub clients: Vec<ClientStat>,
@@ -107,9 +130,15 @@ impl Board {
         }
     }
 
-    pub fn publish(&self, snap: ShardSnapshot) {
+    /// Replace this shard's slot; `snap.clients` only when `with_clients` (otherwise the
+    /// slot keeps the list from the last refresh).
+    pub fn publish(&self, mut snap: ShardSnapshot, with_clients: bool) {
         if let Some(slot) = self.slots.get(snap.shard) {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = snap;
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if !with_clients {
+                snap.clients = std::mem::take(&mut slot.clients);
+            }
+            *slot = snap;
         }
     }
 
@@ -179,30 +208,25 @@ pub fn audio_info(seq: &Frame) -> Option<AudioInfo> {
 }
 
 impl Shard {
-    /// This shard's figures; `elapsed` since the last snapshot, for rates.
-    pub fn snapshot(&self, elapsed: Duration) -> ShardSnapshot {
+    /// This shard's clients; `elapsed` since the last time they were listed, for rates.
+    pub fn client_stats(&self, elapsed: Duration) -> Vec<ClientStat> {
         let secs = elapsed.as_secs_f64().max(0.001);
-        let (mut bytes_in, mut bytes_out, mut dropped) = self.closed_totals.get();
-        let clients: Vec<ClientStat> = self
-            .conns
+        self.conns
             .borrow()
             .iter()
             .map(|(&id, c)| {
                 let (i, o) = (c.bytes_in.get(), c.writer.bytes_out());
-                bytes_in += i;
-                bytes_out += o;
-                dropped += c.writer.dropped_frames();
                 let (li, lo, ki, ko) = c.rate.get();
-                // Smoothed over about 2 s (8 ticks), like SRS's short-term kbps.
+                // Smoothed over about 4 s (4 refreshes), like SRS's short-term kbps.
                 let inst_in = ((i - li) as f64 * 8.0 / 1000.0 / secs) as u64;
                 let inst_out = ((o - lo) as f64 * 8.0 / 1000.0 / secs) as u64;
-                let ki = (ki * 7 + inst_in) / 8;
-                let ko = (ko * 7 + inst_out) / 8;
+                let ki = (ki * 3 + inst_in) / 4;
+                let ko = (ko * 3 + inst_out) / 4;
                 c.rate.set((i, o, ki, ko));
                 ClientStat {
                     id,
                     shard: self.id,
-                    peer: c.peer.to_string(),
+                    peer: c.peer_text.clone(),
                     kind: c.kind.get(),
                     stream: c.stream.borrow().clone(),
                     tc_url: c.tc_url.borrow().clone(),
@@ -214,7 +238,11 @@ impl Shard {
                     dropped_frames: c.writer.dropped_frames(),
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// This shard's figures; the client list only when `clients` is given.
+    pub fn snapshot(&self, clients: Vec<ClientStat>) -> ShardSnapshot {
         let streams = self
             .streams
             .borrow()
@@ -254,9 +282,10 @@ impl Shard {
         ShardSnapshot {
             shard: self.id,
             connections: self.conns.borrow().len(),
-            bytes_in,
-            bytes_out,
-            dropped_frames: dropped,
+            bytes_in: self.totals.bytes_in.get(),
+            bytes_out: self.totals.bytes_out.get(),
+            dropped_frames: self.totals.dropped_frames.get(),
+            spliced_writes: self.totals.spliced_writes.get(),
             mesh_media_dropped: self.outboxes.iter().map(|o| o.media_dropped.get()).sum(),
             streams,
             clients,
@@ -268,18 +297,27 @@ impl Shard {
 /// Runs on every shard: takes a reloaded config, carries out kicks and publishes its snapshot,
 /// every `TICK`.
 pub async fn run_ticker(shard: std::rc::Rc<Shard>) {
-    let mut last = Instant::now();
+    let mut last_clients = Instant::now();
+    let mut tick = 0u32;
     loop {
         glommio::timer::sleep(TICK).await;
-        let now = Instant::now();
-        let elapsed = now.duration_since(last);
-        last = now;
         shard.maybe_reload();
         for id in shard.global.board.take_kicks(shard.id, shard.shards) {
             shard.kick(id);
         }
-        let snap = shard.snapshot(elapsed);
-        shard.global.board.publish(snap);
+        // The first tick lists clients too, so a new server answers at once.
+        let with_clients = tick.is_multiple_of(CLIENT_TICKS);
+        tick = tick.wrapping_add(1);
+        let clients = if with_clients {
+            let now = Instant::now();
+            let list = shard.client_stats(now.duration_since(last_clients));
+            last_clients = now;
+            list
+        } else {
+            Vec::new()
+        };
+        let snap = shard.snapshot(clients);
+        shard.global.board.publish(snap, with_clients);
     }
 }
 

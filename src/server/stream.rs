@@ -5,6 +5,7 @@
 use super::key::StreamKey;
 use super::packet::{Packet, SHARED_STREAM_ID};
 use super::registry::ShardId;
+use super::splice::SpliceFanout;
 use super::writer::ConnWriter;
 use crate::media::{FrameKind, GopCache, StreamHeaders, TimestampSmoother};
 use crate::rtmp::message::play_notify;
@@ -203,12 +204,23 @@ impl LocalStream {
 
     /// The merged write: one iovec array per wire form, reused for every player that is caught
     /// up; the others take the batch into their own queues (drop policy, private encodings).
-    pub fn flush_batch(&mut self, iov_rtmp: &mut Vec<libc::iovec>, iov_flv: &mut Vec<libc::iovec>) {
+    ///
+    /// With `fanout`, a large RTMP batch is loaded once into its pipe and spliced to each
+    /// player that takes all of it (no per-player copy in the kernel).
+    pub fn flush_batch(
+        &mut self,
+        iov_rtmp: &mut Vec<libc::iovec>,
+        iov_flv: &mut Vec<libc::iovec>,
+        mut fanout: Option<&mut SpliceFanout>,
+        splice_min: usize,
+    ) {
         if self.batch.is_empty() {
             return;
         }
         iov_rtmp.clear();
         iov_flv.clear();
+        // Decided at the first player that could use it: None = not tried yet.
+        let mut spliced: Option<bool> = None;
         for pl in &self.players {
             let from = pl.next_seq.get().saturating_sub(self.batch_base) as usize;
             pl.next_seq.set(self.next_seq);
@@ -233,7 +245,19 @@ impl LocalStream {
                     }
                 }));
             }
-            if let Some((idx, off)) = pl.writer.write_shared(&iov[from..]) {
+            if !flv && from == 0 && spliced.is_none() {
+                let total: usize = iov.iter().map(|v| v.iov_len).sum();
+                spliced = Some(match fanout.as_deref_mut() {
+                    Some(f) if f.fits(total, splice_min) => f.load(iov),
+                    _ => false,
+                });
+            }
+            let via_pipe = !flv && from == 0 && spliced == Some(true);
+            let stopped = match fanout.as_deref() {
+                Some(f) if via_pipe => pl.writer.write_spliced(f, iov),
+                _ => pl.writer.write_shared(&iov[from..]),
+            };
+            if let Some((idx, off)) = stopped {
                 // The socket is full: the writer task finishes from where it stopped.
                 let wire = |p: &Packet| {
                     if flv {
@@ -246,6 +270,11 @@ impl LocalStream {
                 let mut rest = vec![wire(first).slice(off..)];
                 rest.extend(self.batch[from + idx + 1..].iter().map(wire));
                 pl.writer.hand_off(rest);
+            }
+        }
+        if spliced == Some(true) {
+            if let Some(f) = fanout {
+                f.unload();
             }
         }
         self.batch.clear();

@@ -4,6 +4,8 @@
 
 use super::key::StreamKey;
 use super::player_queue::PlayerQueue;
+use super::splice::{self, Sent, SpliceFanout};
+use super::stats::IoTotals;
 use crate::media::Frame;
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
@@ -123,6 +125,8 @@ pub struct ConnWriter {
     flusher: Option<Rc<Flusher>>,
     /// Listed with the flusher for its next pass.
     dirty: Cell<bool>,
+    /// The shard's client totals (none for forward peers).
+    totals: Option<Rc<IoTotals>>,
 }
 
 impl ConnWriter {
@@ -130,6 +134,7 @@ impl ConnWriter {
         max_queue_ms: u32,
         stall_timeout: Duration,
         flusher: Option<Rc<Flusher>>,
+        totals: Option<Rc<IoTotals>>,
     ) -> Rc<ConnWriter> {
         Rc::new(ConnWriter {
             queue: RefCell::new(PlayerQueue::new(max_queue_ms)),
@@ -147,6 +152,7 @@ impl ConnWriter {
             pending: RefCell::new(Vec::new()),
             flusher,
             dirty: Cell::new(false),
+            totals,
         })
     }
 
@@ -164,7 +170,16 @@ impl ConnWriter {
         if self.failed.get() {
             return;
         }
-        if !self.queue.borrow_mut().push_media(frame, wire, has_video) {
+        let accepted = {
+            let mut q = self.queue.borrow_mut();
+            let before = q.dropped_frames;
+            let accepted = q.push_media(frame, wire, has_video);
+            if let Some(t) = self.totals.as_ref().filter(|_| q.dropped_frames != before) {
+                IoTotals::add(&t.dropped_frames, q.dropped_frames - before);
+            }
+            accepted
+        };
+        if !accepted {
             return;
         }
         match &self.flusher {
@@ -220,9 +235,50 @@ impl ConnWriter {
                 }
             }
         };
-        self.bytes_out.set(self.bytes_out.get() + written as u64);
-        self.writes.set(self.writes.get() + 1);
+        self.count_write(written);
         result
+    }
+
+    /// One write of `n` bytes, in this connection's and the shard's figures.
+    fn count_write(&self, n: usize) {
+        self.bytes_out.set(self.bytes_out.get() + n as u64);
+        self.writes.set(self.writes.get() + 1);
+        if let Some(t) = &self.totals {
+            IoTotals::add(&t.bytes_out, n as u64);
+        }
+    }
+
+    /// The loaded batch of `fan` (whose buffers `iovs` describes) spliced to this socket.
+    /// `Some((index, offset))` when the socket filled up, as for `write_shared`.
+    pub fn write_spliced(
+        &self,
+        fan: &SpliceFanout,
+        iovs: &[libc::iovec],
+    ) -> Option<(usize, usize)> {
+        if let Some(t) = &self.totals {
+            IoTotals::add(&t.spliced_writes, 1);
+        }
+        match fan.send_to(self.fd.get()) {
+            Ok(Sent::All) => {
+                self.count_write(fan.loaded());
+                None
+            }
+            Ok(Sent::Part(n)) => {
+                self.count_write(n);
+                let (mut idx, mut n) = (0, n);
+                while idx < iovs.len() && n >= iovs[idx].iov_len {
+                    n -= iovs[idx].iov_len;
+                    idx += 1;
+                }
+                Some((idx, n))
+            }
+            Err(e) => {
+                *self.error.borrow_mut() = Some(e.to_string());
+                self.failed.set(true);
+                self.notify.notify();
+                None
+            }
+        }
     }
 
     /// What a shared write could not send: the writer task sends it first, waiting for room.
@@ -243,13 +299,9 @@ impl ConnWriter {
             return;
         }
         match write_nonblocking(fd, batch) {
-            Ok((written, None)) => {
-                self.bytes_out.set(self.bytes_out.get() + written as u64);
-                self.writes.set(self.writes.get() + 1);
-            }
+            Ok((written, None)) => self.count_write(written),
             Ok((written, Some((idx, off)))) => {
-                self.bytes_out.set(self.bytes_out.get() + written as u64);
-                self.writes.set(self.writes.get() + 1);
+                self.count_write(written);
                 let mut pending = self.pending.borrow_mut();
                 pending.push(batch[idx].slice(off..));
                 pending.extend(batch.drain(..).skip(idx + 1));
@@ -329,6 +381,12 @@ pub async fn close_and_wait(w: &ConnWriter, task: glommio::Task<()>) {
 /// Owns the socket's writing half until the connection closes: writes control bytes at once,
 /// finishes what a merged write could not, and (without a flusher) writes media as it comes.
 pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream) {
+    // Merged writes may splice into the socket, which must then never block the shard.
+    // (glommio sends and receives with MSG_DONTWAIT and io_uring, which this does not change.)
+    if let Err(e) = splice::set_nonblocking(stream.as_raw_fd()) {
+        *w.error.borrow_mut() = Some(format!("cannot make the socket non-blocking: {e}"));
+        w.failed.set(true);
+    }
     w.fd.set(stream.as_raw_fd());
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
@@ -344,10 +402,7 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream) {
         w.queue.borrow_mut().take_all(&mut batch);
         if !batch.is_empty() {
             match write_batch(&mut stream, &batch, w.stall_timeout).await {
-                Ok(n) => {
-                    w.bytes_out.set(w.bytes_out.get() + n as u64);
-                    w.writes.set(w.writes.get() + 1);
-                }
+                Ok(n) => w.count_write(n),
                 Err(e) => {
                     *w.error.borrow_mut() = Some(e.to_string());
                     w.failed.set(true);
