@@ -246,12 +246,13 @@ impl ServerSession {
         self.events.pop_front()
     }
 
-    /// Bytes to send, if any, in order.
+    /// Bytes to send, if any, in order. The whole buffer goes with them: a split would keep
+    /// the handshake-sized allocation alive for the life of every connection.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         if self.out.is_empty() {
             None
         } else {
-            Some(self.out.split().freeze())
+            Some(std::mem::take(&mut self.out).freeze())
         }
     }
 

@@ -6,6 +6,9 @@ use crate::media::{Frame, FrameKind};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+/// Room kept in an emptied queue; bursts beyond it are given back.
+const KEEP_ITEMS: usize = 16;
+
 #[derive(Debug)]
 struct Item {
     bytes: Bytes,
@@ -123,6 +126,10 @@ impl PlayerQueue {
         out.extend(self.items.drain(..).map(|i| i.bytes));
         self.queued_bytes = 0;
         self.oldest_ts = None;
+        // A join's burst (a whole GOP) would otherwise keep its room in every player.
+        if self.items.capacity() > KEEP_ITEMS {
+            self.items = VecDeque::new();
+        }
     }
 }
 
@@ -147,6 +154,21 @@ mod tests {
         let mut v = Vec::new();
         q.take_all(&mut v);
         v
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_room_back() {
+        let mut q = PlayerQueue::new(60_000);
+        assert!(push(&mut q, &video(0, true)));
+        for i in 1..200 {
+            push(&mut q, &audio(i));
+        }
+        assert_eq!(drained(&mut q).len(), 200);
+        assert!(
+            q.items.capacity() <= KEEP_ITEMS,
+            "an emptied queue keeps room for {} items",
+            q.items.capacity()
+        );
     }
 
     #[test]

@@ -398,7 +398,11 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream) {
             continue;
         }
         w.busy.set(true);
-        batch.append(&mut w.pending.borrow_mut());
+        {
+            let mut pending = w.pending.borrow_mut();
+            batch.append(&mut pending);
+            shrink_if_large(&mut pending);
+        }
         w.queue.borrow_mut().take_all(&mut batch);
         if !batch.is_empty() {
             match write_batch(&mut stream, &batch, w.stall_timeout).await {
@@ -410,6 +414,7 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream) {
                 }
             }
             batch.clear();
+            shrink_if_large(&mut batch);
         }
         w.busy.set(false);
         if w.closing.get() {
@@ -423,6 +428,13 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream) {
     // A failed write: unblock the reader so the connection is cleaned up.
     w.fd.set(-1);
     let _ = stream.shutdown(std::net::Shutdown::Both).await;
+}
+
+/// Give back the room a burst (a join's GOP) took, so idle connections stay small.
+fn shrink_if_large(v: &mut Vec<Bytes>) {
+    if v.capacity() > 16 && v.is_empty() {
+        *v = Vec::new();
+    }
 }
 
 /// One non-blocking vectored write of `bufs` (up to IOV_MAX buffers per call, repeated while

@@ -437,3 +437,13 @@ fn second_connect_is_wrong_state() {
         Err(SessionError::WrongState { .. })
     ));
 }
+
+#[test]
+fn sent_output_leaves_no_buffer_behind() {
+    let mut c = client(ClientRole::Play, false);
+    let mut s = server();
+    pump(&mut c, &mut s).unwrap();
+    // Everything was taken: the handshake-sized buffer went with the bytes.
+    assert!(s.poll_transmit().is_none());
+    assert_eq!(s.out.capacity(), 0, "an idle session keeps its send buffer");
+}
