@@ -84,7 +84,7 @@ pub async fn run_shard(
     glommio::spawn_local(stats::run_ticker(shard.clone())).detach();
     if let Some(f) = shard.flusher.clone() {
         let sh = shard.clone();
-        glommio::spawn_local(f.run(move || sh.write_stream_batches())).detach();
+        glommio::spawn_local(f.run(move |keys| sh.write_stream_batches(keys))).detach();
     }
     for (_peer, rx) in receivers.streams() {
         let sh = shard.clone();

@@ -204,19 +204,15 @@ impl Shard {
         );
     }
 
-    /// A stream's first packet since the last merged write: list it for the next pass.
+    /// A stream's first packet since the last merged write: due one window from now.
     fn batch_started(&self, key: &StreamKey) {
         if let Some(f) = &self.flusher {
-            f.dirty_streams.borrow_mut().push(key.clone());
+            f.stream_batch_started(key.clone());
         }
     }
 
-    /// The merged write of every listed stream's batch (called by the flusher each window).
-    pub fn write_stream_batches(&self) {
-        let Some(f) = &self.flusher else {
-            return;
-        };
-        let keys = std::mem::take(&mut *f.dirty_streams.borrow_mut());
+    /// The merged write of these streams' batches (called by the flusher when they are due).
+    pub fn write_stream_batches(&self, keys: &[StreamKey]) {
         let (mut iov_rtmp, mut iov_flv) = (Vec::new(), Vec::new());
         let mut streams = self.streams.borrow_mut();
         let mut fanout = self.splice.borrow_mut();
@@ -234,7 +230,7 @@ impl Shard {
         }
         let min = self.cfg().rtmp.splice_min_bytes;
         for key in keys {
-            if let Some(s) = streams.get_mut(&key) {
+            if let Some(s) = streams.get_mut(key) {
                 s.flush_batch(&mut iov_rtmp, &mut iov_flv, fanout.as_mut(), min);
             }
         }
