@@ -156,6 +156,13 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), RunError> {
         PoolPlacement::Unbound(shards)
     };
     let mesh = MeshBuilder::<ShardMsg, _>::full(shards, cfg.server.mesh_channel_capacity);
+    // glommio's MeshBuilder shares an `Rc` between its clones, so cloning or dropping one on
+    // two executor threads at once races on the count (seen as a segfault at start-up, about
+    // one start in fifty). Every clone is made here on this thread, each shard takes its own
+    // by move, and `mesh` outlives the executors, so the count never reaches zero on a shard.
+    let per_shard = Arc::new(std::sync::Mutex::new(
+        (0..shards).map(|_| Some(mesh.clone())).collect::<Vec<_>>(),
+    ));
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("shard")
         // A deeper ring gives io_uring's cancel table more buckets: every reactor sleep cancels
@@ -165,7 +172,12 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), RunError> {
         .on_all_shards(move || {
             let cfg = cfg.clone();
             let global = global.clone();
-            let mesh = mesh.clone();
+            let mesh = per_shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter_mut()
+                .find_map(Option::take)
+                .expect("one mesh builder per shard");
             async move {
                 let r = run_shard(cfg, global.clone(), mesh).await;
                 if r.is_err() {
@@ -189,6 +201,8 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), RunError> {
         }
     }
     sig_handle.close();
+    // Only now, with every shard stopped (see above).
+    drop(mesh);
     match first_err {
         Some(e) => Err(e),
         None => Ok(()),

@@ -337,8 +337,10 @@ impl Server {
                 return server;
             }
             last = server.log();
+            let status = server.proc_mut().try_status();
             server.proc_mut().kill();
             if !last.contains("cannot listen") {
+                last = format!("exit status {status:?}\n{last}");
                 break;
             }
         }
