@@ -139,8 +139,8 @@ pub struct Shard {
     forward_placement: RefCell<HashMap<StreamKey, Vec<(ShardId, usize)>>>,
     /// Forward peers running on this shard.
     pub forward_peers: RefCell<HashMap<(StreamKey, usize), Rc<ForwardHandle>>>,
-    /// Merged writes' zero-copy fan-out (made at the first merged write).
-    splice: RefCell<Option<SpliceFanout>>,
+    /// Merged writes' zero-copy fan-out, RTMP and HTTP-FLV (made at the first merged write).
+    splice: RefCell<Option<[SpliceFanout; 2]>>,
     splice_failed: Cell<bool>,
     /// Bytes and dropped frames of every connection, open and closed.
     pub totals: Rc<IoTotals>,
@@ -217,7 +217,7 @@ impl Shard {
         let mut streams = self.streams.borrow_mut();
         let mut fanout = self.splice.borrow_mut();
         if fanout.is_none() && !self.splice_failed.get() && self.cfg().rtmp.splice_min_bytes > 0 {
-            match SpliceFanout::new() {
+            match SpliceFanout::new().and_then(|r| Ok([r, SpliceFanout::new()?])) {
                 Ok(f) => *fanout = Some(f),
                 Err(e) => {
                     self.splice_failed.set(true);

@@ -205,13 +205,14 @@ impl LocalStream {
     /// The merged write: one iovec array per wire form, reused for every player that is caught
     /// up; the others take the batch into their own queues (drop policy, private encodings).
     ///
-    /// With `fanout`, a large RTMP batch is loaded once into its pipe and spliced to each
-    /// player that takes all of it (no per-player copy in the kernel).
+    /// With `fanouts` (one per wire form: RTMP, HTTP-FLV), a large batch is loaded once into
+    /// its form's pipe and spliced to each player that takes all of it (no per-player copy in
+    /// the kernel).
     pub fn flush_batch(
         &mut self,
         iov_rtmp: &mut Vec<libc::iovec>,
         iov_flv: &mut Vec<libc::iovec>,
-        mut fanout: Option<&mut SpliceFanout>,
+        mut fanouts: Option<&mut [SpliceFanout; 2]>,
         splice_min: usize,
     ) {
         if self.batch.is_empty() {
@@ -219,8 +220,8 @@ impl LocalStream {
         }
         iov_rtmp.clear();
         iov_flv.clear();
-        // Decided at the first player that could use it: None = not tried yet.
-        let mut spliced: Option<bool> = None;
+        // Per wire form, decided at the first player that could use it: None = not tried yet.
+        let mut spliced: [Option<bool>; 2] = [None, None];
         for pl in &self.players {
             let from = pl.next_seq.get().saturating_sub(self.batch_base) as usize;
             pl.next_seq.set(self.next_seq);
@@ -245,16 +246,18 @@ impl LocalStream {
                     }
                 }));
             }
-            if !flv && from == 0 && spliced.is_none() {
+            let form = usize::from(flv);
+            if from == 0 && spliced[form].is_none() {
                 let total: usize = iov.iter().map(|v| v.iov_len).sum();
-                spliced = Some(match fanout.as_deref_mut() {
-                    Some(f) if f.fits(total, splice_min) => f.load(iov),
+                spliced[form] = Some(match fanouts.as_deref_mut() {
+                    Some(f) if f[form].fits(total, splice_min) => f[form].load(iov),
                     _ => false,
                 });
             }
-            let via_pipe = !flv && from == 0 && spliced == Some(true);
-            let stopped = match fanout.as_deref() {
-                Some(f) if via_pipe => pl.writer.write_spliced(f, iov),
+            let stopped = match fanouts.as_deref() {
+                Some(f) if from == 0 && spliced[form] == Some(true) => {
+                    pl.writer.write_spliced(&f[form], iov)
+                }
                 _ => pl.writer.write_shared(&iov[from..]),
             };
             if let Some((idx, off)) = stopped {
@@ -272,9 +275,11 @@ impl LocalStream {
                 pl.writer.hand_off(rest);
             }
         }
-        if spliced == Some(true) {
-            if let Some(f) = fanout {
-                f.unload();
+        if let Some(f) = fanouts {
+            for (fan, used) in f.iter_mut().zip(spliced) {
+                if used == Some(true) {
+                    fan.unload();
+                }
             }
         }
         self.batch.clear();
