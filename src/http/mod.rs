@@ -90,6 +90,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
         );
         if req.method == "GET" && req.path.ends_with(".flv") {
             let _ = stream.set_read_timeout(None);
+            // The request buffers are done with; an HTTP-FLV player holds its connection
+            // for hours, so do not keep them that long.
+            drop(std::mem::take(&mut buf));
+            drop(std::mem::take(&mut chunk));
             Box::pin(flv::serve(&shard, stream, id, peer, &req)).await;
             shard.release_slot(peer);
             return;
