@@ -290,15 +290,20 @@ impl ConnWriter {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Some((idx, off)),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    *self.error.borrow_mut() = Some(e.to_string());
-                    self.failed.set(true);
-                    self.notify.notify();
+                    self.fail(e.to_string());
                     break None;
                 }
             }
         };
         self.count_write(written);
         result
+    }
+
+    /// Writing failed: remember why (for the close line) and wake the writer task to end.
+    fn fail(&self, why: String) {
+        *self.error.borrow_mut() = Some(why);
+        self.failed.set(true);
+        self.notify.notify();
     }
 
     /// One write of `n` bytes, in this connection's and the shard's figures.
@@ -335,9 +340,7 @@ impl ConnWriter {
                 Some((idx, n))
             }
             Err(e) => {
-                *self.error.borrow_mut() = Some(e.to_string());
-                self.failed.set(true);
-                self.notify.notify();
+                self.fail(e.to_string());
                 None
             }
         }
@@ -370,11 +373,7 @@ impl ConnWriter {
                 self.busy.set(true);
                 self.notify.notify();
             }
-            Err(e) => {
-                *self.error.borrow_mut() = Some(e.to_string());
-                self.failed.set(true);
-                self.notify.notify();
-            }
+            Err(e) => self.fail(e.to_string()),
         }
         batch.clear();
     }
@@ -446,8 +445,7 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream) {
     // Merged writes may splice into the socket, which must then never block the shard.
     // (glommio sends and receives with MSG_DONTWAIT and io_uring, which this does not change.)
     if let Err(e) = splice::set_nonblocking(stream.as_raw_fd()) {
-        *w.error.borrow_mut() = Some(format!("cannot make the socket non-blocking: {e}"));
-        w.failed.set(true);
+        w.fail(format!("cannot make the socket non-blocking: {e}"));
     }
     w.fd.set(stream.as_raw_fd());
     let mut batch: Vec<Bytes> = Vec::new();
@@ -470,8 +468,7 @@ pub async fn run_writer(w: Rc<ConnWriter>, mut stream: TcpStream) {
             match write_batch(&mut stream, &batch, w.stall_timeout).await {
                 Ok(n) => w.count_write(n),
                 Err(e) => {
-                    *w.error.borrow_mut() = Some(e.to_string());
-                    w.failed.set(true);
+                    w.fail(e.to_string());
                     break;
                 }
             }
