@@ -125,9 +125,9 @@ pub struct RtmpConfig {
     pub max_message_size: u32,
     /// Distinct chunk stream ids one connection may use.
     pub max_chunk_streams: usize,
-    /// Merged-write window in milliseconds (SRS `mw_latency`): a player's queue is written at
-    /// most once per window, so larger windows mean fewer syscalls and more latency. 0 writes as
-    /// soon as the shard is idle.
+    /// Merged-write window in milliseconds (SRS `mw_latency`): a stream's media is written to its
+    /// players once the oldest of it has waited this long, so larger windows mean fewer syscalls
+    /// and more latency. 0 writes as soon as the shard is idle.
     pub mw_latency_ms: u64,
     /// Merged writes of at least this many bytes reach players through a pipe (tee + splice:
     /// the kernel copies the batch once, not once per player); 0 turns this off.
