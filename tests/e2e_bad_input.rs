@@ -288,32 +288,38 @@ fn still_answers(c: &mut RawConn, txn: f64) -> Result<(), String> {
     .map(|_| ())
 }
 
-fn two_byte_csids(c: &mut RawConn) -> Result<(), String> {
+/// connect on chunk stream `connect_csid` (600 bytes of padding make fmt-3 continuation
+/// chunks with the same header form), then createStream on `create_csid`; both answered.
+fn connect_and_create_on(
+    c: &mut RawConn,
+    connect_csid: u32,
+    create_csid: u32,
+) -> Result<(), String> {
     c.handshake()?;
-    // csid 64 and 319 are the ends of the 2-byte form; 600 bytes of padding make fmt-3
-    // continuation chunks with 2-byte headers too.
-    c.send(64, 0, type_id::COMMAND_AMF0, 0, &connect_payload(600));
+    c.send(
+        connect_csid,
+        0,
+        type_id::COMMAND_AMF0,
+        0,
+        &connect_payload(600),
+    );
     wait_result(c, 1.0)?;
     let create = encode_all(&[
         Amf0Value::string("createStream"),
         Amf0Value::Number(2.0),
         Amf0Value::Null,
     ]);
-    c.send(319, 0, type_id::COMMAND_AMF0, 0, &create);
+    c.send(create_csid, 0, type_id::COMMAND_AMF0, 0, &create);
     wait_result(c, 2.0)
 }
 
+/// csid 64 and 319 are the ends of the 2-byte form.
+fn two_byte_csids(c: &mut RawConn) -> Result<(), String> {
+    connect_and_create_on(c, 64, 319)
+}
+
 fn three_byte_csids(c: &mut RawConn) -> Result<(), String> {
-    c.handshake()?;
-    c.send(65_599, 0, type_id::COMMAND_AMF0, 0, &connect_payload(600));
-    wait_result(c, 1.0)?;
-    let create = encode_all(&[
-        Amf0Value::string("createStream"),
-        Amf0Value::Number(2.0),
-        Amf0Value::Null,
-    ]);
-    c.send(320, 0, type_id::COMMAND_AMF0, 0, &create);
-    wait_result(c, 2.0)
+    connect_and_create_on(c, 65_599, 320)
 }
 
 fn extended_timestamp_max(c: &mut RawConn) -> Result<(), String> {
@@ -1156,14 +1162,7 @@ fn connections_past_max_connections_are_refused() {
         ..ServerOpts::default()
     });
     // Three connections that finished the handshake are certainly counted.
-    let mut held: Vec<RawConn> = (0..3)
-        .map(|i| {
-            let mut c = RawConn::open(server.port);
-            c.handshake()
-                .unwrap_or_else(|e| panic!("connection {i} within the limit: {e}"));
-            c
-        })
-        .collect();
+    let mut held = handshaken_conns(server.port, 3);
 
     let mut fourth = RawConn::open(server.port);
     let closed = fourth.wait_closed(Duration::from_secs(3));

@@ -7,28 +7,6 @@ use common::*;
 use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
-
-fn shardcast(args: &[&str], config: &Path) -> Output {
-    run(
-        Command::new(env!("CARGO_BIN_EXE_shardcast"))
-            .args(args)
-            .arg("-c")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("RUST_BACKTRACE", "1"),
-        Duration::from_secs(20),
-    )
-}
-
-/// `shardcast -t -c FILE` on `text`.
-fn check_config(text: &str) -> Output {
-    let dir = TempDir::new("config");
-    let path = dir.join("shardcast.toml");
-    fs::write(&path, text).unwrap();
-    shardcast(&["-t"], &path)
-}
 
 /// The check must fail with exactly one stderr line that names `key` and shows no panic.
 fn assert_rejected(text: &str, key: &str) {
@@ -56,7 +34,7 @@ fn assert_rejected(text: &str, key: &str) {
 #[test]
 fn shipped_config_checks_ok() {
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/shardcast.toml");
-    let out = shardcast(&["-t"], &conf);
+    let out = shardcast_cli(&["-t"], &conf);
     assert!(out.success(), "{}", out.describe());
     assert!(out.stdout.contains("is ok"), "{}", out.describe());
 }
@@ -98,7 +76,7 @@ fn port_in_use_fails_with_the_address() {
         format!("[server]\nlisten = \"{addr}\"\nshards = 2\n"),
     )
     .unwrap();
-    let out = shardcast(&[], &path);
+    let out = shardcast_cli(&[], &path);
     assert!(
         out.status.is_some(),
         "still running with its port taken: {}",

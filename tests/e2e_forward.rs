@@ -7,9 +7,9 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 const LIFE: Duration = Duration::from_secs(90);
@@ -104,16 +104,11 @@ fn publish_again(server: &Server, name: &str) -> Proc {
 
 /// Watches a player's video frame counter from another thread and records the longest time
 /// it went without a new frame.
-struct GapMonitor {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<(Duration, u64)>>,
-}
+struct GapMonitor(Worker<(Duration, u64)>);
 
 impl GapMonitor {
     fn start(counter: Arc<AtomicU64>) -> GapMonitor {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = thread::spawn(move || {
+        GapMonitor(Worker::spawn(move |s| {
             let start_count = counter.load(Ordering::Relaxed);
             let mut last_count = start_count;
             let mut last_change = Instant::now();
@@ -133,29 +128,12 @@ impl GapMonitor {
             }
             max_gap = max_gap.max(last_change.elapsed());
             (max_gap, last_count - start_count)
-        });
-        GapMonitor {
-            stop,
-            handle: Some(handle),
-        }
+        }))
     }
 
     /// The longest gap between frames, and how many frames came, while it watched.
     fn finish(mut self) -> (Duration, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or((Duration::MAX, 0))
-    }
-}
-
-impl Drop for GapMonitor {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        self.0.stop().unwrap_or((Duration::MAX, 0))
     }
 }
 
@@ -439,39 +417,21 @@ fn forwarding_to_its_own_listen_address_is_a_config_error() {
             format!("rtmp://127.0.0.1:{port}/other"),
         ),
     ] {
-        let dir = TempDir::new("forward-self");
-        let path = dir.join("shardcast.toml");
         let text = format!(
             "[server]\nlisten = \"{listen}\"\n[forward]\nenabled = true\ndestinations = [\"127.0.0.1:{}\", \"{dest}\"]\n",
             free_port()
         );
-        fs::write(&path, &text).unwrap();
-        let out = run(
-            std::process::Command::new(env!("CARGO_BIN_EXE_shardcast"))
-                .arg("-t")
-                .arg("-c")
-                .arg(&path),
-            Duration::from_secs(20),
-        );
+        let out = check_config(&text);
         let what = format!("config {text:?}: {}", out.describe());
         assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{what}");
         assert!(out.stderr.contains("forward.destinations"), "{what}");
         assert!(!out.stderr.contains("panicked"), "{what}");
     }
     // The same destinations with another listen port are fine.
-    let dir = TempDir::new("forward-ok");
-    let path = dir.join("shardcast.toml");
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{}\"\n[forward]\nenabled = true\ndestinations = [\"127.0.0.1:{port}\"]\n",
         free_port()
     );
-    fs::write(&path, &text).unwrap();
-    let out = run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_shardcast"))
-            .arg("-t")
-            .arg("-c")
-            .arg(&path),
-        Duration::from_secs(20),
-    );
+    let out = check_config(&text);
     assert!(out.success(), "config {text:?}: {}", out.describe());
 }

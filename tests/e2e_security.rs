@@ -645,14 +645,7 @@ fn max_connections_per_ip_refuses_the_third() {
         server: "handshake_timeout_secs = 30\nmax_connections_per_ip = 2\n".into(),
         ..ServerOpts::default()
     });
-    let mut held: Vec<RawConn> = (0..2)
-        .map(|i| {
-            let mut c = RawConn::open(server.port);
-            c.handshake()
-                .unwrap_or_else(|e| panic!("connection {i} within the limit: {e}"));
-            c
-        })
-        .collect();
+    let mut held = handshaken_conns(server.port, 2);
     let mut third = RawConn::open(server.port);
     let closed = third.wait_closed(Duration::from_secs(3));
     assert!(

@@ -8,9 +8,9 @@ mod common;
 use common::*;
 use shardcast::media::FrameKind;
 use shardcast::rtmp::client::{ClientEvent, ClientRole};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 const STALL_TIMEOUT_SECS: u64 = 3;
@@ -20,20 +20,18 @@ const FPS: u32 = 25;
 
 /// A library player that records when each video frame arrives.
 struct TimedPlayer {
-    stop: Arc<AtomicBool>,
     arrivals: Arc<Mutex<Vec<Instant>>>,
     ended: Arc<Mutex<Option<String>>>,
-    handle: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 impl TimedPlayer {
     fn start(port: u16, name: &str, lifetime: Duration) -> TimedPlayer {
-        let stop = Arc::new(AtomicBool::new(false));
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let ended = Arc::new(Mutex::new(None));
-        let (st, arr, end) = (stop.clone(), arrivals.clone(), ended.clone());
+        let (arr, end) = (arrivals.clone(), ended.clone());
         let name = name.to_string();
-        let handle = thread::spawn(move || {
+        let worker = Worker::spawn(move |st| {
             let why = (|| {
                 let mut c = LibClient::connect(port, &name, ClientRole::Play)
                     .map_err(|e| format!("connect: {e}"))?;
@@ -54,10 +52,9 @@ impl TimedPlayer {
             *end.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.unwrap_or_else(|e| e));
         });
         TimedPlayer {
-            stop,
             arrivals,
             ended,
-            handle: Some(handle),
+            _worker: worker,
         }
     }
 
@@ -82,15 +79,6 @@ impl TimedPlayer {
             last = t;
         }
         gap.max(to.saturating_duration_since(last))
-    }
-}
-
-impl Drop for TimedPlayer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
     }
 }
 

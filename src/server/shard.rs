@@ -216,7 +216,8 @@ impl Shard {
         let (mut iov_rtmp, mut iov_flv) = (Vec::new(), Vec::new());
         let mut streams = self.streams.borrow_mut();
         let mut fanout = self.splice.borrow_mut();
-        if fanout.is_none() && !self.splice_failed.get() && self.cfg().rtmp.splice_min_bytes > 0 {
+        let min = self.cfg().rtmp.splice_min_bytes;
+        if fanout.is_none() && !self.splice_failed.get() && min > 0 {
             match SpliceFanout::new().and_then(|r| Ok([r, SpliceFanout::new()?])) {
                 Ok(f) => *fanout = Some(f),
                 Err(e) => {
@@ -228,7 +229,6 @@ impl Shard {
                 }
             }
         }
-        let min = self.cfg().rtmp.splice_min_bytes;
         for key in keys {
             if let Some(s) = streams.get_mut(key) {
                 s.flush_batch(&mut iov_rtmp, &mut iov_flv, fanout.as_mut(), min);

@@ -191,6 +191,27 @@ impl Output {
 
 /// Run a command to its end, killing it at `timeout`. Stdin is closed; stdout and stderr are
 /// collected.
+/// The `shardcast` binary with `args` and `-c config`, to completion (20 s at most).
+pub fn shardcast_cli(args: &[&str], config: &Path) -> Output {
+    run(
+        Command::new(env!("CARGO_BIN_EXE_shardcast"))
+            .args(args)
+            .arg("-c")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("RUST_BACKTRACE", "1"),
+        Duration::from_secs(20),
+    )
+}
+
+/// `shardcast -t -c FILE` on `text`.
+pub fn check_config(text: &str) -> Output {
+    let dir = TempDir::new("config");
+    let path = dir.join("shardcast.toml");
+    fs::write(&path, text).expect("write config");
+    shardcast_cli(&["-t"], &path)
+}
+
 pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
     let name = format!("{:?}", cmd.get_program());
     let started = Instant::now();
@@ -756,27 +777,59 @@ pub struct PlayerState {
     pub local_port: u16,
 }
 
+/// A helper thread that runs until its stop flag is set: stopped and joined when dropped.
+pub struct Worker<T = ()> {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> Worker<T> {
+    /// Run `f` on a new thread with the stop flag it must watch.
+    pub fn spawn(f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static) -> Worker<T> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        Worker {
+            stop,
+            handle: Some(thread::spawn(move || f(flag))),
+        }
+    }
+
+    /// Set the flag and wait for the thread: its result (None if it panicked, or was already
+    /// stopped).
+    pub fn stop(&mut self) -> Option<T> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().and_then(|h| h.join().ok())
+    }
+}
+
+impl<T> Drop for Worker<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// A library player on its own thread, recording everything it receives. Stops when dropped,
 /// at its lifetime limit, or when the connection ends.
 pub struct LibPlayer {
     pub name: String,
-    stop: Arc<AtomicBool>,
     pub video: Arc<AtomicU64>,
     pub audio: Arc<AtomicU64>,
     state: Arc<Mutex<PlayerState>>,
-    handle: Option<JoinHandle<()>>,
+    worker: Worker,
 }
 
 impl LibPlayer {
     /// Start playing `live/NAME`; gives up by itself after `lifetime`.
     pub fn start(port: u16, name: &str, lifetime: Duration) -> LibPlayer {
-        let stop = Arc::new(AtomicBool::new(false));
         let video = Arc::new(AtomicU64::new(0));
         let audio = Arc::new(AtomicU64::new(0));
         let state = Arc::new(Mutex::new(PlayerState::default()));
-        let (s, v, a, st) = (stop.clone(), video.clone(), audio.clone(), state.clone());
+        let (v, a, st) = (video.clone(), audio.clone(), state.clone());
         let stream = name.to_string();
-        let handle = thread::spawn(move || {
+        let worker = Worker::spawn(move |s| {
             let record = |x: Seen| st.lock().unwrap_or_else(|e| e.into_inner()).seen.push(x);
             let mut c = match LibClient::connect(port, &stream, ClientRole::Play) {
                 Ok(c) => c,
@@ -822,11 +875,10 @@ impl LibPlayer {
         });
         LibPlayer {
             name: name.to_string(),
-            stop,
             video,
             audio,
             state,
-            handle: Some(handle),
+            worker,
         }
     }
 
@@ -881,16 +933,7 @@ impl LibPlayer {
     }
 
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for LibPlayer {
-    fn drop(&mut self) {
-        self.stop();
+        self.worker.stop();
     }
 }
 
@@ -924,6 +967,18 @@ pub mod synth {
 
 // ---------------------------------------------------------------------------------------------
 // Raw connections for bad input
+
+/// `n` connections to `port` that have finished the handshake (so the server counts them).
+pub fn handshaken_conns(port: u16, n: usize) -> Vec<RawConn> {
+    (0..n)
+        .map(|i| {
+            let mut c = RawConn::open(port);
+            c.handshake()
+                .unwrap_or_else(|e| panic!("connection {i} within the limit: {e}"));
+            c
+        })
+        .collect()
+}
 
 /// A plain TCP connection for hand-made (often hostile) RTMP bytes.
 pub struct RawConn {
@@ -1714,8 +1769,7 @@ type HookScript = dyn Fn(&str, &serde_json::Value) -> HookReply + Send + Sync;
 pub struct HookServer {
     pub port: u16,
     requests: Arc<Mutex<Vec<HookRequest>>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 impl HookServer {
@@ -1728,10 +1782,9 @@ impl HookServer {
             .expect("nonblocking listener");
         let port = listener.local_addr().expect("hook addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<HookScript> = Arc::new(script);
-        let (reqs, st) = (requests.clone(), stop.clone());
-        let handle = thread::spawn(move || {
+        let reqs = requests.clone();
+        let worker = Worker::spawn(move |st| {
             let deadline = Instant::now() + Duration::from_secs(300);
             while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
@@ -1749,8 +1802,7 @@ impl HookServer {
         HookServer {
             port,
             requests,
-            stop,
-            handle: Some(handle),
+            _worker: worker,
         }
     }
 
@@ -1778,15 +1830,6 @@ impl HookServer {
             found.is_some()
         });
         found
-    }
-}
-
-impl Drop for HookServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
     }
 }
 
@@ -1865,11 +1908,10 @@ fn serve_hook(
 /// paced in real time: `fps` video frames a second of `frame_bytes` each, a keyframe every
 /// `gop` frames. Stops when dropped, at its lifetime, or when the connection ends.
 pub struct SynthPublisher {
-    stop: Arc<AtomicBool>,
     /// Video frames sent so far.
     pub sent: Arc<AtomicU64>,
     result: Arc<Mutex<Option<String>>>,
-    handle: Option<JoinHandle<()>>,
+    worker: Worker,
 }
 
 impl SynthPublisher {
@@ -1881,12 +1923,11 @@ impl SynthPublisher {
         gop: u32,
         lifetime: Duration,
     ) -> SynthPublisher {
-        let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let result = Arc::new(Mutex::new(None));
-        let (st, sn, res) = (stop.clone(), sent.clone(), result.clone());
+        let (sn, res) = (sent.clone(), result.clone());
         let name = name.to_string();
-        let handle = thread::spawn(move || {
+        let worker = Worker::spawn(move |st| {
             let why = synth_publish(
                 port,
                 &name,
@@ -1900,10 +1941,9 @@ impl SynthPublisher {
             *res.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
         });
         SynthPublisher {
-            stop,
             sent,
             result,
-            handle: Some(handle),
+            worker,
         }
     }
 
@@ -1920,16 +1960,7 @@ impl SynthPublisher {
     }
 
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for SynthPublisher {
-    fn drop(&mut self) {
-        self.stop();
+        self.worker.stop();
     }
 }
 
