@@ -6,11 +6,12 @@
 //!   and client session state machines.
 //! - [`media`]: frames, codec sniffing, the GOP cache, timestamp smoothing.
 //! - [`policy`]: who may connect, publish and play: allow/deny rules, secrets, HTTP hooks.
-//! - [`server`]: one shard's work: accept -> conn (the socket loop) -> shard (owner registry,
-//!   streams) -> stream fan-out to local players -> mesh (one message per subscribed shard) ->
-//!   writer (bounded queue, batched vectored writes).
+//! - [`server`]: the shards: accept -> a connection task (RTMP, HTTP-FLV, forward peer) ->
+//!   the shard's roles (owner directory, source, sink) -> a stream's fan-out to local players
+//!   -> the mesh (one message per subscribed shard) -> writer (bounded queue, merged writes).
+//!   [`server::start`] runs it all in this process and returns a handle.
 //! - [`http`]: the SRS-shaped API, Prometheus metrics, HTTP-FLV players and the console.
-//! - [`runtime`]: glommio glue: one pinned executor per core, the mesh, limits and signals.
+//! - [`runtime`]: the process around `server::start`: limits, signals, reload.
 
 pub mod config;
 pub mod http;

@@ -183,8 +183,10 @@ fn master_forwards_to_both_slaves_and_the_dead_destination_slows_nothing() {
             "ffmpeg on {url} printed errors: {}",
             out.describe()
         );
+        // Live, not a dump: the join burst is at most one GOP (2 s in the test media), so 3 s
+        // of media take at least about 1 s to arrive (1.3 s was seen when joining late in a GOP).
         assert!(
-            out.elapsed >= Duration::from_millis(1500) && out.elapsed < Duration::from_secs(15),
+            out.elapsed >= Duration::from_millis(900) && out.elapsed < Duration::from_secs(15),
             "3 s of live media from {url} took {:?}",
             out.elapsed
         );

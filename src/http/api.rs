@@ -1,8 +1,9 @@
 //! The HTTP API in SRS's shape (`/api/v1/...`, `{"code":0,...}`), built from the shards'
 //! snapshots. Streams and clients are summed over all shards here, on the reader's side.
 
+use crate::server::board::{AudioInfo, ClientStat, ShardSnapshot, VideoInfo};
 use crate::server::key::StreamKey;
-use crate::server::stats::{unix_ms, AudioInfo, ClientStat, ShardSnapshot, VideoInfo};
+use crate::server::time::unix_ms;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -67,7 +68,7 @@ pub fn stream_views(snaps: &[ShardSnapshot]) -> Vec<StreamView> {
         let Some(v) = c.stream.as_ref().and_then(|k| by_key.get_mut(k.as_str())) else {
             continue;
         };
-        if c.kind == "fmle-publish" {
+        if c.kind.is_publisher() {
             v.recv_bytes += c.bytes_in;
             v.kbps_recv += c.kbps_in;
         } else {
@@ -164,8 +165,8 @@ fn client_json(c: &ClientStat) -> Value {
         "swfUrl": "",
         "tcUrl": tc_url,
         "url": if name.is_empty() { String::new() } else { format!("/{app}/{name}") },
-        "type": c.kind,
-        "publish": c.kind == "fmle-publish",
+        "type": c.kind.as_str(),
+        "publish": c.kind.is_publisher(),
         "alive": c.alive_ms as f64 / 1000.0,
         "send_bytes": c.bytes_out,
         "recv_bytes": c.bytes_in,
@@ -235,8 +236,8 @@ pub fn summaries(snaps: &[ShardSnapshot], uptime_secs: u64) -> Value {
                 "conn_srs": snaps.iter().map(|s| s.connections).sum::<usize>(),
                 "streams": views.len(),
                 "streams_live": views.iter().filter(|v| v.live).count(),
-                "publishers": clients.iter().filter(|c| c.kind == "fmle-publish").count(),
-                "players": clients.iter().filter(|c| c.kind.ends_with("-play")).count(),
+                "publishers": clients.iter().filter(|c| c.kind.is_publisher()).count(),
+                "players": clients.iter().filter(|c| c.kind.is_player()).count(),
                 "bytes_in": snaps.iter().map(|s| s.bytes_in).sum::<u64>(),
                 "bytes_out": snaps.iter().map(|s| s.bytes_out).sum::<u64>(),
                 "kbps_in": kbps_in,
@@ -254,7 +255,7 @@ pub fn error(code: u32, message: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::stats::StreamStat;
+    use crate::server::board::StreamStat;
 
     fn snap(shard: usize, players: usize, publisher: Option<u64>) -> ShardSnapshot {
         let key = StreamKey::new("__defaultVhost__", "live", "s");
@@ -278,7 +279,7 @@ mod tests {
                 id: (i * 2 + shard) as u64 + 10,
                 shard,
                 peer: "127.0.0.1:5000".into(),
-                kind: "rtmp-play",
+                kind: crate::server::kinds::ClientKind::RtmpPlay,
                 stream: Some(key.clone()),
                 tc_url: "".into(),
                 bytes_in: 0,

@@ -5,6 +5,7 @@ use super::Reply;
 
 const PAGE: &str = include_str!("console.html");
 
+/// The console page.
 pub fn page() -> Reply {
     Reply {
         status: 200,

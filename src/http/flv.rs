@@ -7,18 +7,19 @@ use super::request::{chunked_head, response, Request};
 use crate::media::flv::file_header;
 use crate::policy::{self, ClientInfo};
 use crate::rtmp::session::query_param;
-use crate::server::conn::DEFAULT_VHOST;
+use crate::server::conn::ClientConn;
+use crate::server::conns::Slot;
+use crate::server::ids::ConnId;
 use crate::server::key::StreamKey;
-use crate::server::shard::{ConnEntry, Shard};
-use crate::server::stats::IoTotals;
+use crate::server::kinds::{ClientKind, CloseReason};
+use crate::server::rtmp_conn::DEFAULT_VHOST;
+use crate::server::shard::Shard;
 use crate::server::stream::{PlayerKind, PlayerRef};
-use crate::server::writer::{close_and_wait, run_writer};
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use log::{info, warn};
 use std::net::SocketAddr;
-use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -43,11 +44,13 @@ fn response_start() -> Bytes {
     Bytes::from(v)
 }
 
+/// Serve one HTTP-FLV player until it leaves or the publish ends.
 pub async fn serve(
     shard: &Rc<Shard>,
     mut stream: TcpStream,
-    id: u64,
+    id: ConnId,
     peer: SocketAddr,
+    slot: Slot,
     req: &Request,
 ) {
     use futures_lite::AsyncWriteExt;
@@ -59,7 +62,7 @@ pub async fn serve(
     };
     let cfg = shard.cfg();
     let info = ClientInfo {
-        id,
+        id: id.get(),
         ip: peer.ip(),
         vhost: key.vhost(),
         app: key.app(),
@@ -68,30 +71,32 @@ pub async fn serve(
     if let Err(cause) = policy::check_play(&cfg, &info, key.stream_name(), &req.query).await {
         warn!(
             "shard={} client={id} peer={peer} error: play-flv of {key} refused: {cause}",
-            shard.id
+            shard.id()
         );
         let _ = stream
             .write_all(&response(403, "text/plain", cause.client.as_bytes(), false))
             .await;
         return;
     }
-    let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if wfd < 0 {
-        return;
-    }
-    // SAFETY: wfd is a fresh descriptor we own.
-    let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
     let writer = shard.new_writer();
     let wait = Duration::from_secs(cfg.http.flv_wait_timeout_secs);
     if !wait.is_zero() {
         writer.hold();
     }
-    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream));
-    let entry = ConnEntry::new(stream.as_raw_fd(), peer, writer.clone());
-    entry.kind.set("flv-play");
-    *entry.stream.borrow_mut() = Some(key.clone());
-    *entry.tc_url.borrow_mut() = req.path.as_str().into(); // the path only: the query may hold a token
-    shard.add_conn(id, entry);
+    let mut client = match ClientConn::open(shard.clone(), &stream, id, peer, slot, writer.clone())
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(
+                "shard={} client={id} peer={peer} error: dup failed: {e}",
+                shard.id()
+            );
+            return;
+        }
+    };
+    client.set_kind(ClientKind::FlvPlay, Some(key.clone()));
+    // The path only: the query may hold a token.
+    client.set_tc_url(req.path.as_str().into());
     if wait.is_zero() {
         writer.send_control(response_start());
     }
@@ -101,7 +106,7 @@ pub async fn serve(
     );
     info!(
         "shard={} client={id} peer={peer} play-flv stream={key} owner={}",
-        shard.id,
+        shard.id(),
         shard.owner_of(&key)
     );
     let mut found = true;
@@ -118,7 +123,7 @@ pub async fn serve(
             shard.remove_player(&key, id, 1);
             warn!(
                 "shard={} client={id} peer={peer} play-flv stream={key}: not published within {} s, 404",
-                shard.id,
+                shard.id(),
                 wait.as_secs()
             );
             writer.finish(Bytes::from(response(
@@ -134,37 +139,18 @@ pub async fn serve(
     let mut bytes_in = 0u64;
     let reason = loop {
         match stream.read(&mut buf).await {
-            Ok(0) => {
-                let kicked = shard
-                    .conns
-                    .borrow()
-                    .get(&id)
-                    .is_some_and(|e| e.kicked.get());
-                break if kicked {
-                    "kicked through the API".to_string()
-                } else {
-                    "closed by peer".to_string()
-                };
-            }
+            Ok(0) => break client.eof_reason(),
             Ok(n) => {
                 bytes_in += n as u64;
-                IoTotals::add(&shard.totals.bytes_in, n as u64);
+                client.add_bytes_in(n as u64);
             }
-            Err(e) => break format!("read error: {e}"),
+            Err(e) => break CloseReason::Read(e),
         }
     };
     if found {
         shard.remove_player(&key, id, 1);
     }
-    close_and_wait(&writer, writer_task).await;
-    shard.remove_conn(id);
-    info!(
-        "shard={} client={id} peer={peer} close reason=\"{reason}\" role=flv-play bytes_in={bytes_in} bytes_out={} writes={} dropped_frames={}",
-        shard.id,
-        writer.bytes_out(),
-        writer.writes(),
-        writer.dropped_frames()
-    );
+    client.close(reason, bytes_in).await;
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! `GET /metrics` in the Prometheus text exposition format (version 0.0.4).
 
 use super::api::stream_views;
-use crate::server::forward::ForwardState;
-use crate::server::stats::ShardSnapshot;
+use crate::server::board::ShardSnapshot;
+use crate::server::kinds::ForwardState;
 use std::fmt::Write;
 
 /// Label values escaped as the format asks (backslash, quote, newline).
@@ -32,6 +32,7 @@ impl Out {
     }
 }
 
+/// Prometheus text exposition of every shard's snapshot.
 pub fn render(snaps: &[ShardSnapshot], uptime_secs: u64) -> String {
     let mut o = Out(String::with_capacity(4096));
     o.family(
@@ -53,23 +54,13 @@ pub fn render(snaps: &[ShardSnapshot], uptime_secs: u64) -> String {
             "shardcast_publishers",
             "gauge",
             "Publishers connected.",
-            |s| {
-                s.clients
-                    .iter()
-                    .filter(|c| c.kind == "fmle-publish")
-                    .count() as u64
-            },
+            |s| s.clients.iter().filter(|c| c.kind.is_publisher()).count() as u64,
         ),
         (
             "shardcast_players",
             "gauge",
             "Players (RTMP and HTTP-FLV) connected.",
-            |s| {
-                s.clients
-                    .iter()
-                    .filter(|c| c.kind.ends_with("-play"))
-                    .count() as u64
-            },
+            |s| s.clients.iter().filter(|c| c.kind.is_player()).count() as u64,
         ),
         (
             "shardcast_bytes_received_total",

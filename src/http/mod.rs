@@ -7,6 +7,9 @@ pub mod flv;
 pub mod metrics;
 pub mod request;
 
+use crate::server::conns::Slot;
+use crate::server::ids::ConnId;
+use crate::server::mesh::{ControlMsg, ShardMsg};
 use crate::server::shard::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -19,8 +22,11 @@ use std::time::{Duration, Instant};
 
 /// What a route answers: status, content type, body.
 pub struct Reply {
+    /// HTTP status code.
     pub status: u16,
+    /// `Content-Type` of the body.
     pub content_type: &'static str,
+    /// The body.
     pub body: Vec<u8>,
 }
 
@@ -43,7 +49,13 @@ impl Reply {
 }
 
 /// Serve one HTTP connection (keep-alive requests in turn, or one HTTP-FLV stream).
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: SocketAddr) {
+pub async fn serve(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    id: ConnId,
+    peer: SocketAddr,
+    slot: Slot,
+) {
     let cfg = shard.cfg();
     let max = cfg.http.max_header_bytes;
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
@@ -55,7 +67,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
                 Ok(Some(r)) => break r,
                 Ok(None) => {}
                 Err(e) => {
-                    warn!("shard={} http peer={peer} error: {e}", shard.id);
+                    warn!("shard={} http peer={peer} error: {e}", shard.id());
                     let r = Reply::text(e.status(), &e.to_string());
                     let _ = write_reply(&mut stream, &r, false).await;
                     break 'requests;
@@ -73,7 +85,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
                     if !buf.is_empty() {
                         warn!(
                             "shard={} http peer={peer} error: request head not complete within {} s",
-                            shard.id, cfg.http.header_timeout_secs
+                            shard.id(), cfg.http.header_timeout_secs
                         );
                         let r = Reply::text(408, "request head timed out");
                         let _ = write_reply(&mut stream, &r, false).await;
@@ -86,7 +98,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
         buf.drain(..head_len);
         debug!(
             "shard={} http peer={peer} {} {}",
-            shard.id, req.method, req.path
+            shard.id(),
+            req.method,
+            req.path
         );
         if req.method == "GET" && req.path.ends_with(".flv") {
             let _ = stream.set_read_timeout(None);
@@ -94,8 +108,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
             // for hours, so do not keep them that long.
             drop(std::mem::take(&mut buf));
             drop(std::mem::take(&mut chunk));
-            Box::pin(flv::serve(&shard, stream, id, peer, &req)).await;
-            shard.release_slot(peer);
+            Box::pin(flv::serve(&shard, stream, id, peer, slot, &req)).await;
             return;
         }
         // HEAD is answered like GET, without the body.
@@ -118,7 +131,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: Socke
             break;
         }
     }
-    shard.release_slot(peer);
+    drop(slot);
 }
 
 async fn write_reply(stream: &mut TcpStream, r: &Reply, keep_alive: bool) -> std::io::Result<()> {
@@ -128,7 +141,7 @@ async fn write_reply(stream: &mut TcpStream, r: &Reply, keep_alive: bool) -> std
 }
 
 fn route(shard: &Shard, req: &Request) -> Reply {
-    let board = &shard.global.board;
+    let board = &shard.global().board;
     let uptime = board.started.elapsed().as_secs();
     let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     match (req.method.as_str(), parts.as_slice()) {
@@ -173,7 +186,8 @@ fn route(shard: &Shard, req: &Request) -> Reply {
                 .filter(|id| api::client(&board.read(), *id).is_some());
             match known {
                 Some(id) => {
-                    board.kick(id);
+                    let id = ConnId::from_raw(id);
+                    shard.send(id.shard(), ShardMsg::Control(ControlMsg::Kick(id)));
                     Reply::json(200, &serde_json::json!({ "code": 0 }))
                 }
                 None => Reply::json(

@@ -1,437 +1,139 @@
-//! One RTMP connection: the only socket read loop. It feeds the session state machine, carries
-//! out its requests against the shard (claim, subscribe), and hands outgoing bytes to the
-//! connection's writer.
+//! The one connection lifecycle, shared by RTMP clients, HTTP-FLV players and forward peers:
+//! open the I/O halves (a second descriptor for the writer task, so reading and writing never
+//! wait on each other), list the client, and close with a typed reason: flush the writer, drop
+//! the entry, log one close line, and give the slot back when the guard drops.
 
+use super::conns::{ConnEntry, Slot};
+use super::ids::ConnId;
 use super::key::StreamKey;
-use super::shard::{ConnEntry, Shard};
-use super::stats::IoTotals;
-use super::stream::{PlayerKind, PlayerRef};
+use super::kinds::{ClientKind, CloseReason};
+use super::shard::Shard;
 use super::writer::{close_and_wait, run_writer, ConnWriter};
-use crate::policy::{self, ClientInfo};
-use crate::rtmp::amf0::DecodeLimits;
-use crate::rtmp::chunk::DecoderLimits;
-use crate::rtmp::session::{ServerSession, SessionConfig, SessionEvent};
-use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
-use log::{debug, info, warn};
+use log::{info, warn};
 use std::net::SocketAddr;
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-/// Read buffer sizes: before a role (handshake, connect), as a publisher, as a player.
-const READ_BUF_START: usize = 2048;
-const READ_BUF_PUBLISHER: usize = 64 * 1024;
-const READ_BUF_PLAYER: usize = 256;
-
-/// The vhost used when a client names none (SRS's name for it).
-pub const DEFAULT_VHOST: &str = "__defaultVhost__";
-
-struct Publishing {
-    stream_id: u32,
-    key: StreamKey,
-    publish_id: u64,
-    /// The stream name's query, for hooks.
-    query: String,
+/// A socket's writing half, run by its writer task.
+pub struct ConnIo {
+    /// The queue everyone on the shard writes to.
+    pub writer: Rc<ConnWriter>,
+    task: glommio::Task<()>,
 }
 
-struct Playing {
-    stream_id: u32,
-    key: StreamKey,
-    query: String,
+impl ConnIo {
+    /// Give `writer` a duplicate of `stream`'s descriptor and start its task.
+    pub fn open(stream: &TcpStream, writer: Rc<ConnWriter>) -> std::io::Result<ConnIo> {
+        // SAFETY: dup(2) of a descriptor `stream` owns; the copy is checked below.
+        let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
+        if wfd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: wfd is a fresh descriptor we own.
+        let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
+        let task = glommio::spawn_local(run_writer(writer.clone(), wstream));
+        Ok(ConnIo { writer, task })
+    }
+
+    /// Flush what is queued and wait (briefly) for the writer task to end.
+    pub async fn close(self) {
+        close_and_wait(&self.writer, self.task).await;
+    }
 }
 
-struct Conn {
-    shard: Rc<Shard>,
-    id: u64,
-    peer: SocketAddr,
-    session: ServerSession,
-    writer: Rc<ConnWriter>,
-    app: String,
-    vhost: String,
-    publishing: Vec<Publishing>,
-    playing: Vec<Playing>,
-    tc_url: String,
-    /// What the connection did last: "publish", "play" or "none", for the close line.
-    role: &'static str,
-    bytes_in: u64,
+/// A client connection listed on its shard, from open to its close line.
+pub struct ClientConn {
+    /// The shard it lives on.
+    pub shard: Rc<Shard>,
+    /// Its id (knows the shard).
+    pub id: ConnId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    io: ConnIo,
+    kind: ClientKind,
+    _slot: Slot,
 }
 
-/// Serve one accepted connection until it closes.
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, id: u64, peer: SocketAddr) {
-    let cfg = shard.cfg();
-    // A second descriptor for the writer task, so reading and writing never wait on each other.
-    let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if wfd < 0 {
-        warn!(
-            "shard={} client={id} peer={peer} error: dup failed: {}",
-            shard.id,
-            std::io::Error::last_os_error()
+impl ClientConn {
+    /// Open the writer half of `stream` and list the client.
+    pub fn open(
+        shard: Rc<Shard>,
+        stream: &TcpStream,
+        id: ConnId,
+        peer: SocketAddr,
+        slot: Slot,
+        writer: Rc<ConnWriter>,
+    ) -> std::io::Result<ClientConn> {
+        let io = ConnIo::open(stream, writer.clone())?;
+        shard
+            .conns
+            .insert(id, ConnEntry::new(stream.as_raw_fd(), peer, writer));
+        Ok(ClientConn {
+            shard,
+            id,
+            peer,
+            io,
+            kind: ClientKind::Idle,
+            _slot: slot,
+        })
+    }
+
+    /// The connection's sending half.
+    pub fn writer(&self) -> &Rc<ConnWriter> {
+        &self.io.writer
+    }
+
+    /// What the client does now (API, metrics and the close line's role).
+    pub fn set_kind(&mut self, kind: ClientKind, stream: Option<StreamKey>) {
+        self.kind = kind;
+        self.shard.conns.with(self.id, |e| {
+            e.kind.set(kind);
+            *e.stream.borrow_mut() = stream;
+        });
+    }
+
+    /// The tcUrl (redacted) or path shown for this client.
+    pub fn set_tc_url(&self, shown: Arc<str>) {
+        self.shard
+            .conns
+            .with(self.id, |e| *e.tc_url.borrow_mut() = shown);
+    }
+
+    /// Count bytes read from the client.
+    pub fn add_bytes_in(&self, n: u64) {
+        self.shard
+            .conns
+            .with(self.id, |e| e.bytes_in.set(e.bytes_in.get() + n));
+        super::counters::IoTotals::add(&self.shard.totals.bytes_in, n);
+    }
+
+    /// Why a read saw end of stream: the API kicked it, or the peer closed.
+    pub fn eof_reason(&self) -> CloseReason {
+        if self.shard.conns.kicked(self.id) {
+            CloseReason::Kicked
+        } else {
+            CloseReason::ClosedByPeer
+        }
+    }
+
+    /// Close: flush, unlist, log the close line (and the error line when the server ended it).
+    pub async fn close(self, reason: CloseReason, bytes_in: u64) {
+        let sh = self.shard.id();
+        let (id, peer) = (self.id, self.peer);
+        if let CloseReason::Failed(e) = &reason {
+            warn!("shard={sh} client={id} peer={peer} error: {e}");
+        }
+        let writer = self.io.writer.clone();
+        self.io.close().await;
+        self.shard.conns.remove(id);
+        info!(
+            "shard={sh} client={id} peer={peer} close reason=\"{reason}\" role={} bytes_in={bytes_in} bytes_out={} writes={} dropped_frames={}",
+            self.kind.role(),
+            writer.bytes_out(),
+            writer.writes(),
+            writer.dropped_frames()
         );
-        return;
-    }
-    // SAFETY: wfd is a fresh descriptor we own.
-    let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
-    let _ = stream.set_nodelay(true);
-    let writer = shard.new_writer();
-    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream));
-    shard.add_conn(id, ConnEntry::new(stream.as_raw_fd(), peer, writer.clone()));
-
-    let session_cfg = SessionConfig {
-        out_chunk_size: cfg.rtmp.chunk_size,
-        window_ack_size: cfg.rtmp.window_ack_size,
-        decoder_limits: DecoderLimits {
-            max_chunk_size: cfg.rtmp.max_incoming_chunk_size,
-            max_message_len: cfg.rtmp.max_message_size,
-            max_chunk_streams: cfg.rtmp.max_chunk_streams,
-        },
-        amf_limits: DecodeLimits::default(),
-    };
-    let seed = id.rotate_left(32) ^ super::time_seed();
-    let mut conn = Conn {
-        shard: shard.clone(),
-        id,
-        peer,
-        session: ServerSession::new(session_cfg, seed, 0),
-        writer: writer.clone(),
-        app: String::new(),
-        vhost: DEFAULT_VHOST.to_string(),
-        publishing: Vec::new(),
-        playing: Vec::new(),
-        tc_url: String::new(),
-        role: "none",
-        bytes_in: 0,
-    };
-    let reason = conn.run(&mut stream).await;
-    conn.cleanup();
-
-    close_and_wait(&writer, writer_task).await;
-    shard.remove_conn(id);
-    shard.release_slot(peer);
-    let role = conn.role;
-    info!(
-        "shard={} client={id} peer={peer} close reason=\"{reason}\" role={role} bytes_in={} bytes_out={} writes={} dropped_frames={}",
-        shard.id,
-        conn.bytes_in,
-        writer.bytes_out(),
-        writer.writes(),
-        writer.dropped_frames()
-    );
-}
-
-impl Conn {
-    async fn run(&mut self, stream: &mut TcpStream) -> String {
-        let cfg = self.shard.cfg();
-        let handshake_deadline =
-            Instant::now() + Duration::from_secs(cfg.server.handshake_timeout_secs);
-        let idle = Duration::from_secs(cfg.server.publish_idle_timeout_secs);
-        // Sized by role: players send little (acks), publishers a lot; a player's memory is
-        // what bounds how many one shard holds.
-        let mut buf = vec![0u8; READ_BUF_START];
-        loop {
-            let timeout = if !self.session.handshake_done() {
-                let left = handshake_deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return self.fail("handshake timed out");
-                }
-                Some(left)
-            } else if self.playing.is_empty() {
-                Some(idle)
-            } else {
-                None // players may be silent for as long as they like
-            };
-            let _ = stream.set_read_timeout(timeout);
-            let read = stream.read(&mut buf).await;
-            // A failed write shuts the socket down, which ends the read: say why.
-            if let Some(e) = self.writer.error() {
-                return self.fail(&format!("write error: {e}"));
-            }
-            let n = match read {
-                Ok(0) => {
-                    let mut kicked = false;
-                    self.with_entry(|e| kicked = e.kicked.get());
-                    return if kicked {
-                        "kicked through the API".into()
-                    } else {
-                        "closed by peer".into()
-                    };
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    return "reset by peer".into()
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    let what = if self.session.handshake_done() {
-                        "idle timeout"
-                    } else {
-                        "handshake timed out"
-                    };
-                    return self.fail(what);
-                }
-                Err(e) => return format!("read error: {e}"),
-            };
-            if self.shard.global.shutdown.load(Ordering::Relaxed) {
-                return "server shutting down".into();
-            }
-            self.bytes_in += n as u64;
-            self.with_entry(|e| e.bytes_in.set(e.bytes_in.get() + n as u64));
-            IoTotals::add(&self.shard.totals.bytes_in, n as u64);
-            let mut input = &buf[..n];
-            loop {
-                let result = self.session.handle_input(input);
-                input = &[];
-                // Replies and events queued before an error are still delivered.
-                self.flush();
-                while let Some(ev) = self.session.poll_event() {
-                    if let Err(cause) = self.handle_event(ev).await {
-                        self.flush();
-                        return self.fail(&cause);
-                    }
-                    self.flush();
-                }
-                if let Err(e) = result {
-                    return self.fail(&e.to_string());
-                }
-                // A decided request may have left messages waiting behind it.
-                if !self.session.resumable() {
-                    break;
-                }
-            }
-            let want = if !self.publishing.is_empty() {
-                READ_BUF_PUBLISHER
-            } else if !self.playing.is_empty() {
-                READ_BUF_PLAYER
-            } else {
-                READ_BUF_START
-            };
-            if buf.len() != want {
-                buf = vec![0u8; want];
-            }
-            if self.writer.failed() {
-                return "write error".into();
-            }
-        }
-    }
-
-    /// Update this connection's stats entry.
-    fn with_entry(&self, f: impl FnOnce(&ConnEntry)) {
-        if let Some(e) = self.shard.conns.borrow().get(&self.id) {
-            f(e);
-        }
-    }
-
-    fn fail(&self, cause: &str) -> String {
-        warn!(
-            "shard={} client={} peer={} error: {cause}",
-            self.shard.id, self.id, self.peer
-        );
-        format!("error: {cause}")
-    }
-
-    fn flush(&mut self) {
-        while let Some(b) = self.session.poll_transmit() {
-            self.writer.send_control(b);
-        }
-    }
-
-    fn key(&self, name: &str) -> StreamKey {
-        StreamKey::new(&self.vhost, &self.app, name)
-    }
-
-    /// Carry out one session event; `Err(cause)` closes the connection.
-    async fn handle_event(&mut self, ev: SessionEvent) -> Result<(), String> {
-        let sh = self.shard.clone();
-        match ev {
-            SessionEvent::HandshakeDone { kind } => {
-                debug!("shard={} client={} handshake {kind:?}", sh.id, self.id);
-            }
-            SessionEvent::ConnectRequested {
-                app,
-                tc_url,
-                vhost,
-                vhost_explicit,
-            } => {
-                self.app = app;
-                // An explicit ?vhost= always counts; a tcUrl host only when it names a
-                // configured vhost (so 127.0.0.1 and localhost reach the same streams).
-                self.vhost = if vhost_explicit || sh.cfg().knows_vhost(&vhost) {
-                    vhost
-                } else {
-                    DEFAULT_VHOST.to_string()
-                };
-                let shown = policy::redact(&tc_url);
-                info!(
-                    "shard={} client={} peer={} connect app={} vhost={} tcUrl={shown}",
-                    sh.id, self.id, self.peer, self.app, self.vhost
-                );
-                self.tc_url = tc_url;
-                self.with_entry(|e| *e.tc_url.borrow_mut() = shown.into());
-                if let Err(cause) = Box::pin(policy::check_connect(&sh.cfg(), &self.info())).await {
-                    self.session.reject_connect(&cause.client);
-                    return Err(format!("connect refused: {cause}"));
-                }
-                self.session.accept_connect();
-            }
-            SessionEvent::PublishRequested {
-                stream_id,
-                name,
-                query,
-                ..
-            } => {
-                let key = self.key(&name);
-                let owner = sh.owner_of(&key);
-                if let Err(cause) = Box::pin(policy::check_publish(
-                    &sh.cfg(),
-                    &self.info(),
-                    &name,
-                    &query,
-                ))
-                .await
-                {
-                    self.session.reject_publish(
-                        stream_id,
-                        "NetStream.Publish.Denied",
-                        &cause.client,
-                    );
-                    return Err(format!("publish of {key} refused: {cause}"));
-                }
-                match Box::pin(sh.claim_publish(&key, self.id)).await {
-                    Ok(publish_id) => {
-                        self.session.accept_publish(stream_id);
-                        info!(
-                            "shard={} client={} peer={} publish stream={key} owner={owner}",
-                            sh.id, self.id, self.peer
-                        );
-                        self.role = "publish";
-                        self.with_entry(|e| {
-                            e.kind.set("fmle-publish");
-                            *e.stream.borrow_mut() = Some(key.clone());
-                        });
-                        self.publishing.push(Publishing {
-                            stream_id,
-                            key,
-                            publish_id,
-                            query,
-                        });
-                    }
-                    Err(why) => {
-                        self.session.reject_publish(
-                            stream_id,
-                            "NetStream.Publish.BadName",
-                            &format!("{name}: {why}"),
-                        );
-                        warn!(
-                            "shard={} client={} peer={} publish refused stream={key}: {why}",
-                            sh.id, self.id, self.peer
-                        );
-                    }
-                }
-            }
-            SessionEvent::PlayRequested {
-                stream_id,
-                name,
-                query,
-                reset,
-                ..
-            } => {
-                let key = self.key(&name);
-                if let Err(cause) =
-                    Box::pin(policy::check_play(&sh.cfg(), &self.info(), &name, &query)).await
-                {
-                    self.session
-                        .reject_play(stream_id, "NetStream.Play.Failed", &cause.client);
-                    return Err(format!("play of {key} refused: {cause}"));
-                }
-                self.session.accept_play(stream_id, reset, &name);
-                // Play.Start must reach the writer before the first media.
-                self.flush();
-                sh.add_player(
-                    &key,
-                    PlayerRef::new(self.id, stream_id, self.writer.clone(), PlayerKind::Rtmp),
-                );
-                info!(
-                    "shard={} client={} peer={} play stream={key} owner={}",
-                    sh.id,
-                    self.id,
-                    self.peer,
-                    sh.owner_of(&key)
-                );
-                self.role = "play";
-                self.with_entry(|e| {
-                    e.kind.set("rtmp-play");
-                    *e.stream.borrow_mut() = Some(key.clone());
-                });
-                self.playing.push(Playing {
-                    stream_id,
-                    key,
-                    query,
-                });
-            }
-            SessionEvent::Media {
-                stream_id,
-                frame,
-                metadata,
-            } => {
-                if let Some(p) = self.publishing.iter().find(|p| p.stream_id == stream_id) {
-                    sh.publish_frame(&p.key, p.publish_id, frame, metadata);
-                }
-            }
-            SessionEvent::PublishStopped { stream_id } => {
-                if let Some(i) = self
-                    .publishing
-                    .iter()
-                    .position(|p| p.stream_id == stream_id)
-                {
-                    let p = self.publishing.remove(i);
-                    sh.unpublish(&p.key, p.publish_id);
-                    let name = p.key.stream_name();
-                    policy::notify(&sh.cfg(), "on_unpublish", &self.info(), name, &p.query);
-                    info!(
-                        "shard={} client={} unpublish stream={}",
-                        sh.id, self.id, p.key
-                    );
-                }
-            }
-            SessionEvent::PlayStopped { stream_id } => {
-                if let Some(i) = self.playing.iter().position(|p| p.stream_id == stream_id) {
-                    let p = self.playing.remove(i);
-                    sh.remove_player(&p.key, self.id, stream_id);
-                    let name = p.key.stream_name();
-                    policy::notify(&sh.cfg(), "on_stop", &self.info(), name, &p.query);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The connection is gone: give up its publishes and player slots.
-    fn cleanup(&mut self) {
-        let cfg = self.shard.cfg();
-        for p in &self.publishing {
-            self.shard.unpublish(&p.key, p.publish_id);
-            policy::notify(
-                &cfg,
-                "on_unpublish",
-                &self.info(),
-                p.key.stream_name(),
-                &p.query,
-            );
-        }
-        for p in &self.playing {
-            self.shard.remove_player(&p.key, self.id, p.stream_id);
-            policy::notify(&cfg, "on_stop", &self.info(), p.key.stream_name(), &p.query);
-        }
-    }
-
-    /// Who this client is, for policy decisions and hooks.
-    fn info(&self) -> ClientInfo<'_> {
-        ClientInfo {
-            id: self.id,
-            ip: self.peer.ip(),
-            vhost: &self.vhost,
-            app: &self.app,
-            tc_url: &self.tc_url,
-        }
     }
 }

@@ -3,39 +3,19 @@
 //! crosses to its shard once. A destination that is down or drops is retried with exponential
 //! backoff; it never delays the publisher, the players or the other destinations.
 
-use super::key::StreamKey;
+use super::conn::ConnIo;
+use super::forward_peer::{Backoff, ForwardHandle};
+use super::kinds::ForwardState;
 use super::shard::Shard;
 use super::stream::{PlayerKind, PlayerRef};
-use super::writer::{close_and_wait, run_writer, ConnWriter, LocalNotify};
-use crate::config::ForwardTarget;
+use super::writer::ConnWriter;
 use crate::rtmp::client::{ClientConfig, ClientEvent, ClientRole, ClientSession};
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use log::{info, warn};
-use std::cell::{Cell, RefCell};
-use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardState {
-    Connecting,
-    Publishing,
-    Backoff,
-    Stopped,
-}
-
-impl ForwardState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ForwardState::Connecting => "connecting",
-            ForwardState::Publishing => "publishing",
-            ForwardState::Backoff => "backoff",
-            ForwardState::Stopped => "stopped",
-        }
-    }
-}
 
 #[derive(Debug, Error)]
 enum ForwardError {
@@ -51,77 +31,10 @@ enum ForwardError {
     Io(#[from] std::io::Error),
 }
 
-/// One destination of one stream, as the shard holding it sees it (for logs and stats).
-pub struct ForwardHandle {
-    pub key: StreamKey,
-    pub target: ForwardTarget,
-    pub state: Cell<ForwardState>,
-    pub reconnects: Cell<u64>,
-    pub bytes_out: Cell<u64>,
-    pub last_error: RefCell<String>,
-    stopped: Cell<bool>,
-    stop: LocalNotify,
-}
-
-impl ForwardHandle {
-    pub fn new(key: StreamKey, target: ForwardTarget) -> Rc<ForwardHandle> {
-        Rc::new(ForwardHandle {
-            key,
-            target,
-            state: Cell::new(ForwardState::Connecting),
-            reconnects: Cell::new(0),
-            bytes_out: Cell::new(0),
-            last_error: RefCell::new(String::new()),
-            stopped: Cell::new(false),
-            stop: LocalNotify::default(),
-        })
-    }
-
-    /// The publish ended: unpublish at the destination and stop retrying.
-    pub fn stop(&self) {
-        self.stopped.set(true);
-        self.stop.notify();
-    }
-}
-
-/// Retry delays: `initial` doubling to `max`, each with up to 25% jitter.
-pub struct Backoff {
-    next: Duration,
-    initial: Duration,
-    max: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration, seed: u64) -> Backoff {
-        Backoff {
-            next: initial,
-            initial,
-            max,
-            rng: seed | 1,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
-
-    /// The delay to wait now; the one after is doubled.
-    pub fn next_delay(&mut self) -> Duration {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let base = self.next;
-        let jitter = base.mul_f64((self.rng % 1000) as f64 / 4000.0);
-        self.next = (self.next * 2).min(self.max);
-        (base + jitter).min(self.max + self.max / 4)
-    }
-}
-
 /// Keep publishing `key` to `target` until stopped.
 pub async fn run(shard: Rc<Shard>, h: Rc<ForwardHandle>) {
     let f = &shard.cfg().forward;
-    let seed = shard.new_id() ^ super::time_seed();
+    let seed = shard.new_id() ^ super::time::time_seed();
     let mut backoff = Backoff::new(
         Duration::from_millis(f.backoff_initial_ms),
         Duration::from_millis(f.backoff_max_ms),
@@ -148,7 +61,7 @@ pub async fn run(shard: Rc<Shard>, h: Rc<ForwardHandle>) {
         *h.last_error.borrow_mut() = cause.clone();
         warn!(
             "shard={} forward stream={} dest={} failed: {cause}; retry in {} ms",
-            shard.id,
+            shard.id(),
             h.key,
             h.target.display,
             delay.as_millis()
@@ -158,7 +71,9 @@ pub async fn run(shard: Rc<Shard>, h: Rc<ForwardHandle>) {
     h.state.set(ForwardState::Stopped);
     info!(
         "shard={} forward stream={} dest={} stopped",
-        shard.id, h.key, h.target.display
+        shard.id(),
+        h.key,
+        h.target.display
     );
 }
 
@@ -175,19 +90,13 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
         .await
         .map_err(|e| ForwardError::Connect(e.to_string()))?;
     let _ = stream.set_nodelay(true);
-    let wfd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if wfd < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    // SAFETY: wfd is a fresh descriptor we own.
-    let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
     let writer = ConnWriter::new(
         f.queue_ms,
         shard.cfg().stall_timeout(),
-        shard.flusher.clone(),
+        shard.flusher(),
         None, // forward bytes are the destination's figures, not the shard's client totals
     );
-    let writer_task = glommio::spawn_local(run_writer(writer.clone(), wstream));
+    let io = ConnIo::open(&stream, writer.clone())?;
 
     let (tc_url, app) = h.target.tc_url(h.key.app());
     let cfg = ClientConfig {
@@ -200,7 +109,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
         buffer_ms: 0,
     };
     let mut client = ClientSession::new(cfg, shard.new_id(), 0);
-    let peer_id = shard.new_id();
+    let peer_id = shard.new_conn_id();
     let mut buf = vec![0u8; 4096];
     let mut published = false;
     let deadline = Instant::now() + connect_timeout;
@@ -250,7 +159,9 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
                 h.state.set(ForwardState::Publishing);
                 info!(
                     "shard={} forward stream={} dest={} publishing",
-                    shard.id, h.key, h.target.display
+                    shard.id(),
+                    h.key,
+                    h.target.display
                 );
                 // From here on the peer takes the stream like a player: headers, GOP, live.
                 shard.add_player(
@@ -271,28 +182,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
     if published {
         shard.remove_player(&h.key, peer_id, client.stream_id());
     }
-    close_and_wait(&writer, writer_task).await;
+    io.close().await;
     h.bytes_out.set(h.bytes_out.get() + writer.bytes_out());
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_bounded_jitter() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30), 42);
-        let d: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        let bounds = [1u64, 2, 4, 8, 16, 30, 30, 30];
-        for (got, base) in d.iter().zip(bounds) {
-            let base = Duration::from_secs(base);
-            assert!(
-                *got >= base && *got <= base + base / 4,
-                "{got:?} vs {base:?}"
-            );
-        }
-        b.reset();
-        assert!(b.next_delay() < Duration::from_millis(1250));
-    }
 }

@@ -17,6 +17,7 @@ struct KeyInner {
 }
 
 impl StreamKey {
+    /// The key of `vhost/app/stream`.
     pub fn new(vhost: &str, app: &str, stream: &str) -> StreamKey {
         StreamKey(Arc::new(KeyInner {
             full: format!("{vhost}/{app}/{stream}"),
@@ -25,14 +26,17 @@ impl StreamKey {
         }))
     }
 
+    /// `vhost/app/stream`.
     pub fn as_str(&self) -> &str {
         &self.0.full
     }
 
+    /// The vhost.
     pub fn vhost(&self) -> &str {
         &self.0.full[..self.0.app_at - 1]
     }
 
+    /// The app (may contain '/').
     pub fn app(&self) -> &str {
         &self.0.full[self.0.app_at..self.0.stream_at - 1]
     }

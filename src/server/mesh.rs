@@ -1,75 +1,175 @@
-//! What crosses between shards, and the per-destination outbox in front of each channel.
+//! What crosses between shards, grouped by the role that handles it, and the per-destination
+//! outbox in front of each channel.
 //!
-//! Only two things cross: registry traffic (claims, subscriptions) and a publish going out to
-//! shards with players. Each media message crosses to each subscribed shard once, as a shared
-//! `Packet`, however many players wait there.
+//! Only registry traffic (claims, subscriptions), a publish going out to shards with players,
+//! forward placement and control cross. Each media message crosses to each subscribed shard
+//! once, as a shared `Packet`, however many players wait there.
 
+use super::ids::{ConnId, ShardId};
 use super::key::StreamKey;
+use super::notify::LocalNotify;
 use super::packet::Packet;
-use super::registry::{ShardId, Subscriber};
-use super::writer::LocalNotify;
-use crate::config::ForwardTarget;
+use super::registry::Subscriber;
+use crate::config::{Config, ForwardTarget};
 use glommio::channels::channel_mesh::Senders;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 
+/// A message to a shard.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// To the owner: `shard` has players for `key`.
+    /// To the stream's owner (its directory entry).
+    Owner(OwnerMsg),
+    /// To the shard that holds (or claims) a stream's source.
+    Source(SourceMsg),
+    /// To a shard with players (or a forward peer) of a stream.
+    Sink(SinkMsg),
+    /// To any shard: kicks, reloads, shutdown.
+    Control(ControlMsg),
+}
+
+/// Handled by the owner of a stream key.
+#[derive(Debug)]
+pub enum OwnerMsg {
+    /// `shard` has players for `key`.
     Subscribe {
+        /// The stream.
         key: StreamKey,
+        /// The shard with players.
         shard: ShardId,
+        /// Its subscription's epoch (stale snapshots are told apart by it).
         epoch: u64,
     },
-    /// To the owner: `shard` has no more players for `key`.
-    Unsubscribe { key: StreamKey, shard: ShardId },
-    /// To the owner: a connection on `shard` wants to publish `key`.
+    /// `shard` has no more players for `key`.
+    Unsubscribe {
+        /// The stream.
+        key: StreamKey,
+        /// The shard.
+        shard: ShardId,
+    },
+    /// A connection on `shard` wants to publish `key`.
     ClaimPublish {
+        /// The stream.
         key: StreamKey,
+        /// The claiming shard.
         shard: ShardId,
+        /// The claim, to match the reply.
         claim_id: u64,
+        /// The publish, if granted.
         publish_id: u64,
     },
-    /// From the owner: the answer, with the shards that already wait for the stream.
+    /// The publish ended.
+    Release {
+        /// The stream.
+        key: StreamKey,
+        /// The publish that ended (a stale one is ignored).
+        publish_id: u64,
+    },
+}
+
+/// Why the owner refused a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimRefused {
+    /// Someone publishes the stream already.
+    #[error("already being published")]
+    AlreadyPublished,
+    /// `server.max_streams` streams are live.
+    #[error("max_streams ({0}) reached")]
+    MaxStreams(usize),
+}
+
+/// Handled by the shard of a stream's source.
+#[derive(Debug)]
+pub enum SourceMsg {
+    /// The owner's answer to a claim: the shards that already wait, or why not.
     ClaimReply {
+        /// The claim.
         claim_id: u64,
-        granted: bool,
-        subscribers: Vec<Subscriber>,
+        /// Granted (with the waiting shards) or refused (with the reason).
+        result: Result<Vec<Subscriber>, ClaimRefused>,
     },
-    /// To the owner: the publish ended.
-    Release { key: StreamKey, publish_id: u64 },
-    /// From the owner to the publisher's shard: start sending to `shard`.
+    /// Start sending the stream to `shard`.
     AddSubscriber {
+        /// The stream.
         key: StreamKey,
+        /// The shard with players.
         shard: ShardId,
+        /// Its subscription's epoch.
         epoch: u64,
     },
-    /// From the owner to the publisher's shard: stop sending to `shard`.
-    RemoveSubscriber { key: StreamKey, shard: ShardId },
-    /// Publisher's shard to a subscriber: the publish is live; here is what new players need.
-    Snapshot {
+    /// Stop sending the stream to `shard`.
+    RemoveSubscriber {
+        /// The stream.
         key: StreamKey,
+        /// The shard.
+        shard: ShardId,
+    },
+}
+
+/// Handled by a shard with players (or forward peers) of a stream.
+#[derive(Debug)]
+pub enum SinkMsg {
+    /// The publish is live; here is what new players need.
+    Snapshot {
+        /// The stream.
+        key: StreamKey,
+        /// The publish.
         publish_id: u64,
+        /// The subscription this answers.
         epoch: u64,
+        /// Metadata, sequence headers and the GOP.
         packets: Vec<Packet>,
     },
-    /// Publisher's shard to a subscriber: one media message.
+    /// One media message.
     Media {
+        /// The stream.
         key: StreamKey,
+        /// The publish it belongs to.
         publish_id: u64,
+        /// The message, encoded once.
         packet: Packet,
     },
-    /// Publisher's shard to a subscriber: the publish ended.
-    Unpublished { key: StreamKey, publish_id: u64 },
-    /// From the owner: run forward peer `index` of `key` on this shard.
-    ForwardStart {
+    /// The publish ended.
+    Unpublished {
+        /// The stream.
         key: StreamKey,
+        /// The publish that ended.
+        publish_id: u64,
+    },
+    /// Run forward peer `index` of `key` on this shard.
+    ForwardStart {
+        /// The stream.
+        key: StreamKey,
+        /// Which destination of the stream.
         index: usize,
+        /// Where to.
         target: ForwardTarget,
     },
-    /// From the owner: the publish ended; stop forward peer `index` of `key`.
-    ForwardStop { key: StreamKey, index: usize },
+    /// The publish ended: stop forward peer `index` of `key`.
+    ForwardStop {
+        /// The stream.
+        key: StreamKey,
+        /// Which destination.
+        index: usize,
+    },
+}
+
+/// Handled by every shard: things an operator asks for.
+#[derive(Debug, Clone)]
+pub enum ControlMsg {
+    /// Disconnect this client (it lives on the shard its id names).
+    Kick(ConnId),
+    /// Take this config for new requests.
+    Reload {
+        /// The new config.
+        cfg: Arc<Config>,
+        /// Its generation, for the log.
+        generation: u64,
+    },
+    /// Stop accepting, close every connection, end the shard.
+    Shutdown,
 }
 
 /// Messages waiting for one destination shard. Control messages are never dropped; media is
@@ -79,10 +179,12 @@ pub struct Outbox {
     notify: LocalNotify,
     media_queued: Cell<usize>,
     media_cap: usize,
+    /// Media messages dropped because the destination was behind.
     pub media_dropped: Cell<u64>,
 }
 
 impl Outbox {
+    /// An outbox that holds at most `media_cap` media messages.
     pub fn new(media_cap: usize) -> Rc<Outbox> {
         Rc::new(Outbox {
             queue: RefCell::new(VecDeque::new()),
@@ -93,6 +195,7 @@ impl Outbox {
         })
     }
 
+    /// Queue a message that must arrive.
     pub fn push_control(&self, msg: ShardMsg) {
         self.queue.borrow_mut().push_back(msg);
         self.notify.notify();
@@ -112,7 +215,7 @@ impl Outbox {
 
     fn pop(&self) -> Option<ShardMsg> {
         let m = self.queue.borrow_mut().pop_front()?;
-        if matches!(m, ShardMsg::Media { .. }) {
+        if matches!(m, ShardMsg::Sink(SinkMsg::Media { .. })) {
             self.media_queued.set(self.media_queued.get() - 1);
         }
         Some(m)
@@ -138,5 +241,47 @@ impl Outbox {
                 handle(m);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_is_dropped_past_the_cap_and_control_never() {
+        let o = Outbox::new(2);
+        let key = StreamKey::new("v", "live", "s");
+        let media = || {
+            ShardMsg::Sink(SinkMsg::Unpublished {
+                key: key.clone(),
+                publish_id: 1,
+            })
+        };
+        // Unpublished is control: never dropped.
+        for _ in 0..5 {
+            o.push_control(media());
+        }
+        assert_eq!(o.media_dropped.get(), 0);
+        let pkt = Packet::new(
+            crate::media::Frame::audio(0, bytes::Bytes::from_static(&[0xAF, 1, 0])),
+            false,
+            128,
+        );
+        let m = || {
+            ShardMsg::Sink(SinkMsg::Media {
+                key: key.clone(),
+                publish_id: 1,
+                packet: pkt.clone(),
+            })
+        };
+        assert!(o.try_push_media(m()));
+        assert!(o.try_push_media(m()));
+        assert!(!o.try_push_media(m()));
+        assert_eq!(o.media_dropped.get(), 1);
+        for _ in 0..6 {
+            o.pop();
+        }
+        assert!(o.try_push_media(m()), "room again once the queue drained");
     }
 }

@@ -1,129 +1,315 @@
-//! The server on one shard, in data-flow order: accept -> conn (handshake, session) ->
-//! shard (registry, streams) -> stream fan-out -> writer; `mesh` carries what crosses shards.
+//! The server: one shard per core, each accepting RTMP and HTTP on the same ports.
+//!
+//! # Layout, leaves first (each module uses only those above it)
+//! - [`ids`], [`time`], [`notify`], [`counters`], [`key`], [`kinds`]: identifiers, clocks,
+//!   the wake-up flag, byte totals, stream keys, typed roles and close reasons.
+//! - [`board`], [`global`]: the stats board and the process-wide counters.
+//! - [`packet`], [`player_queue`], [`splice`]: a frame encoded once; a player's bounded queue;
+//!   zero-copy fan-out through a pipe.
+//! - [`writer`]: a connection's sending half, the shard's merged-write flusher, raw sendmsg.
+//! - [`stream`]: a stream's fan-out to this shard's players (GOP cache, batches).
+//! - [`registry`], [`mesh`], [`links`]: the owner's directory, what crosses between shards,
+//!   and a shard's ties to the others.
+//! - [`forward_peer`]: a forward destination's state, as the shard sees it.
+//! - [`roles`]: owner, source, sink and forward host: what a shard does for each message.
+//! - [`conns`]: the connection table and admission (an RAII slot per connection).
+//! - [`shard`]: one shard's state and message dispatch.
+//! - [`conn`]: the one connection lifecycle (open the writer half, close with a reason).
+//! - tasks on top: [`rtmp_conn`] (an RTMP client), [`forward`] (a forward peer), [`ticker`]
+//!   (stats), [`accept`], [`inbox`] (control from other threads), [`run`] (a shard's tasks).
+//! - [`start`]: the whole server in this process, as `runtime::run` and the tests use it.
 
 pub mod accept;
+pub mod board;
 pub mod conn;
+pub mod conns;
+pub mod counters;
 pub mod forward;
+pub mod forward_peer;
+pub mod global;
+pub mod ids;
+pub mod inbox;
 pub mod key;
+pub mod kinds;
+pub mod links;
 pub mod mesh;
+pub mod notify;
 pub mod packet;
 pub mod player_queue;
 pub mod registry;
+pub mod roles;
+pub mod rtmp_conn;
+pub mod run;
 pub mod shard;
 pub mod splice;
-pub mod stats;
 pub mod stream;
+pub mod ticker;
+pub mod time;
 pub mod writer;
 
 use crate::config::Config;
+use global::Global;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
-use glommio::net::TcpListener;
-use log::{info, warn};
-use mesh::ShardMsg;
-use shard::{Global, Shard};
-use std::rc::Rc;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
+use ids::ConnId;
+use inbox::{control_channel, ControlSender};
+use log::warn;
+use mesh::{ControlMsg, ShardMsg};
+use run::{run_shard, ShardError, ShardSlots, ShardSockets};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
+/// Submission-queue depth of each shard's io_uring rings. A deeper ring gives io_uring's cancel
+/// table more buckets: every reactor sleep cancels a poll, and the kernel scans one bucket
+/// shared by all pending player reads (8 buckets at the default depth of 128, 256 from 4096 up;
+/// `io_poll_find` was 4-5% of server CPU at 1000 players).
+const RING_DEPTH: usize = 4096;
+
+/// Why the server could not start (or a shard stopped with an error).
 #[derive(Debug, Error)]
-pub enum ShardError {
-    #[error("could not join the cross-shard channels")]
-    Mesh,
+pub enum StartError {
+    /// Someone else holds a port.
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
+    PortInUse {
+        /// The address.
+        addr: SocketAddr,
+        /// What bind said.
         source: std::io::Error,
     },
-}
-
-/// Filler randomness for handshakes and backoff jitter (not for anything secret).
-pub(crate) fn time_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        ^ 0x9E37_79B9_7F4A_7C15
+    /// The config names no usable address.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The executors did not start.
+    #[error("could not start the shard executors ({0}); io_uring needs locked memory: raise the memlock limit, e.g. `ulimit -l 65536` or LimitMEMLOCK= in a systemd unit")]
+    Executors(String),
+    /// A control channel could not be made.
+    #[error("cannot create a control channel: {0}")]
+    Control(std::io::Error),
+    /// A shard stopped with an error.
+    #[error("shard failed: {0}")]
+    Shard(#[from] ShardError),
 }
 
 /// A listening socket every shard binds on the same address: SO_REUSEPORT spreads connections
 /// over the shards, SO_REUSEADDR lets a restart bind while old connections are in TIME_WAIT.
-pub fn bind_shared(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    use std::os::unix::io::{FromRawFd, IntoRawFd};
     let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sk.set_reuse_address(true)?;
     sk.set_reuse_port(true)?;
     sk.bind(&addr.into())?;
     sk.listen(4096)?;
-    // SAFETY: a bound, listening socket whose ownership moves into the listener.
-    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
+    Ok(sk.into())
 }
 
-/// Everything one shard runs, until shutdown.
-pub async fn run_shard(
-    cfg: Arc<Config>,
-    global: Arc<Global>,
-    mesh: MeshBuilder<ShardMsg, Full>,
-) -> Result<(), ShardError> {
-    let (senders, mut receivers) = mesh.join().await.map_err(|_| ShardError::Mesh)?;
-    let id = senders.peer_id();
-    let shards = senders.nr_consumers();
-    let shard = Shard::new(id, shards, cfg.clone(), global);
-    let senders = Rc::new(senders);
-
-    for dest in 0..shards {
-        let outbox = shard.outbox(dest);
-        if dest == id {
-            let sh = shard.clone();
-            glommio::spawn_local(outbox.run_local(move |m| sh.handle_msg(m))).detach();
-        } else {
-            glommio::spawn_local(outbox.run_remote(senders.clone(), dest)).detach();
-        }
+/// One listener per shard on `addr`; port 0 picks a free port, shared by all of them.
+fn bind_group(addr: SocketAddr, shards: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    if addr.port() != 0 {
+        // A plain bind fails when anyone holds the port, also another SO_REUSEPORT server.
+        std::net::TcpListener::bind(addr)
+            .map(drop)
+            .map_err(|source| StartError::PortInUse { addr, source })?;
     }
-    glommio::spawn_local(stats::run_ticker(shard.clone())).detach();
-    if let Some(f) = shard.flusher.clone() {
-        let sh = shard.clone();
-        glommio::spawn_local(f.run(move |keys| sh.write_stream_batches(keys))).detach();
-    }
-    for (_peer, rx) in receivers.streams() {
-        let sh = shard.clone();
-        glommio::spawn_local(async move {
-            while let Some(m) = rx.recv().await {
-                sh.handle_msg(m);
-            }
-        })
-        .detach();
-    }
-
-    let addr = cfg.listen_addr().expect("validated");
-    let listener = bind_shared(addr).map_err(|source| ShardError::Bind { addr, source })?;
-    info!("shard={id} listening on {addr} (cpu-pinned executor {id} of {shards})");
-    if cfg.http.enabled {
-        let http_addr = cfg.http_addr().expect("validated");
-        let http = bind_shared(http_addr).map_err(|source| ShardError::Bind {
-            addr: http_addr,
+    let first = bind_shared(addr).map_err(|source| StartError::PortInUse { addr, source })?;
+    let bound = first
+        .local_addr()
+        .map_err(|source| StartError::PortInUse { addr, source })?;
+    let mut all = vec![first];
+    for _ in 1..shards {
+        let l = bind_shared(bound).map_err(|source| StartError::PortInUse {
+            addr: bound,
             source,
         })?;
-        info!("shard={id} http listening on {http_addr}");
-        glommio::spawn_local(accept::accept_loop(shard.clone(), http, crate::http::serve)).detach();
+        all.push(l);
     }
-    accept::accept_loop(shard.clone(), listener, conn::serve).await;
+    Ok(all)
+}
 
-    // Shutdown: wake every connection's read with EOF, then give them a moment to clean up.
-    let open: Vec<i32> = shard.conns.borrow().values().map(|c| c.fd).collect();
-    for fd in open {
-        // SAFETY: shutdown(2) on a descriptor owned by a live connection task.
-        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+/// Sends control messages to every shard; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Controller {
+    senders: Vec<ControlSender>,
+    generation: Arc<AtomicU64>,
+}
+
+impl Controller {
+    /// Ask every shard to stop.
+    pub fn shutdown(&self) {
+        for s in &self.senders {
+            s.send(ControlMsg::Shutdown);
+        }
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
+
+    /// Give every shard a new config; returns its generation.
+    pub fn reload(&self, cfg: Arc<Config>) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        for s in &self.senders {
+            s.send(ControlMsg::Reload {
+                cfg: cfg.clone(),
+                generation,
+            });
+        }
+        generation
     }
-    let left = shard.conns.borrow().len();
-    if left > 0 {
-        warn!("shard={id} {left} connections still open at exit");
+
+    /// Disconnect client `id` (on the shard its id names).
+    pub fn kick(&self, id: ConnId) {
+        if let Some(s) = self.senders.get(id.shard()) {
+            s.send(ControlMsg::Kick(id));
+        }
     }
-    info!("shard={id} stopped");
-    Ok(())
+}
+
+/// A running server: its addresses, its controller, and its shards to wait for.
+pub struct Handle {
+    /// Where RTMP is served.
+    pub rtmp_addr: SocketAddr,
+    /// Where HTTP is served, when enabled.
+    pub http_addr: Option<SocketAddr>,
+    controller: Controller,
+    global: Arc<Global>,
+    pool: Option<PoolThreadHandles<Result<(), ShardError>>>,
+    /// Kept until every shard has stopped (see `start`).
+    mesh: Option<MeshBuilder<ShardMsg, Full>>,
+}
+
+/// Start the server in this process: bind the listeners, start one pinned executor per shard,
+/// and return at once. `runtime::run` adds signals; tests call this directly.
+pub fn start(cfg: Config) -> Result<Handle, StartError> {
+    let shards = cfg.shard_count();
+    let listen = cfg.listen_addr()?;
+    let rtmp = bind_group(listen, shards)?;
+    let rtmp_addr = rtmp[0]
+        .local_addr()
+        .map_err(|source| StartError::PortInUse {
+            addr: listen,
+            source,
+        })?;
+    let http = if cfg.http.enabled {
+        Some(bind_group(cfg.http_addr()?, shards)?)
+    } else {
+        None
+    };
+    let http_addr = http.as_ref().and_then(|h| h[0].local_addr().ok());
+    let mut senders = Vec::new();
+    let mut slots = Vec::new();
+    let mut meshes = Vec::new();
+    let mut http = http.map(|v| v.into_iter());
+    let cfg = Arc::new(cfg);
+    let mesh = MeshBuilder::<ShardMsg, _>::full(shards, cfg.server.mesh_channel_capacity);
+    for rtmp in rtmp {
+        let (tx, inbox) = control_channel().map_err(StartError::Control)?;
+        senders.push(tx);
+        let sockets = ShardSockets {
+            rtmp,
+            http: http.as_mut().and_then(|h| h.next()),
+        };
+        slots.push(Some((sockets, inbox)));
+        // glommio's MeshBuilder shares an `Rc` between its clones, so cloning or dropping one
+        // on two executor threads at once races on the count (seen as a segfault at start-up,
+        // about one start in fifty). Every clone is made here on this thread, each shard takes
+        // its own by move, and `mesh` outlives the executors (kept in the handle).
+        meshes.push(Some(mesh.clone()));
+    }
+    let controller = Controller {
+        senders,
+        generation: Arc::new(AtomicU64::new(0)),
+    };
+    let global = Arc::new(Global::new(shards));
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let placement = if shards <= cpus {
+        PoolPlacement::MaxSpread(shards, None)
+    } else {
+        warn!("{shards} shards on {cpus} cores: executors are not pinned");
+        PoolPlacement::Unbound(shards)
+    };
+    let meshes = Arc::new(Mutex::new(meshes));
+    let slots: ShardSlots = Arc::new(Mutex::new(slots));
+    let (g, ctl) = (global.clone(), controller.clone());
+    let pool = LocalExecutorPoolBuilder::new(placement)
+        .name("shard")
+        .ring_depth(RING_DEPTH)
+        .on_all_shards(move || {
+            let mesh = meshes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter_mut()
+                .find_map(Option::take)
+                .expect("one mesh builder per shard");
+            async move {
+                // The shard's id comes from the mesh; it then takes slot `id`.
+                let r = run_shard(cfg, g, mesh, slots).await;
+                if r.is_err() {
+                    // One shard down means the server is down: stop the others too.
+                    ctl.shutdown();
+                }
+                r
+            }
+        })
+        .map_err(|e| StartError::Executors(e.to_string()))?;
+    Ok(Handle {
+        rtmp_addr,
+        http_addr,
+        controller,
+        global,
+        pool: Some(pool),
+        mesh: Some(mesh),
+    })
+}
+
+impl Handle {
+    /// A controller for this server (for another thread: signals, tests).
+    pub fn controller(&self) -> Controller {
+        self.controller.clone()
+    }
+
+    /// The process-wide figures (the stats board the API reads).
+    pub fn global(&self) -> &Arc<Global> {
+        &self.global
+    }
+
+    /// Wait until every shard has stopped.
+    pub fn wait(mut self) -> Result<(), StartError> {
+        self.join()
+    }
+
+    /// Stop the server and wait for it.
+    pub fn shutdown(mut self) -> Result<(), StartError> {
+        self.controller.shutdown();
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), StartError> {
+        let Some(pool) = self.pool.take() else {
+            return Ok(());
+        };
+        let mut first_err = None;
+        for r in pool.join_all() {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(StartError::Shard(e));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(StartError::Executors(e.to_string()));
+                }
+            }
+        }
+        // Only now, with every shard stopped (see `start`).
+        drop(self.mesh.take());
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.pool.is_some() {
+            self.controller.shutdown();
+            let _ = self.join();
+        }
+    }
 }

@@ -15,8 +15,10 @@ pub const SHARED_STREAM_ID: u32 = 1;
 #[derive(Clone, Debug)]
 pub struct Packet(Arc<PacketInner>);
 
+/// What a [`Packet`] shares.
 #[derive(Debug)]
 pub struct PacketInner {
+    /// The frame as received.
     pub frame: Frame,
     /// True for `onMetaData`.
     pub metadata: bool,
@@ -40,6 +42,7 @@ impl MediaUnit for Packet {
 }
 
 impl Packet {
+    /// Encode `frame` once, in chunks of `chunk_size`.
     pub fn new(frame: Frame, metadata: bool, chunk_size: u32) -> Packet {
         let wire = encode_frame(&frame, chunk_size, SHARED_STREAM_ID);
         Packet(Arc::new(PacketInner {
@@ -77,6 +80,7 @@ impl Packet {
     }
 }
 
+/// RTMP chunks of `frame` on message stream `stream_id` (a private encoding).
 pub fn encode_frame(frame: &Frame, chunk_size: u32, stream_id: u32) -> Bytes {
     let cs = match frame.kind {
         FrameKind::Audio => csid::AUDIO,

@@ -16,6 +16,7 @@ struct Item {
     droppable: bool,
 }
 
+/// One player's bounded queue of bytes to write.
 #[derive(Debug)]
 pub struct PlayerQueue {
     items: VecDeque<Item>,
@@ -25,11 +26,14 @@ pub struct PlayerQueue {
     oldest_ts: Option<u32>,
     /// Dropping until the next keyframe (also at start, so the first frame is a keyframe).
     skipping: bool,
+    /// Frames dropped so far.
     pub dropped_frames: u64,
+    /// Times the queue skipped to a keyframe.
     pub skips: u64,
 }
 
 impl PlayerQueue {
+    /// A queue holding at most `max_span_ms` of media.
     pub fn new(max_span_ms: u32) -> Self {
         PlayerQueue {
             items: VecDeque::new(),
@@ -42,6 +46,7 @@ impl PlayerQueue {
         }
     }
 
+    /// Nothing queued.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -51,6 +56,7 @@ impl PlayerQueue {
         self.items.is_empty() && !self.skipping
     }
 
+    /// Bytes queued.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }

@@ -5,7 +5,7 @@
 use super::key::StreamKey;
 use std::collections::HashMap;
 
-pub type ShardId = usize;
+use super::ids::ShardId;
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -15,6 +15,7 @@ struct Entry {
     subscribers: Vec<(ShardId, u64)>,
 }
 
+/// The directory of the streams one shard owns.
 #[derive(Debug, Default)]
 pub struct Registry {
     entries: HashMap<StreamKey, Entry>,
@@ -27,19 +28,24 @@ pub struct AlreadyPublished;
 /// A subscription the publisher's shard must serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscriber {
+    /// The shard with players.
     pub shard: ShardId,
+    /// Its subscription's epoch.
     pub epoch: u64,
 }
 
 impl Registry {
+    /// An empty directory.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Streams listed.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// No stream listed.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -94,6 +100,7 @@ impl Registry {
         true
     }
 
+    /// The shard that publishes `key`, if any.
     pub fn publisher(&self, key: &StreamKey) -> Option<ShardId> {
         self.entries.get(key)?.publisher.map(|(s, _)| s)
     }

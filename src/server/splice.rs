@@ -72,6 +72,7 @@ pub struct SpliceFanout {
 }
 
 impl SpliceFanout {
+    /// Two fresh pipes (loading and spare); fails when the process is out of descriptors.
     pub fn new() -> io::Result<SpliceFanout> {
         let (source, scratch) = (Pipe::new()?, Pipe::new()?);
         let capacity = source.grow().min(scratch.grow());

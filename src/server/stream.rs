@@ -2,9 +2,10 @@
 //! arrives from another shard), the headers and GOP a new player starts with, and the players on
 //! this shard. Media is fanned out here to local players; the shard sends it on to other shards.
 
+use super::ids::{ConnId, ShardId};
 use super::key::StreamKey;
+use super::kinds::WireForm;
 use super::packet::{Packet, SHARED_STREAM_ID};
-use super::registry::ShardId;
 use super::splice::SpliceFanout;
 use super::writer::ConnWriter;
 use crate::media::{FrameKind, GopCache, StreamHeaders, TimestampSmoother};
@@ -26,19 +27,23 @@ pub enum PlayerKind {
 
 /// A player on this shard.
 pub struct PlayerRef {
-    pub conn_id: u64,
+    /// The player's connection.
+    pub conn_id: ConnId,
     /// The message stream id the player plays on.
     pub stream_id: u32,
+    /// Its sending half.
     pub writer: Rc<ConnWriter>,
     /// Told that the publisher left; gets Stream Begin when a new one starts.
     pub unpublished: Cell<bool>,
+    /// How it takes the stream.
     pub kind: PlayerKind,
     /// Sequence number of the first stream packet this player has not been given.
     pub next_seq: Cell<u64>,
 }
 
 impl PlayerRef {
-    pub fn new(conn_id: u64, stream_id: u32, writer: Rc<ConnWriter>, kind: PlayerKind) -> Self {
+    /// A player of message stream `stream_id` on connection `conn_id`.
+    pub fn new(conn_id: ConnId, stream_id: u32, writer: Rc<ConnWriter>, kind: PlayerKind) -> Self {
         PlayerRef {
             conn_id,
             stream_id,
@@ -49,11 +54,12 @@ impl PlayerRef {
         }
     }
 
-    /// Does this player take the shared wire bytes (the batch path)?
-    fn shared_form(&self) -> Option<bool> {
+    /// The shared wire bytes this player takes on the batch path, if any (an RTMP player on
+    /// another message stream id gets a private encoding).
+    fn shared_form(&self) -> Option<WireForm> {
         match self.kind {
-            PlayerKind::HttpFlv => Some(true),
-            _ if self.stream_id == SHARED_STREAM_ID => Some(false),
+            PlayerKind::HttpFlv => Some(WireForm::Flv),
+            _ if self.stream_id == SHARED_STREAM_ID => Some(WireForm::Rtmp),
             _ => None,
         }
     }
@@ -67,16 +73,21 @@ impl PlayerRef {
     }
 }
 
+/// What feeds a stream on this shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// Nothing (players wait).
     None,
     /// A publisher connection on this shard.
     Local {
-        conn_id: u64,
+        /// The publisher's connection.
+        conn_id: ConnId,
+        /// Its publish.
         publish_id: u64,
     },
     /// A publish on another shard that sends its media here.
     Remote {
+        /// The publish on the other shard.
         publish_id: u64,
     },
 }
@@ -84,34 +95,48 @@ pub enum Source {
 /// Another shard that wants this stream's media (only while the source is local).
 #[derive(Debug)]
 pub struct RemoteSub {
+    /// The shard.
     pub shard: ShardId,
     /// A message to it was dropped (full channel): send again from the next keyframe.
     pub lagging: bool,
 }
 
+/// Per-stream settings from the config.
 pub struct StreamLimits {
+    /// Outgoing RTMP chunk size.
     pub chunk_size: u32,
     /// Merged writes: media waits in the stream's batch for the shard's flusher.
     pub merged: bool,
+    /// Keep the last GOP for new players.
     pub gop_cache: bool,
+    /// Most frames in the GOP cache.
     pub gop_max_frames: usize,
+    /// Most bytes in the GOP cache.
     pub gop_max_bytes: usize,
 }
 
+/// A stream as one shard holds it.
 pub struct LocalStream {
+    /// The stream.
     pub key: StreamKey,
+    /// What feeds it here.
     pub source: Source,
     headers: StreamHeaders<Packet>,
     gop: GopCache<Packet>,
     gop_enabled: bool,
     chunk_size: u32,
     has_video: bool,
+    /// Players on this shard.
     pub players: Vec<PlayerRef>,
+    /// Shards this (local) source sends to.
     pub remote_subs: Vec<RemoteSub>,
+    /// Makes the local publisher's timestamps monotonic.
     pub smoother: TimestampSmoother,
     /// Epoch of this shard's subscription at the owner (0 when not subscribed).
     pub epoch: u64,
+    /// Frames received.
     pub frames_in: u64,
+    /// Payload bytes received.
     pub bytes_in: u64,
     /// Wall clock (unix ms) when the current publish started here.
     pub live_since_ms: u64,
@@ -124,6 +149,7 @@ pub struct LocalStream {
 }
 
 impl LocalStream {
+    /// An idle stream entry.
     pub fn new(key: StreamKey, limits: &StreamLimits) -> Self {
         LocalStream {
             key,
@@ -147,10 +173,12 @@ impl LocalStream {
         }
     }
 
+    /// This shard has a live subscription at the owner.
     pub fn subscribed(&self) -> bool {
         self.epoch != 0
     }
 
+    /// A source feeds it.
     pub fn is_live(&self) -> bool {
         self.source != Source::None
     }
@@ -229,12 +257,13 @@ impl LocalStream {
                 continue;
             }
             let form = pl.shared_form().filter(|_| pl.writer.can_write_shared());
-            let Some(flv) = form else {
+            let Some(form) = form else {
                 for p in &self.batch[from..] {
                     pl.send(p, self.chunk_size, self.has_video);
                 }
                 continue;
             };
+            let flv = form == WireForm::Flv;
             let iov = if flv { &mut *iov_flv } else { &mut *iov_rtmp };
             if iov.is_empty() {
                 iov.extend(self.batch.iter().map(|p| {
@@ -246,7 +275,7 @@ impl LocalStream {
                     }
                 }));
             }
-            let form = usize::from(flv);
+            let form = form.index();
             if from == 0 && spliced[form].is_none() {
                 let total: usize = iov.iter().map(|v| v.iov_len).sum();
                 spliced[form] = Some(match fanouts.as_deref_mut() {
@@ -260,7 +289,8 @@ impl LocalStream {
                 }
                 _ => pl.writer.write_shared(&iov[from..]),
             };
-            if let Some((idx, off)) = stopped {
+            if let Some(at) = stopped {
+                let (idx, off) = (at.idx, at.off);
                 // The socket is full: the writer task finishes from where it stopped.
                 let wire = |p: &Packet| {
                     if flv {
@@ -308,7 +338,8 @@ impl LocalStream {
         self.players.push(pl);
     }
 
-    pub fn remove_player(&mut self, conn_id: u64, stream_id: u32) -> bool {
+    /// Remove one player; true if it was there.
+    pub fn remove_player(&mut self, conn_id: ConnId, stream_id: u32) -> bool {
         let before = self.players.len();
         self.players
             .retain(|p| !(p.conn_id == conn_id && p.stream_id == stream_id));
@@ -320,7 +351,7 @@ impl LocalStream {
     pub fn start_source(&mut self, source: Source) {
         self.materialize();
         self.source = source;
-        self.live_since_ms = super::stats::unix_ms();
+        self.live_since_ms = super::time::unix_ms();
         self.headers.clear();
         self.gop.reset();
         self.has_video = false;
@@ -359,10 +390,12 @@ impl LocalStream {
         }
     }
 
+    /// Metadata and sequence headers.
     pub fn headers(&self) -> &StreamHeaders<Packet> {
         &self.headers
     }
 
+    /// Frames in the GOP cache.
     pub fn gop_len(&self) -> usize {
         self.gop.len()
     }

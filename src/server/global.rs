@@ -1,0 +1,32 @@
+//! State every shard can see, never touched on the media path: the stats board and the
+//! counters that admission and stream limits need over the whole process.
+
+use super::board::Board;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
+
+/// Process-wide figures shared by the shards (atomics, and one lock taken on connect and close).
+pub struct Global {
+    /// Open client connections over all shards.
+    pub connections: AtomicUsize,
+    /// The stats board the HTTP handlers read.
+    pub board: Board,
+    /// Open connections per client address (touched on connect and close only).
+    pub per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Streams being published, over all shards.
+    pub live_streams: AtomicUsize,
+}
+
+impl Global {
+    /// Figures for a server of `shards` shards.
+    pub fn new(shards: usize) -> Global {
+        Global {
+            connections: AtomicUsize::new(0),
+            board: Board::new(shards),
+            per_ip: Mutex::new(HashMap::new()),
+            live_streams: AtomicUsize::new(0),
+        }
+    }
+}

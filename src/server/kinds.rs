@@ -1,0 +1,183 @@
+//! Typed roles and reasons used by the API, metrics and logs: what a client is, how a player
+//! takes its bytes, how a connection ended. The strings are SRS's and the log format's, made in
+//! one place.
+
+use super::key::StreamKey;
+use crate::policy::Refusal;
+use crate::rtmp::session::SessionError;
+use std::fmt;
+use thiserror::Error;
+
+/// What a client connection is doing (SRS's client `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientKind {
+    /// Connected, not (yet) publishing or playing.
+    #[default]
+    Idle,
+    /// An RTMP publisher (FMLE-style publish).
+    FmlePublish,
+    /// An RTMP player.
+    RtmpPlay,
+    /// An HTTP-FLV player.
+    FlvPlay,
+}
+
+impl ClientKind {
+    /// The API's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::Idle => "idle",
+            ClientKind::FmlePublish => "fmle-publish",
+            ClientKind::RtmpPlay => "rtmp-play",
+            ClientKind::FlvPlay => "flv-play",
+        }
+    }
+
+    /// A publisher of a stream.
+    pub fn is_publisher(self) -> bool {
+        self == ClientKind::FmlePublish
+    }
+
+    /// A player of a stream, whatever the protocol.
+    pub fn is_player(self) -> bool {
+        matches!(self, ClientKind::RtmpPlay | ClientKind::FlvPlay)
+    }
+
+    /// The `role=` of the close line.
+    pub fn role(self) -> &'static str {
+        match self {
+            ClientKind::Idle => "none",
+            ClientKind::FmlePublish => "publish",
+            ClientKind::RtmpPlay => "play",
+            ClientKind::FlvPlay => "flv-play",
+        }
+    }
+}
+
+/// The wire form a player takes a stream's shared bytes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireForm {
+    /// RTMP chunks (players and forward peers).
+    Rtmp,
+    /// FLV tags in HTTP chunks.
+    Flv,
+}
+
+impl WireForm {
+    /// Index into per-form arrays (iovec lists, splice pipes).
+    pub fn index(self) -> usize {
+        match self {
+            WireForm::Rtmp => 0,
+            WireForm::Flv => 1,
+        }
+    }
+}
+
+/// Where a forward peer is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardState {
+    /// Connecting and asking to publish.
+    Connecting,
+    /// Publishing to the destination.
+    Publishing,
+    /// Waiting to retry after a failure.
+    Backoff,
+    /// The publish ended; the peer is gone.
+    Stopped,
+}
+
+impl ForwardState {
+    /// The name used in the API, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardState::Connecting => "connecting",
+            ForwardState::Publishing => "publishing",
+            ForwardState::Backoff => "backoff",
+            ForwardState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Why a connection was ended by the server side.
+#[derive(Debug, Error)]
+pub enum ConnError {
+    /// The handshake did not finish within `server.handshake_timeout_secs`.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// Nothing arrived within `server.publish_idle_timeout_secs` (not a player).
+    #[error("idle timeout")]
+    IdleTimeout,
+    /// The peer broke the protocol.
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    /// Rules, secret or hook refused the connect.
+    #[error("connect refused: {0}")]
+    ConnectRefused(Refusal),
+    /// Rules, secret or hook refused a publish.
+    #[error("publish of {key} refused: {cause}")]
+    PublishRefused {
+        /// The stream.
+        key: StreamKey,
+        /// Why.
+        cause: Refusal,
+    },
+    /// Rules or hook refused a play.
+    #[error("play of {key} refused: {cause}")]
+    PlayRefused {
+        /// The stream.
+        key: StreamKey,
+        /// Why.
+        cause: Refusal,
+    },
+    /// Writing to the peer failed (or it stalled past the stall timeout).
+    #[error("write error: {0}")]
+    Write(String),
+}
+
+/// How a connection ended, as the close line says it.
+#[derive(Debug)]
+pub enum CloseReason {
+    /// The peer closed its end.
+    ClosedByPeer,
+    /// The peer reset the connection.
+    ResetByPeer,
+    /// Disconnected through the API.
+    Kicked,
+    /// The server is stopping.
+    ShuttingDown,
+    /// Reading failed.
+    Read(std::io::Error),
+    /// Ended by the server for a reason of its own.
+    Failed(ConnError),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::ClosedByPeer => f.write_str("closed by peer"),
+            CloseReason::ResetByPeer => f.write_str("reset by peer"),
+            CloseReason::Kicked => f.write_str("kicked through the API"),
+            CloseReason::ShuttingDown => f.write_str("server shutting down"),
+            CloseReason::Read(e) => write!(f, "read error: {e}"),
+            CloseReason::Failed(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_api_and_log_formats() {
+        assert_eq!(ClientKind::FmlePublish.as_str(), "fmle-publish");
+        assert_eq!(ClientKind::FlvPlay.as_str(), "flv-play");
+        assert!(ClientKind::RtmpPlay.is_player() && !ClientKind::Idle.is_player());
+        assert_eq!(ClientKind::Idle.role(), "none");
+        assert_eq!(
+            CloseReason::Failed(ConnError::HandshakeTimeout).to_string(),
+            "error: handshake timed out"
+        );
+        assert_eq!(CloseReason::Kicked.to_string(), "kicked through the API");
+    }
+}

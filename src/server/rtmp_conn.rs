@@ -1,0 +1,409 @@
+//! One RTMP client: the socket read loop. It feeds the session state machine, carries out its
+//! requests against the shard (claim, subscribe), and hands outgoing bytes to the connection's
+//! writer. Opening and closing are the shared lifecycle in `conn`.
+
+use super::conn::ClientConn;
+use super::conns::Slot;
+use super::ids::ConnId;
+use super::key::StreamKey;
+use super::kinds::{ClientKind, CloseReason, ConnError};
+use super::shard::Shard;
+use super::stream::{PlayerKind, PlayerRef};
+use super::writer::ConnWriter;
+use crate::policy::{self, ClientInfo};
+use crate::rtmp::amf0::DecodeLimits;
+use crate::rtmp::chunk::DecoderLimits;
+use crate::rtmp::session::{ServerSession, SessionConfig, SessionEvent};
+use futures_lite::AsyncReadExt;
+use glommio::net::TcpStream;
+use log::{debug, info, warn};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Read buffer sizes: before a role (handshake, connect), as a publisher, as a player.
+const READ_BUF_START: usize = 2048;
+const READ_BUF_PUBLISHER: usize = 64 * 1024;
+const READ_BUF_PLAYER: usize = 256;
+
+/// The vhost used when a client names none (SRS's name for it).
+pub const DEFAULT_VHOST: &str = "__defaultVhost__";
+
+struct Publishing {
+    stream_id: u32,
+    key: StreamKey,
+    publish_id: u64,
+    /// The stream name's query, for hooks.
+    query: String,
+}
+
+struct Playing {
+    stream_id: u32,
+    key: StreamKey,
+    query: String,
+}
+
+struct Conn {
+    client: ClientConn,
+    shard: Rc<Shard>,
+    id: ConnId,
+    peer: SocketAddr,
+    session: ServerSession,
+    writer: Rc<ConnWriter>,
+    app: String,
+    vhost: String,
+    publishing: Vec<Publishing>,
+    playing: Vec<Playing>,
+    tc_url: String,
+    bytes_in: u64,
+}
+
+/// Serve one accepted connection until it closes.
+pub async fn serve(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    id: ConnId,
+    peer: SocketAddr,
+    slot: Slot,
+) {
+    let cfg = shard.cfg();
+    let writer = shard.new_writer();
+    let client = match ClientConn::open(shard.clone(), &stream, id, peer, slot, writer.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(
+                "shard={} client={id} peer={peer} error: dup failed: {e}",
+                shard.id()
+            );
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let session_cfg = SessionConfig {
+        out_chunk_size: cfg.rtmp.chunk_size,
+        window_ack_size: cfg.rtmp.window_ack_size,
+        decoder_limits: DecoderLimits {
+            max_chunk_size: cfg.rtmp.max_incoming_chunk_size,
+            max_message_len: cfg.rtmp.max_message_size,
+            max_chunk_streams: cfg.rtmp.max_chunk_streams,
+        },
+        amf_limits: DecodeLimits::default(),
+    };
+    let seed = id.get().rotate_left(32) ^ super::time::time_seed();
+    let mut conn = Conn {
+        client,
+        shard: shard.clone(),
+        id,
+        peer,
+        session: ServerSession::new(session_cfg, seed, 0),
+        writer,
+        app: String::new(),
+        vhost: DEFAULT_VHOST.to_string(),
+        publishing: Vec::new(),
+        playing: Vec::new(),
+        tc_url: String::new(),
+        bytes_in: 0,
+    };
+    let reason = conn.run(&mut stream).await;
+    conn.cleanup();
+    let Conn {
+        client, bytes_in, ..
+    } = conn;
+    client.close(reason, bytes_in).await;
+}
+
+impl Conn {
+    async fn run(&mut self, stream: &mut TcpStream) -> CloseReason {
+        let cfg = self.shard.cfg();
+        let handshake_deadline =
+            Instant::now() + Duration::from_secs(cfg.server.handshake_timeout_secs);
+        let idle = Duration::from_secs(cfg.server.publish_idle_timeout_secs);
+        // Sized by role: players send little (acks), publishers a lot; a player's memory is
+        // what bounds how many one shard holds.
+        let mut buf = vec![0u8; READ_BUF_START];
+        loop {
+            let timeout = if !self.session.handshake_done() {
+                let left = handshake_deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return CloseReason::Failed(ConnError::HandshakeTimeout);
+                }
+                Some(left)
+            } else if self.playing.is_empty() {
+                Some(idle)
+            } else {
+                None // players may be silent for as long as they like
+            };
+            let _ = stream.set_read_timeout(timeout);
+            let read = stream.read(&mut buf).await;
+            // A failed write shuts the socket down, which ends the read: say why.
+            if let Some(e) = self.writer.error() {
+                return CloseReason::Failed(ConnError::Write(e));
+            }
+            let n = match read {
+                Ok(0) => return self.client.eof_reason(),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return CloseReason::ResetByPeer
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return CloseReason::Failed(if self.session.handshake_done() {
+                        ConnError::IdleTimeout
+                    } else {
+                        ConnError::HandshakeTimeout
+                    });
+                }
+                Err(e) => return CloseReason::Read(e),
+            };
+            if self.shard.is_stopping() {
+                return CloseReason::ShuttingDown;
+            }
+            self.bytes_in += n as u64;
+            self.client.add_bytes_in(n as u64);
+            let mut input = &buf[..n];
+            loop {
+                let result = self.session.handle_input(input);
+                input = &[];
+                // Replies and events queued before an error are still delivered.
+                self.flush();
+                while let Some(ev) = self.session.poll_event() {
+                    if let Err(cause) = self.handle_event(ev).await {
+                        self.flush();
+                        return CloseReason::Failed(cause);
+                    }
+                    self.flush();
+                }
+                if let Err(e) = result {
+                    return CloseReason::Failed(e.into());
+                }
+                // A decided request may have left messages waiting behind it.
+                if !self.session.resumable() {
+                    break;
+                }
+            }
+            let want = if !self.publishing.is_empty() {
+                READ_BUF_PUBLISHER
+            } else if !self.playing.is_empty() {
+                READ_BUF_PLAYER
+            } else {
+                READ_BUF_START
+            };
+            if buf.len() != want {
+                buf = vec![0u8; want];
+            }
+            if self.writer.failed() {
+                let e = self.writer.error().unwrap_or_default();
+                return CloseReason::Failed(ConnError::Write(e));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(b) = self.session.poll_transmit() {
+            self.writer.send_control(b);
+        }
+    }
+
+    fn key(&self, name: &str) -> StreamKey {
+        StreamKey::new(&self.vhost, &self.app, name)
+    }
+
+    /// Carry out one session event; `Err(cause)` closes the connection.
+    async fn handle_event(&mut self, ev: SessionEvent) -> Result<(), ConnError> {
+        let sh = self.shard.clone();
+        match ev {
+            SessionEvent::HandshakeDone { kind } => {
+                debug!("shard={} client={} handshake {kind:?}", sh.id(), self.id);
+            }
+            SessionEvent::ConnectRequested {
+                app,
+                tc_url,
+                vhost,
+                vhost_explicit,
+            } => {
+                self.app = app;
+                // An explicit ?vhost= always counts; a tcUrl host only when it names a
+                // configured vhost (so 127.0.0.1 and localhost reach the same streams).
+                self.vhost = if vhost_explicit || sh.cfg().knows_vhost(&vhost) {
+                    vhost
+                } else {
+                    DEFAULT_VHOST.to_string()
+                };
+                let shown = policy::redact(&tc_url);
+                info!(
+                    "shard={} client={} peer={} connect app={} vhost={} tcUrl={shown}",
+                    sh.id(),
+                    self.id,
+                    self.peer,
+                    self.app,
+                    self.vhost
+                );
+                self.tc_url = tc_url;
+                self.client.set_tc_url(shown.into());
+                if let Err(cause) = Box::pin(policy::check_connect(&sh.cfg(), &self.info())).await {
+                    self.session.reject_connect(&cause.client);
+                    return Err(ConnError::ConnectRefused(cause));
+                }
+                self.session.accept_connect();
+            }
+            SessionEvent::PublishRequested {
+                stream_id,
+                name,
+                query,
+                ..
+            } => {
+                let key = self.key(&name);
+                let owner = sh.owner_of(&key);
+                if let Err(cause) = Box::pin(policy::check_publish(
+                    &sh.cfg(),
+                    &self.info(),
+                    &name,
+                    &query,
+                ))
+                .await
+                {
+                    self.session.reject_publish(
+                        stream_id,
+                        "NetStream.Publish.Denied",
+                        &cause.client,
+                    );
+                    return Err(ConnError::PublishRefused { key, cause });
+                }
+                match Box::pin(sh.claim_publish(&key, self.id)).await {
+                    Ok(publish_id) => {
+                        self.session.accept_publish(stream_id);
+                        info!(
+                            "shard={} client={} peer={} publish stream={key} owner={owner}",
+                            sh.id(),
+                            self.id,
+                            self.peer
+                        );
+                        self.client
+                            .set_kind(ClientKind::FmlePublish, Some(key.clone()));
+                        self.publishing.push(Publishing {
+                            stream_id,
+                            key,
+                            publish_id,
+                            query,
+                        });
+                    }
+                    Err(why) => {
+                        self.session.reject_publish(
+                            stream_id,
+                            "NetStream.Publish.BadName",
+                            &format!("{name}: {why}"),
+                        );
+                        warn!(
+                            "shard={} client={} peer={} publish refused stream={key}: {why}",
+                            sh.id(),
+                            self.id,
+                            self.peer
+                        );
+                    }
+                }
+            }
+            SessionEvent::PlayRequested {
+                stream_id,
+                name,
+                query,
+                reset,
+                ..
+            } => {
+                let key = self.key(&name);
+                if let Err(cause) =
+                    Box::pin(policy::check_play(&sh.cfg(), &self.info(), &name, &query)).await
+                {
+                    self.session
+                        .reject_play(stream_id, "NetStream.Play.Failed", &cause.client);
+                    return Err(ConnError::PlayRefused { key, cause });
+                }
+                self.session.accept_play(stream_id, reset, &name);
+                // Play.Start must reach the writer before the first media.
+                self.flush();
+                sh.add_player(
+                    &key,
+                    PlayerRef::new(self.id, stream_id, self.writer.clone(), PlayerKind::Rtmp),
+                );
+                info!(
+                    "shard={} client={} peer={} play stream={key} owner={}",
+                    sh.id(),
+                    self.id,
+                    self.peer,
+                    sh.owner_of(&key)
+                );
+                self.client
+                    .set_kind(ClientKind::RtmpPlay, Some(key.clone()));
+                self.playing.push(Playing {
+                    stream_id,
+                    key,
+                    query,
+                });
+            }
+            SessionEvent::Media {
+                stream_id,
+                frame,
+                metadata,
+            } => {
+                if let Some(p) = self.publishing.iter().find(|p| p.stream_id == stream_id) {
+                    sh.publish_frame(&p.key, p.publish_id, frame, metadata);
+                }
+            }
+            SessionEvent::PublishStopped { stream_id } => {
+                if let Some(i) = self
+                    .publishing
+                    .iter()
+                    .position(|p| p.stream_id == stream_id)
+                {
+                    let p = self.publishing.remove(i);
+                    sh.unpublish(&p.key, p.publish_id);
+                    let name = p.key.stream_name();
+                    policy::notify(&sh.cfg(), "on_unpublish", &self.info(), name, &p.query);
+                    info!(
+                        "shard={} client={} unpublish stream={}",
+                        sh.id(),
+                        self.id,
+                        p.key
+                    );
+                }
+            }
+            SessionEvent::PlayStopped { stream_id } => {
+                if let Some(i) = self.playing.iter().position(|p| p.stream_id == stream_id) {
+                    let p = self.playing.remove(i);
+                    sh.remove_player(&p.key, self.id, stream_id);
+                    let name = p.key.stream_name();
+                    policy::notify(&sh.cfg(), "on_stop", &self.info(), name, &p.query);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection is gone: give up its publishes and player slots.
+    fn cleanup(&mut self) {
+        let cfg = self.shard.cfg();
+        for p in &self.publishing {
+            self.shard.unpublish(&p.key, p.publish_id);
+            policy::notify(
+                &cfg,
+                "on_unpublish",
+                &self.info(),
+                p.key.stream_name(),
+                &p.query,
+            );
+        }
+        for p in &self.playing {
+            self.shard.remove_player(&p.key, self.id, p.stream_id);
+            policy::notify(&cfg, "on_stop", &self.info(), p.key.stream_name(), &p.query);
+        }
+    }
+
+    /// Who this client is, for policy decisions and hooks.
+    fn info(&self) -> ClientInfo<'_> {
+        ClientInfo {
+            id: self.id.get(),
+            ip: self.peer.ip(),
+            vhost: &self.vhost,
+            app: &self.app,
+            tc_url: &self.tc_url,
+        }
+    }
+}
