@@ -561,12 +561,8 @@ fn spliced_merged_writes_to_http_flv_players_decode_cleanly() {
         );
     }
     let metrics = http_get(http, "/metrics").text();
-    let spliced: f64 = parse_metrics(&metrics)
-        .unwrap_or_default()
-        .iter()
-        .filter(|s| s.name == "shardcast_spliced_writes_total")
-        .map(|s| s.value)
-        .sum();
+    let samples = parse_metrics(&metrics).unwrap_or_else(|e| panic!("/metrics: {e}\n{metrics}"));
+    let spliced = sum_of(&samples, "shardcast_spliced_writes_total");
     assert!(spliced > 0.0, "nothing went out by splice:\n{metrics}");
 }
 
