@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use shardcast_bench::httpflv::FlvParser;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -366,151 +366,6 @@ fn delete_client_disconnects_that_player_only() {
 // ---------------------------------------------------------------------------------------------
 // 3. Prometheus metrics
 
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-fn is_name_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_' || c == ':'
-}
-
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == ':'
-}
-
-/// One sample line of the Prometheus text format: `name{label="value",...} value [timestamp]`.
-fn parse_sample(line: &str) -> Result<Sample, String> {
-    let err = |why: &str| format!("{why}: {line:?}");
-    let mut it = line.char_indices().peekable();
-    let name_end = match it.next() {
-        Some((_, c)) if is_name_start(c) => {
-            let mut end = line.len();
-            for (i, c) in it.by_ref() {
-                if !is_name_char(c) {
-                    end = i;
-                    break;
-                }
-            }
-            end
-        }
-        _ => return Err(err("bad metric name")),
-    };
-    let name = line[..name_end].to_string();
-    let mut rest = &line[name_end..];
-    let mut labels = BTreeMap::new();
-    if let Some(r) = rest.strip_prefix('{') {
-        rest = r;
-        loop {
-            if let Some(r) = rest.strip_prefix('}') {
-                rest = r;
-                break;
-            }
-            let eq = rest.find('=').ok_or_else(|| err("label without '='"))?;
-            let lname = &rest[..eq];
-            if !lname.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                || !lname.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(err("bad label name"));
-            }
-            rest = rest[eq + 1..]
-                .strip_prefix('"')
-                .ok_or_else(|| err("label value not quoted"))?;
-            let mut value = String::new();
-            let mut chars = rest.char_indices();
-            let end = loop {
-                match chars.next() {
-                    Some((i, '"')) => break i,
-                    Some((_, '\\')) => match chars.next() {
-                        Some((_, '\\')) => value.push('\\'),
-                        Some((_, '"')) => value.push('"'),
-                        Some((_, 'n')) => value.push('\n'),
-                        _ => return Err(err("bad escape in a label value")),
-                    },
-                    Some((_, '\n')) | None => return Err(err("unterminated label value")),
-                    Some((_, c)) => value.push(c),
-                }
-            };
-            labels.insert(lname.to_string(), value);
-            rest = &rest[end + 1..];
-            if let Some(r) = rest.strip_prefix(',') {
-                rest = r;
-            } else if !rest.starts_with('}') {
-                return Err(err("labels not separated by ','"));
-            }
-        }
-    }
-    let rest = rest
-        .strip_prefix(' ')
-        .ok_or_else(|| err("no space before the value"))?;
-    let mut fields = rest.split(' ');
-    let value_text = fields.next().unwrap_or_default();
-    let value = match value_text {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        t => t.parse::<f64>().map_err(|_| err("value is not a number"))?,
-    };
-    if let Some(ts) = fields.next() {
-        ts.parse::<i64>().map_err(|_| err("bad timestamp"))?;
-    }
-    if fields.next().is_some() {
-        return Err(err("trailing fields"));
-    }
-    Ok(Sample {
-        name,
-        labels,
-        value,
-    })
-}
-
-/// Parse a whole exposition: every line a comment (`# HELP` / `# TYPE` well formed) or a
-/// sample whose family was typed before it.
-fn parse_metrics(text: &str) -> Result<Vec<Sample>, String> {
-    let mut typed: BTreeMap<String, String> = BTreeMap::new();
-    let mut samples = Vec::new();
-    for line in text.lines() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(c) = line.strip_prefix('#') {
-            let words: Vec<&str> = c.trim_start().splitn(3, ' ').collect();
-            match words.as_slice() {
-                ["TYPE", name, kind] => {
-                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(kind) {
-                        return Err(format!("unknown type: {line:?}"));
-                    }
-                    typed.insert(name.to_string(), kind.to_string());
-                }
-                ["HELP", _name, ..] => {}
-                _ => {} // a plain comment
-            }
-            continue;
-        }
-        let s = parse_sample(line)?;
-        if !typed.contains_key(&s.name) {
-            return Err(format!(
-                "sample of a family with no # TYPE before it: {line:?}"
-            ));
-        }
-        if typed[&s.name] == "counter" && s.value < 0.0 {
-            return Err(format!("negative counter: {line:?}"));
-        }
-        samples.push(s);
-    }
-    Ok(samples)
-}
-
-fn sum_of(samples: &[Sample], name: &str) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s.name == name)
-        .map(|s| s.value)
-        .sum()
-}
-
 #[test]
 fn metrics_are_prometheus_text_that_counts_players() {
     let _g = serial();
@@ -618,73 +473,63 @@ fn metrics_are_prometheus_text_that_counts_players() {
 // ---------------------------------------------------------------------------------------------
 // 4. HTTP-FLV
 
+/// What the raw client keeps of an FLV tag: the bench crate's parser (the one its HTTP-FLV
+/// players use) sees the header fields and the payload's first bytes.
 #[derive(Debug)]
 struct FlvTag {
     kind: u8,
     ts: u32,
-    data: Vec<u8>,
-}
-
-/// Take the whole tags (each with its PreviousTagSize) off the front of `buf`.
-fn take_flv_tags(buf: &mut Vec<u8>) -> Result<Vec<FlvTag>, String> {
-    let mut tags = Vec::new();
-    let mut pos = 0;
-    while buf.len() - pos >= 11 {
-        let h = &buf[pos..pos + 11];
-        let kind = h[0] & 0x1f;
-        let size = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
-        let ts = (u32::from(h[4]) << 16) | (u32::from(h[5]) << 8) | u32::from(h[6]);
-        let ts = ts | (u32::from(h[7]) << 24);
-        if !matches!(kind, 8 | 9 | 18) {
-            return Err(format!("tag of type {kind} at byte {pos}: {h:?}"));
-        }
-        let total = 11 + size + 4;
-        if buf.len() - pos < total {
-            break;
-        }
-        let prev = &buf[pos + 11 + size..pos + total];
-        let prev = u32::from_be_bytes([prev[0], prev[1], prev[2], prev[3]]) as usize;
-        if prev != 11 + size {
-            return Err(format!(
-                "PreviousTagSize {prev} after a tag of {size} bytes (type {kind})"
-            ));
-        }
-        tags.push(FlvTag {
-            kind,
-            ts,
-            data: buf[pos + 11..pos + 11 + size].to_vec(),
-        });
-        pos += total;
-    }
-    buf.drain(..pos);
-    Ok(tags)
+    size: u32,
+    /// The payload's first `min(size, 32)` bytes.
+    head: Vec<u8>,
 }
 
 const FLV_HEADER: &[u8] = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00";
 
-/// Read tags from an open HTTP-FLV response until `done` says so (bounded by `timeout`).
+/// Read tags from an open HTTP-FLV response whose first chunk was `first` (the FLV header)
+/// until `done` says so (bounded by `timeout`). Panics on broken FLV: a bad header, a
+/// PreviousTagSize that does not match its tag, a tag that is not audio, video or script data.
 fn read_flv_tags(
     flv: &mut HttpStream,
+    first: &[u8],
     timeout: Duration,
     done: impl Fn(&[FlvTag]) -> bool,
 ) -> Vec<FlvTag> {
     let deadline = Instant::now() + timeout;
-    let mut buf = Vec::new();
+    let mut parser = FlvParser::default();
     let mut tags = Vec::new();
+    let mut feed = |bytes: &[u8], tags: &mut Vec<FlvTag>| {
+        parser
+            .feed(bytes, |t| {
+                assert!(
+                    t.kind().is_some(),
+                    "bad FLV: tag of type {} after {} tags: {t:?}",
+                    t.tag_type,
+                    tags.len()
+                );
+                tags.push(FlvTag {
+                    kind: t.tag_type,
+                    ts: t.timestamp,
+                    size: t.size,
+                    head: t.head.to_vec(),
+                });
+            })
+            .unwrap_or_else(|e| panic!("bad FLV: {e}"));
+    };
+    feed(first, &mut tags);
     while !done(&tags) {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
             !left.is_zero(),
             "not enough FLV tags within {timeout:?}: {:?}",
             tags.iter()
-                .map(|t| (t.kind, t.ts, t.data.len()))
+                .map(|t| (t.kind, t.ts, t.size))
                 .collect::<Vec<_>>()
         );
         let chunk = flv
             .next_chunk(left)
             .unwrap_or_else(|e| panic!("reading HTTP-FLV: {e}"));
-        buf.extend_from_slice(&chunk);
-        tags.extend(take_flv_tags(&mut buf).unwrap_or_else(|e| panic!("bad FLV: {e}")));
+        feed(&chunk, &mut tags);
     }
     tags
 }
@@ -716,12 +561,8 @@ fn spliced_merged_writes_to_http_flv_players_decode_cleanly() {
         );
     }
     let metrics = http_get(http, "/metrics").text();
-    let spliced: f64 = parse_metrics(&metrics)
-        .unwrap_or_default()
-        .iter()
-        .filter(|s| s.name == "shardcast_spliced_writes_total")
-        .map(|s| s.value)
-        .sum();
+    let samples = parse_metrics(&metrics).unwrap_or_else(|e| panic!("/metrics: {e}\n{metrics}"));
+    let spliced = sum_of(&samples, "shardcast_spliced_writes_total");
     assert!(spliced > 0.0, "nothing went out by splice:\n{metrics}");
 }
 
@@ -775,26 +616,28 @@ fn http_flv_plays_in_ffprobe_ffmpeg_and_a_raw_client() {
     );
 
     let video_count = |tags: &[FlvTag]| tags.iter().filter(|t| t.kind == 9).count();
-    let tags = read_flv_tags(&mut flv, Duration::from_secs(10), |t| video_count(t) >= 5);
+    let tags = read_flv_tags(&mut flv, &first, Duration::from_secs(10), |t| {
+        video_count(t) >= 5
+    });
     assert_eq!(
         tags[0].kind, 18,
         "the first tag is script data (onMetaData)"
     );
     assert!(
-        tags[0].data.windows(10).any(|w| w == b"onMetaData"),
+        tags[0].head.windows(10).any(|w| w == b"onMetaData"),
         "the first tag is not onMetaData"
     );
     let video: Vec<&FlvTag> = tags.iter().filter(|t| t.kind == 9).collect();
     assert_eq!(
-        (video[0].data[0], video[0].data[1]),
+        (video[0].head[0], video[0].head[1]),
         (0x17, 0),
         "the first video tag is the AVC sequence header"
     );
     assert_eq!(
         (
-            video[1].data[0] >> 4,
-            video[1].data[0] & 0x0f,
-            video[1].data[1]
+            video[1].head[0] >> 4,
+            video[1].head[0] & 0x0f,
+            video[1].head[1]
         ),
         (1, 7, 1),
         "the video tag after the sequence header is an AVC keyframe"
@@ -802,7 +645,7 @@ fn http_flv_plays_in_ffprobe_ffmpeg_and_a_raw_client() {
     assert!(
         video[2..]
             .iter()
-            .all(|t| t.data[0] & 0x0f == 7 && t.data[1] == 1),
+            .all(|t| t.head[0] & 0x0f == 7 && t.head[1] == 1),
         "later video tags are AVC NALUs"
     );
     assert!(
@@ -813,7 +656,7 @@ fn http_flv_plays_in_ffprobe_ffmpeg_and_a_raw_client() {
     let audio: Vec<&FlvTag> = tags.iter().filter(|t| t.kind == 8).collect();
     assert!(!audio.is_empty(), "no audio tags");
     assert_eq!(
-        (audio[0].data[0] >> 4, audio[0].data[1]),
+        (audio[0].head[0] >> 4, audio[0].head[1]),
         (10, 0),
         "the first audio tag is the AAC sequence header"
     );
@@ -856,12 +699,12 @@ fn flv_of_an_unpublished_stream_is_404_after_the_wait_timeout() {
     );
     let first = flv.next_chunk(Duration::from_secs(5)).expect("FLV header");
     assert_eq!(first, FLV_HEADER);
-    let tags = read_flv_tags(&mut flv, Duration::from_secs(5), |t| {
+    let tags = read_flv_tags(&mut flv, &first, Duration::from_secs(5), |t| {
         t.iter().filter(|t| t.kind == 9).count() >= 2
     });
     assert!(tags
         .iter()
-        .any(|t| t.kind == 9 && t.data[0] == 0x17 && t.data[1] == 1));
+        .any(|t| t.kind == 9 && t.head[0] == 0x17 && t.head[1] == 1));
 }
 
 #[test]
@@ -881,16 +724,16 @@ fn flv_request_made_before_the_publish_gets_media_once_it_starts() {
     assert_eq!(flv.header("content-type"), Some("video/x-flv"));
     let first = flv.next_chunk(Duration::from_secs(5)).expect("FLV header");
     assert_eq!(first, FLV_HEADER);
-    let tags = read_flv_tags(&mut flv, Duration::from_secs(10), |t| {
+    let tags = read_flv_tags(&mut flv, &first, Duration::from_secs(10), |t| {
         t.iter().filter(|t| t.kind == 9).count() >= 10
     });
     let video: Vec<&FlvTag> = tags.iter().filter(|t| t.kind == 9).collect();
     assert_eq!(
-        (video[0].data[0], video[0].data[1]),
+        (video[0].head[0], video[0].head[1]),
         (0x17, 0),
         "sequence header first"
     );
-    assert_eq!(video[1].data[0] >> 4, 1, "then a keyframe");
+    assert_eq!(video[1].head[0] >> 4, 1, "then a keyframe");
     let lines = server.log_lines();
     let play_at = lines
         .iter()

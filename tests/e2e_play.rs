@@ -564,23 +564,26 @@ fn twenty_library_players_all_receive_media() {
 
 /// With merged writes (`mw_latency_ms`), the shard's flusher writes every player once per
 /// window: media must still decode cleanly, a late joiner must still start on a keyframe, and
-/// players on both shards must get it.
+/// players on both shards must get it. With `splice_min_bytes = 0` nothing goes out by splice.
 #[test]
 fn merged_writes_deliver_decodable_media_to_every_shard() {
     let _g = serial();
-    merged_writes_case("mw_latency_ms = 100\nsplice_min_bytes = 0\n");
+    merged_writes_case("mw_latency_ms = 100\nsplice_min_bytes = 0\n", false);
 }
 
-/// The same when every merged write goes out by tee + splice from the shard's shared pipe.
+/// The same when every merged write goes out by tee + splice from the shard's shared pipe
+/// (and the server counts spliced writes).
 #[test]
 fn spliced_merged_writes_deliver_decodable_media_to_every_shard() {
     let _g = serial();
-    merged_writes_case("mw_latency_ms = 300\nsplice_min_bytes = 1\n");
+    merged_writes_case("mw_latency_ms = 300\nsplice_min_bytes = 1\n", true);
 }
 
-fn merged_writes_case(rtmp: &str) {
+fn merged_writes_case(rtmp: &str, spliced: bool) {
     let server = Server::start_with(ServerOpts {
         rtmp: rtmp.into(),
+        // For /metrics.
+        http: true,
         ..ServerOpts::default()
     });
     let _publisher = publish(&server, "merged");
@@ -592,14 +595,28 @@ fn merged_writes_case(rtmp: &str) {
         packets[0].2.contains('K'),
         "first video packet with merged writes is not a keyframe: {packets:?}"
     );
-    // Several library players land on both shards; each must receive video.
-    let players: Vec<LibPlayer> = (0..6)
-        .map(|_| LibPlayer::start(server.port, "merged", Duration::from_secs(30)))
-        .collect();
-    for p in &players {
+    // Library players land on both shards (at least six, more until both serve some: where a
+    // connection lands is the kernel's choice); each must receive video.
+    let key = Server::key("merged");
+    let mut players: Vec<(usize, LibPlayer)> = Vec::new();
+    let mut served = std::collections::BTreeSet::new();
+    while (players.len() < 6 || served.len() < server.shards) && players.len() < 24 {
+        let p = LibPlayer::start(server.port, "merged", Duration::from_secs(30));
+        let shard = shard_of_player(&server, &key, &p);
+        served.insert(shard);
+        players.push((shard, p));
+    }
+    assert_eq!(
+        served.len(),
+        server.shards,
+        "{} players were served by shards {served:?} only, of {}",
+        players.len(),
+        server.shards
+    );
+    for (shard, p) in &players {
         assert!(
             p.wait_video_above(20, Duration::from_secs(10)),
-            "a player got {} video frames with merged writes",
+            "a player on shard {shard} got {} video frames with merged writes",
             p.video_frames()
         );
     }
@@ -611,9 +628,49 @@ fn merged_writes_case(rtmp: &str) {
         .collect();
     assert!(!shards.is_empty(), "no play lines logged");
     assert_eq!(
+        shards.len(),
+        server.shards,
+        "play lines of only shards {shards:?}"
+    );
+    assert_eq!(
         server.count_lines(|l| l.contains("copying instead")),
         0,
         "the shard could not make its splice pipes:\n{}",
         server.log_tail(20)
     );
+    // Whether the merged writes went out by splice (the figure is a snapshot, every 250 ms).
+    let http = server.http_port.expect("http port");
+    let spliced_writes = || sum_of(&get_metrics(http), "shardcast_spliced_writes_total");
+    if spliced {
+        assert!(
+            wait_until(Duration::from_secs(5), || spliced_writes() > 0.0),
+            "players got media but nothing went out by splice: {} spliced writes",
+            spliced_writes()
+        );
+    } else {
+        assert_eq!(
+            spliced_writes(),
+            0.0,
+            "writes went out by splice with splice_min_bytes = 0"
+        );
+    }
+}
+
+/// The shard whose play line names `player` (by its local port), waiting up to 5 s for it.
+fn shard_of_player(server: &Server, key: &str, player: &LibPlayer) -> usize {
+    assert!(
+        wait_until(Duration::from_secs(5), || player.local_port() != 0),
+        "player did not connect: {:?}",
+        player.seen()
+    );
+    let peer = format!(" peer=127.0.0.1:{} ", player.local_port());
+    let play = format!(" play stream={key} ");
+    let line = server
+        .wait_for_line(Duration::from_secs(5), |l| {
+            l.contains(&peer) && l.contains(&play)
+        })
+        .unwrap_or_else(|| panic!("no play line for the player at{peer}: {:?}", player.seen()));
+    log_field(&line, "shard")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no shard= in {line}"))
 }

@@ -97,13 +97,10 @@ fn a_stalled_player_under_spliced_merged_writes_is_dropped_and_holds_up_nobody()
     let server = slow_player_case("mw_latency_ms = 200\nsplice_min_bytes = 1\n");
     let http = server.http_port.expect("http");
     let metrics = http_get(http, "/metrics").text();
-    let spliced: u64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("shardcast_spliced_writes_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let samples = parse_metrics(&metrics).unwrap_or_else(|e| panic!("/metrics: {e}\n{metrics}"));
+    let spliced = sum_of(&samples, "shardcast_spliced_writes_total");
     assert!(
-        spliced > 0,
+        spliced > 0.0,
         "no merged write went out by splice:\n{metrics}"
     );
 }

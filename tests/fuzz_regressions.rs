@@ -187,10 +187,34 @@ fn set_data_frame_with_invalid_utf8_long_string() {
             _ => None,
         })
         .collect();
+    assert!(
+        !frames.is_empty(),
+        "the metadata frame was not handed to the application: nothing to encode"
+    );
     for frame in frames {
-        // What the stream fan-out does for every player.
+        // What the stream fan-out does for every player...
         let bytes = shardcast::server::packet::encode_frame(frame, 4096, 1);
         assert!(!bytes.is_empty());
+        // ...and a player gets the frame back from it (after the server's Set Chunk Size).
+        let mut dec = ChunkDecoder::new(DecoderLimits {
+            max_message_len: MAX_MESSAGE_LEN,
+            ..DecoderLimits::default()
+        });
+        let mut set_chunk_size = BytesMut::new();
+        encode_message(&mut set_chunk_size, 128, 2, 0, 1, 0, &4096u32.to_be_bytes());
+        dec.push(&set_chunk_size);
+        dec.push(&bytes);
+        let first = dec.next_message().expect("Set Chunk Size decodes");
+        assert_eq!(first.map(|m| m.type_id), Some(1));
+        let m = dec
+            .next_message()
+            .expect("the encoded frame decodes")
+            .expect("a whole message");
+        assert_eq!(
+            (m.type_id, m.timestamp, m.stream_id),
+            (frame.rtmp_type_id(), frame.timestamp, 1)
+        );
+        assert!(m.payload == frame.payload, "the payload came back changed");
     }
     check_output(&mut s);
 }

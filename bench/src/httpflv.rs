@@ -71,9 +71,68 @@ pub struct ResponseHead {
     pub framing: Framing,
 }
 
-/// Parses a response head from the start of `buf`. `Ok(None)`: more bytes needed. Lines may
-/// end in CRLF or a bare LF. Any status but 200 is an error.
-pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HttpFlvError> {
+/// A response head of any status, as [`parse_head`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'a> {
+    pub status: u16,
+    /// The head's length in the buffer, its closing empty line included.
+    pub len: usize,
+    /// The status line and the header lines (without the closing empty line).
+    lines: &'a [u8],
+}
+
+impl<'a> Head<'a> {
+    /// The header fields in order, names and values trimmed; `Err` for a line without a colon.
+    pub fn fields(&self) -> impl Iterator<Item = Result<(&'a [u8], &'a [u8]), HttpFlvError>> {
+        head_lines(self.lines).skip(1).map(|line| {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return Err(HttpFlvError::BadHead("header line without a colon"));
+            };
+            Ok((line[..colon].trim_ascii(), line[colon + 1..].trim_ascii()))
+        })
+    }
+
+    /// How the body is delimited: chunked when the last transfer coding is `chunked`, else by
+    /// Content-Length, else until the connection closes.
+    pub fn framing(&self) -> Result<Framing, HttpFlvError> {
+        let mut chunked = false;
+        let mut length = None;
+        for field in self.fields() {
+            let (name, value) = field?;
+            if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // The last coding is the one that frames the body.
+                let last = value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                chunked = last.eq_ignore_ascii_case(b"chunked");
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                match std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()) {
+                    Some(v) => length = Some(v),
+                    None => return Err(HttpFlvError::BadHead("bad Content-Length")),
+                }
+            }
+        }
+        Ok(match (chunked, length) {
+            (true, _) => Framing::Chunked,
+            (false, Some(n)) => Framing::Length(n),
+            (false, None) => Framing::UntilClose,
+        })
+    }
+}
+
+/// The lines of a head, each without its CR, up to the first empty one.
+fn head_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .take_while(|l| !l.is_empty())
+}
+
+/// Parses a response head of any status from the start of `buf`. `Ok(None)`: more bytes
+/// needed. Lines may end in CRLF or a bare LF. The header lines are checked by
+/// [`Head::fields`] and [`Head::framing`], not here.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HttpFlvError> {
     let bad = |m| Err(HttpFlvError::BadHead(m));
     // Blank lines before the status line are tolerated (RFC 9112, 2.2).
     let first = buf
@@ -102,11 +161,10 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HttpFlvEr
         }
         return Ok(None);
     };
-    let mut lines = text[..end]
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .take_while(|l| !l.is_empty());
-    let Some(after) = lines.next().and_then(|l| l.strip_prefix(b"HTTP/")) else {
+    let Some(after) = head_lines(&text[..end])
+        .next()
+        .and_then(|l| l.strip_prefix(b"HTTP/"))
+    else {
         return bad("not an HTTP response");
     };
     let mut parts = after.splitn(3, |&b| b == b' ');
@@ -118,39 +176,25 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HttpFlvEr
     let status = code
         .iter()
         .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
-    if status != 200 {
-        return Err(HttpFlvError::Status(status));
-    }
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return bad("header line without a colon");
-        };
-        let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // The last coding is the one that frames the body.
-            let last = value
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii();
-            chunked = last.eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            match std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()) {
-                Some(v) => length = Some(v),
-                None => return bad("bad Content-Length"),
-            }
-        }
-    }
-    let framing = match (chunked, length) {
-        (true, _) => Framing::Chunked,
-        (false, Some(n)) => Framing::Length(n),
-        (false, None) => Framing::UntilClose,
-    };
-    Ok(Some(ResponseHead {
+    Ok(Some(Head {
+        status,
         len: first + end,
-        framing,
+        lines: &text[..end],
+    }))
+}
+
+/// Parses a response head from the start of `buf`. `Ok(None)`: more bytes needed. Lines may
+/// end in CRLF or a bare LF. Any status but 200 is an error.
+pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HttpFlvError> {
+    let Some(head) = parse_head(buf)? else {
+        return Ok(None);
+    };
+    if head.status != 200 {
+        return Err(HttpFlvError::Status(head.status));
+    }
+    Ok(Some(ResponseHead {
+        len: head.len,
+        framing: head.framing()?,
     }))
 }
 
@@ -184,7 +228,11 @@ enum ChunkState {
 
 /// Turns the response body back into the FLV byte stream.
 #[derive(Debug, Clone)]
-pub struct BodyDecoder(Decoding);
+pub struct BodyDecoder {
+    decoding: Decoding,
+    /// Reject a bare LF where chunked framing wants CRLF.
+    crlf_only: bool,
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Decoding {
@@ -193,16 +241,36 @@ enum Decoding {
     UntilClose,
 }
 
+/// What [`BodyDecoder::feed_events`] reports, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEvent<'a> {
+    /// A run of payload bytes (a slice of the input, never copied).
+    Data(&'a [u8]),
+    /// A chunk of chunked framing has ended, the line end after its data included.
+    ChunkEnd,
+}
+
 impl BodyDecoder {
     pub fn new(framing: Framing) -> Self {
-        BodyDecoder(match framing {
-            Framing::Chunked => Decoding::Chunked(ChunkState::Size {
-                value: 0,
-                digits: 0,
-            }),
-            Framing::Length(n) => Decoding::Length(n),
-            Framing::UntilClose => Decoding::UntilClose,
-        })
+        BodyDecoder {
+            decoding: match framing {
+                Framing::Chunked => Decoding::Chunked(ChunkState::Size {
+                    value: 0,
+                    digits: 0,
+                }),
+                Framing::Length(n) => Decoding::Length(n),
+                Framing::UntilClose => Decoding::UntilClose,
+            },
+            crlf_only: false,
+        }
+    }
+
+    /// A decoder that refuses a bare LF ending a chunk-size line, a chunk's data or the last
+    /// chunk (a sender must send CRLF; by default a bare LF is accepted, as RFC 9112 allows a
+    /// recipient to). Trailer lines are not checked.
+    pub fn crlf_only(mut self) -> Self {
+        self.crlf_only = true;
+        self
     }
 
     /// Feeds raw body bytes; `sink` gets each run of payload bytes in order (slices of
@@ -213,33 +281,53 @@ impl BodyDecoder {
         input: &[u8],
         mut sink: impl FnMut(&[u8]) -> Result<(), HttpFlvError>,
     ) -> Result<bool, HttpFlvError> {
-        match &mut self.0 {
+        self.feed_events(input, |ev| match ev {
+            BodyEvent::Data(d) => sink(d),
+            BodyEvent::ChunkEnd => Ok(()),
+        })
+    }
+
+    /// Like [`BodyDecoder::feed`], and tells where each chunk ends too.
+    pub fn feed_events(
+        &mut self,
+        input: &[u8],
+        mut sink: impl FnMut(BodyEvent<'_>) -> Result<(), HttpFlvError>,
+    ) -> Result<bool, HttpFlvError> {
+        match &mut self.decoding {
             Decoding::UntilClose => {
                 if !input.is_empty() {
-                    sink(input)?;
+                    sink(BodyEvent::Data(input))?;
                 }
                 Ok(false)
             }
             Decoding::Length(left) => {
                 let take = (*left).min(input.len() as u64) as usize;
                 if take > 0 {
-                    sink(&input[..take])?;
+                    sink(BodyEvent::Data(&input[..take]))?;
                 }
                 *left -= take as u64;
                 Ok(*left == 0)
             }
-            Decoding::Chunked(st) => dechunk(st, input, &mut sink),
+            Decoding::Chunked(st) => dechunk(st, self.crlf_only, input, &mut sink),
         }
     }
 }
 
 fn dechunk(
     st: &mut ChunkState,
+    crlf_only: bool,
     input: &[u8],
-    sink: &mut impl FnMut(&[u8]) -> Result<(), HttpFlvError>,
+    sink: &mut impl FnMut(BodyEvent<'_>) -> Result<(), HttpFlvError>,
 ) -> Result<bool, HttpFlvError> {
     use ChunkState::*;
     let bad = |m| Err(HttpFlvError::Chunk(m));
+    let bare_lf = || {
+        if crlf_only {
+            Err(HttpFlvError::Chunk("bare LF in chunked framing"))
+        } else {
+            Ok(())
+        }
+    };
     if *st == Done {
         return Ok(true);
     }
@@ -247,7 +335,7 @@ fn dechunk(
     while i < input.len() {
         if let Data { left } = *st {
             let take = left.min((input.len() - i) as u64) as usize;
-            sink(&input[i..i + take])?;
+            sink(BodyEvent::Data(&input[i..i + take]))?;
             i += take;
             *st = if left == take as u64 {
                 DataCr
@@ -283,12 +371,18 @@ fn dechunk(
                 _ if digits == 0 => return bad("missing chunk size"),
                 b';' | b' ' | b'\t' => Ext { value },
                 b'\r' => SizeLf { value },
-                b'\n' => line_end(value),
+                b'\n' => {
+                    bare_lf()?;
+                    line_end(value)
+                }
                 _ => return bad("bad character in chunk size"),
             },
             Ext { value } => match b {
                 b'\r' => SizeLf { value },
-                b'\n' => line_end(value),
+                b'\n' => {
+                    bare_lf()?;
+                    line_end(value)
+                }
                 _ => Ext { value },
             },
             SizeLf { value } => match b {
@@ -297,22 +391,32 @@ fn dechunk(
             },
             DataCr => match b {
                 b'\r' => DataLf,
-                b'\n' => Size {
-                    value: 0,
-                    digits: 0,
-                },
+                b'\n' => {
+                    bare_lf()?;
+                    sink(BodyEvent::ChunkEnd)?;
+                    Size {
+                        value: 0,
+                        digits: 0,
+                    }
+                }
                 _ => return bad("chunk data longer than its size"),
             },
             DataLf => match b {
-                b'\n' => Size {
-                    value: 0,
-                    digits: 0,
-                },
+                b'\n' => {
+                    sink(BodyEvent::ChunkEnd)?;
+                    Size {
+                        value: 0,
+                        digits: 0,
+                    }
+                }
                 _ => return bad("CR without LF after chunk data"),
             },
             TrailerStart => match b {
                 b'\r' => TrailerLf,
-                b'\n' => Done,
+                b'\n' => {
+                    bare_lf()?;
+                    Done
+                }
                 _ => TrailerLine,
             },
             TrailerLine => match b {
@@ -875,6 +979,102 @@ mod tests {
             parse_response_head(b"HTTP/1.1 200 OK\r\nbroken\r\n\r\n"),
             Err(HttpFlvError::BadHead(_))
         ));
+    }
+
+    #[test]
+    fn heads_of_any_status() {
+        let nf =
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nno!";
+        for cut in 0..nf.len() - 3 {
+            assert_eq!(parse_head(&nf[..cut]), Ok(None), "cut {cut}");
+        }
+        let h = parse_head(nf).unwrap().unwrap();
+        assert_eq!((h.status, h.len), (404, nf.len() - 3));
+        let fields: Vec<_> = h.fields().map(Result::unwrap).collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"Content-Type"[..], &b"text/plain"[..]),
+                (b"Content-Length", b"3")
+            ]
+        );
+        assert_eq!(h.framing(), Ok(Framing::Length(3)));
+        // Header lines are judged by `fields` and `framing`, after the status.
+        let broken = parse_head(b"HTTP/1.1 500 X\r\nbroken\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(broken.status, 500);
+        assert!(matches!(
+            broken.fields().next(),
+            Some(Err(HttpFlvError::BadHead(_)))
+        ));
+        assert!(matches!(broken.framing(), Err(HttpFlvError::BadHead(_))));
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 2000 OK\r\n\r\n"),
+            Err(HttpFlvError::BadHead(_))
+        ));
+    }
+
+    /// Decodes `wire` in the given pieces into whole chunks (and whether the body ended).
+    fn chunks_of(
+        mut d: BodyDecoder,
+        wire: &[u8],
+        cuts: &[usize],
+    ) -> Result<(Vec<Vec<u8>>, bool), HttpFlvError> {
+        let (mut chunks, mut cur, mut prev, mut done) = (Vec::new(), Vec::new(), 0, false);
+        for &c in cuts.iter().chain(std::iter::once(&wire.len())) {
+            done = d.feed_events(&wire[prev..c], |ev| {
+                match ev {
+                    BodyEvent::Data(s) => cur.extend_from_slice(s),
+                    BodyEvent::ChunkEnd => chunks.push(std::mem::take(&mut cur)),
+                }
+                Ok(())
+            })?;
+            prev = c;
+        }
+        Ok((chunks, done))
+    }
+
+    #[test]
+    fn chunk_ends_are_reported_wherever_the_input_is_cut() {
+        let body: Vec<u8> = (0..100u32).map(|i| i as u8).collect();
+        let wire = chunked(&body, &[13, 1, 40]);
+        let want: Vec<Vec<u8>> = [13, 1, 40, 13, 1, 32]
+            .iter()
+            .scan(0, |pos, &n| {
+                *pos += n;
+                Some(body[*pos - n..*pos].to_vec())
+            })
+            .collect();
+        for cut in 0..=wire.len() {
+            let got = chunks_of(BodyDecoder::new(Framing::Chunked), &wire, &[cut]).unwrap();
+            assert_eq!(got, (want.clone(), true), "cut {cut}");
+        }
+        // Only chunked framing has chunks.
+        let plain = chunks_of(BodyDecoder::new(Framing::Length(3)), b"abc", &[1]).unwrap();
+        assert_eq!(plain, (vec![], true));
+    }
+
+    #[test]
+    fn crlf_only_refuses_bare_lf() {
+        let strict = || BodyDecoder::new(Framing::Chunked).crlf_only();
+        let ok = b"3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n";
+        let got = chunks_of(strict(), ok, &[]).unwrap();
+        assert_eq!(got, (vec![b"abc".to_vec(), b"de".to_vec()], true));
+        for wire in [
+            &b"3\nabc\r\n"[..],
+            b"3;x\nabc\r\n",
+            b"3\r\nabc\n",
+            b"3\r\nabc\r\n0\r\n\n",
+        ] {
+            assert_eq!(
+                chunks_of(strict(), wire, &[]),
+                Err(HttpFlvError::Chunk("bare LF in chunked framing")),
+                "{wire:?}"
+            );
+            // The default decoder takes them.
+            assert!(chunks_of(BodyDecoder::new(Framing::Chunked), wire, &[]).is_ok());
+        }
     }
 
     #[test]

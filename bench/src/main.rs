@@ -2,21 +2,8 @@
 //! or both in one process (fanout, with end-to-end latency), thread-per-core on glommio, driving
 //! the `shardcast::rtmp::client::ClientSession` state machine over real sockets.
 
-mod args;
-mod compare;
-mod conn;
-mod flv;
-mod httpflv;
-mod latency;
-mod player;
-mod procstat;
-mod publisher;
-mod report;
-mod runner;
-mod schedule;
-mod stats;
-
-use args::{Command, USAGE};
+use shardcast_bench::args::{self, Command, USAGE};
+use shardcast_bench::{compare, report, runner};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -122,7 +122,20 @@ mod tests {
         let s = sample(&[me]).unwrap();
         assert!(s.processes >= 1);
         assert!(s.rss_kib > 0);
-        assert!(s.cpu_s >= 0.0);
         assert_eq!(sample(&[]), None);
+        // The CPU figure is this process's own: spinning gets at least one more tick charged.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (mut after, mut x) = (s.cpu_s, 0u64);
+        while after <= s.cpu_s && std::time::Instant::now() < deadline {
+            for i in 0..200_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            after = sample(&[me]).unwrap().cpu_s;
+        }
+        assert!(
+            after > s.cpu_s,
+            "CPU seconds did not grow while spinning: {} -> {after}",
+            s.cpu_s
+        );
     }
 }

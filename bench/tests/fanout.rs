@@ -178,7 +178,14 @@ fn check(summary: &Value) {
             p["first_video_keyframe"], true,
             "first frame not a keyframe: {p:#}"
         );
-        assert!(f(p, "/join_ms") >= 0.0);
+        // Joined (connect to first keyframe) within the run: after some time on the wire,
+        // before the players' stop, and counted in the summary's join figures.
+        let join = f(p, "/join_ms");
+        let run_ms = f(summary, "/schedule/stop_players") * 1000.0;
+        assert!(
+            join > 0.0 && join < run_ms && join <= f(summary, "/players/join_ms/max"),
+            "join {join} ms in a run whose players stop at {run_ms} ms: {p:#}"
+        );
         // Frames received match the frame rate over the media time received (25 fps).
         let fps = f(p, "/fps");
         assert!((fps - 25.0).abs() < 0.5, "fps {fps}");
