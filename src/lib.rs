@@ -11,9 +11,12 @@
 //!   writer (bounded queue, batched vectored writes).
 //! - [`http`]: the SRS-shaped API, Prometheus metrics, HTTP-FLV players and the console.
 //! - [`runtime`]: glommio glue: one pinned executor per core, the mesh, limits and signals.
+//! - [`lb`]: behind a load balancer, without I/O: the PROXY protocol, trusted proxies, the
+//!   HAProxy agent-check weight, nginx-rtmp-compatible `/stat` XML and `/control/drop`.
 
 pub mod config;
 pub mod http;
+pub mod lb;
 pub mod media;
 pub mod policy;
 pub mod rtmp;

@@ -1,0 +1,10 @@
+//! Behind a load balancer (issue #12), without I/O: plain functions and types that the server
+//! feeds bytes, samples and request targets, and that return values. Nothing here touches a
+//! socket or the clock; the caller passes time in.
+//!
+//! - [`proxy_protocol`]: the PROXY protocol v1/v2 decoder run on the first bytes of a connection
+//!   (so the client's address survives a TCP-mode balancer), and the encoders for upstream
+//!   connections.
+#![warn(missing_docs)]
+
+pub mod proxy_protocol;
