@@ -5,6 +5,9 @@
 //! - [`proxy_protocol`]: the PROXY protocol v1/v2 decoder run on the first bytes of a connection
 //!   (so the client's address survives a TCP-mode balancer), and the encoders for upstream
 //!   connections.
+//! - [`trust`]: which peers may send a header (CIDR list), and the accept/use-peer/reject
+//!   decision from the listener's mode, the peer's trust and what the decoder saw.
 #![warn(missing_docs)]
 
 pub mod proxy_protocol;
+pub mod trust;
