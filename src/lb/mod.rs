@@ -7,7 +7,10 @@
 //!   connections.
 //! - [`trust`]: which peers may send a header (CIDR list), and the accept/use-peer/reject
 //!   decision from the listener's mode, the peer's trust and what the decoder saw.
+//! - [`agent`]: the HAProxy agent-check reply: a weight from the node's load (connections,
+//!   egress, busiest shard's CPU), smoothed so it does not flap, and the drain/maint states.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod proxy_protocol;
 pub mod trust;
