@@ -9,8 +9,11 @@
 //!   decision from the listener's mode, the peer's trust and what the decoder saw.
 //! - [`agent`]: the HAProxy agent-check reply: a weight from the node's load (connections,
 //!   egress, busiest shard's CPU), smoothed so it does not flap, and the drain/maint states.
+//! - [`stat_xml`]: nginx-rtmp's `/stat` XML from plain input structs, for the dashboards and
+//!   scrapers built for it.
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod proxy_protocol;
+pub mod stat_xml;
 pub mod trust;
