@@ -11,9 +11,12 @@
 //!   egress, busiest shard's CPU), smoothed so it does not flap, and the drain/maint states.
 //! - [`stat_xml`]: nginx-rtmp's `/stat` XML from plain input structs, for the dashboards and
 //!   scrapers built for it.
+//! - [`control`]: nginx-rtmp's `/control/drop/{publisher|subscriber|client}` parsed into a
+//!   filter matched against plain session data, and its reply body.
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod control;
 pub mod proxy_protocol;
 pub mod stat_xml;
 pub mod trust;
