@@ -12,9 +12,12 @@
 //!   [`server::start`] runs it all in this process and returns a handle.
 //! - [`http`]: the SRS-shaped API, Prometheus metrics, HTTP-FLV players and the console.
 //! - [`runtime`]: the process around `server::start`: limits, signals, reload.
+//! - [`lb`]: behind a load balancer, without I/O: the PROXY protocol, trusted proxies, the
+//!   HAProxy agent-check weight, nginx-rtmp-compatible `/stat` XML and `/control/drop`.
 
 pub mod config;
 pub mod http;
+pub mod lb;
 pub mod media;
 pub mod policy;
 pub mod rtmp;
