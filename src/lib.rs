@@ -11,7 +11,11 @@
 //!   writer (bounded queue, batched vectored writes).
 //! - [`http`]: the SRS-shaped API, Prometheus metrics, HTTP-FLV players and the console.
 //! - [`runtime`]: glommio glue: one pinned executor per core, the mesh, limits and signals.
+//! - [`cluster`]: edge/origin/proxy clustering without I/O: SRS-compatible stream discovery,
+//!   heartbeats, RTMP 302, the proxy's stream registry, origin failover and the edge pull's
+//!   lifecycle.
 
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod media;
