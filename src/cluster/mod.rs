@@ -22,4 +22,5 @@
 //! [`url`] splits RTMP URLs and HTTP queries for all of them, without name resolution.
 
 pub mod coworkers;
+pub mod register;
 pub mod url;
