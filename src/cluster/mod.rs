@@ -22,5 +22,6 @@
 //! [`url`] splits RTMP URLs and HTTP queries for all of them, without name resolution.
 
 pub mod coworkers;
+pub mod redirect;
 pub mod register;
 pub mod url;
