@@ -22,6 +22,8 @@
 //! [`url`] splits RTMP URLs and HTTP queries for all of them, without name resolution.
 
 pub mod coworkers;
+pub mod linger;
+pub mod origins;
 pub mod redirect;
 pub mod register;
 pub mod url;
