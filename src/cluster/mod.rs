@@ -22,6 +22,7 @@
 //! [`url`] splits RTMP URLs and HTTP queries for all of them, without name resolution.
 
 pub mod coworkers;
+pub mod forward_backend;
 pub mod linger;
 pub mod origins;
 pub mod redirect;
