@@ -27,4 +27,5 @@ pub mod linger;
 pub mod origins;
 pub mod redirect;
 pub mod register;
+pub mod registry;
 pub mod url;
