@@ -14,7 +14,11 @@
 //! - [`runtime`]: the process around `server::start`: limits, signals, reload.
 //! - [`lb`]: behind a load balancer, without I/O: the PROXY protocol, trusted proxies, the
 //!   HAProxy agent-check weight, nginx-rtmp-compatible `/stat` XML and `/control/drop`.
+//! - [`cluster`]: edge/origin/proxy clustering without I/O: SRS-compatible stream discovery,
+//!   heartbeats, RTMP 302, the proxy's stream registry, origin failover and the edge pull's
+//!   lifecycle.
 
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod lb;

@@ -25,6 +25,75 @@ pub enum ClientError {
         code: String,
         description: String,
     },
+    /// The server answered with an RTMP 302: connect to `redirect` instead. The session is over
+    /// (the server closes it); the caller decides whether to follow.
+    #[error("server redirected to {}", .0.target(""))]
+    Redirected(Redirect),
+}
+
+/// An RTMP 302 redirect, as SRS sends it: a `NetConnection.Connect.Rejected` error status whose
+/// info object holds `ex: {code: 302, redirect: <tcUrl>, redirect2: <full URL>}`. Older SRS 3
+/// alphas sent only `redirect`, holding the full URL; players that predate `redirect2` append
+/// their stream name to `redirect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// `ex.redirect`, or `redirect2` without its last path segment when only that was sent.
+    pub tc_url: String,
+    /// `ex.redirect2`: the full URL, stream included.
+    pub url: Option<String>,
+}
+
+impl Redirect {
+    /// Read a redirect from an error status's info object: level `error`, an `ex` object whose
+    /// `code` is 302 (or absent: SRS's own edge does not check it), and a non-empty `redirect2`
+    /// or `redirect` string. `None` for any other status.
+    pub fn from_info(info: &Amf0Value) -> Option<Redirect> {
+        if info.get("level").and_then(|v| v.as_str()) != Some("error") {
+            return None;
+        }
+        let ex = info.get("ex")?;
+        if !matches!(ex, Amf0Value::Object(_) | Amf0Value::EcmaArray(_)) {
+            return None;
+        }
+        if let Some(code) = ex.get("code") {
+            let is_302 = code.as_f64() == Some(302.0) || code.as_str() == Some("302");
+            if !is_302 {
+                return None;
+            }
+        }
+        let text = |k: &str| {
+            ex.get(k)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        match (text("redirect"), text("redirect2")) {
+            (Some(tc_url), url) => Some(Redirect { tc_url, url }),
+            (None, Some(url)) => {
+                let tc_url = url
+                    .split_once('?')
+                    .map_or(url.as_str(), |(u, _)| u)
+                    .rsplit_once('/')
+                    .map_or(url.as_str(), |(dir, _)| dir)
+                    .to_string();
+                Some(Redirect {
+                    tc_url,
+                    url: Some(url),
+                })
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// The URL to connect to next for `stream` (name and query, as published or played):
+    /// `redirect2` when sent, else `redirect` + "/" + `stream`.
+    pub fn target(&self, stream: &str) -> String {
+        match &self.url {
+            Some(u) => u.clone(),
+            None if stream.is_empty() => self.tc_url.clone(),
+            None => format!("{}/{stream}", self.tc_url.trim_end_matches('/')),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,6 +409,9 @@ impl ClientSession {
                 }
             }
             "_error" => {
+                if let Some(r) = self.redirect_in(&cmd) {
+                    return Err(ClientError::Redirected(r));
+                }
                 let (_, code, description) = info(&cmd);
                 return Err(ClientError::Refused {
                     command: format!("transaction {}", cmd.transaction_id),
@@ -353,6 +425,9 @@ impl ClientSession {
                     code: code.clone(),
                     level: level.clone(),
                 });
+                if let Some(r) = self.redirect_in(&cmd) {
+                    return Err(ClientError::Redirected(r));
+                }
                 if level == "error" {
                     return Err(ClientError::Refused {
                         command: format!("{:?}", self.cfg.role).to_lowercase(),
@@ -375,6 +450,16 @@ impl ClientSession {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A 302 in an error answer. SRS waits up to 3 s for the client to acknowledge a redirect
+    /// with any call before it closes, so we answer as Flash players do, with
+    /// `Redirected(0, null, <tcUrl>)`; the caller then closes without that wait.
+    fn redirect_in(&mut self, cmd: &Command) -> Option<Redirect> {
+        let r = Redirect::from_info(cmd.args.first()?)?;
+        let ack = Amf0Value::string(r.tc_url.clone());
+        self.command(0, "Redirected", 0.0, vec![ack]);
+        Some(r)
     }
 
     /// Send one media frame (publishers, once `PublishStarted`). Data frames go out as
@@ -410,5 +495,92 @@ impl ClientSession {
     /// Send an arbitrary command (tests use it to poke the server).
     pub fn send_command(&mut self, stream_id: u32, name: &str, txn: f64, args: Vec<Amf0Value>) {
         self.command(stream_id, name, txn, args);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::message::MessageWriter;
+    use crate::rtmp::session::{ServerSession, SessionConfig, SessionEvent};
+
+    /// Runs handshake and connect against a server session, then hands the client `answer`
+    /// (built at RTMP's initial chunk size) instead of the server's own reply.
+    fn answer_connect_with(answer: Command) -> Result<(), ClientError> {
+        let cfg = ClientConfig::from_url("rtmp://127.0.0.1/live/cam", ClientRole::Publish).unwrap();
+        let mut c = ClientSession::new(cfg, 3, 0);
+        let mut s = ServerSession::new(SessionConfig::default(), 5, 0);
+        for _ in 0..10 {
+            while let Some(b) = c.poll_transmit() {
+                s.handle_input(&b).unwrap();
+            }
+            if std::iter::from_fn(|| s.poll_event())
+                .any(|e| matches!(e, SessionEvent::ConnectRequested { .. }))
+            {
+                let mut out = BytesMut::new();
+                MessageWriter::new(128).command(&mut out, 0, &answer);
+                return c.handle_input(&out);
+            }
+            while let Some(b) = s.poll_transmit() {
+                c.handle_input(&b).unwrap();
+            }
+        }
+        panic!("no connect")
+    }
+
+    fn error_info(ex: Option<Amf0Value>) -> Command {
+        let mut info = vec![
+            ("level", Amf0Value::string("error")),
+            ("code", Amf0Value::string("NetConnection.Connect.Rejected")),
+            ("description", Amf0Value::string("RTMP 302 Redirect")),
+        ];
+        info.extend(ex.map(|ex| ("ex", ex)));
+        Command {
+            name: "_error".into(),
+            transaction_id: TXN_CONNECT,
+            object: Amf0Value::Null,
+            args: vec![Amf0Value::object(info)],
+        }
+    }
+
+    #[test]
+    fn error_reply_with_302_is_a_redirect() {
+        let ex = Amf0Value::object([
+            ("code", Amf0Value::Number(302.0)),
+            (
+                "redirect2",
+                Amf0Value::string("rtmp://10.0.0.3:1936/live/cam?k=v"),
+            ),
+        ]);
+        match answer_connect_with(error_info(Some(ex))) {
+            Err(ClientError::Redirected(r)) => {
+                assert_eq!(r.tc_url, "rtmp://10.0.0.3:1936/live");
+                assert_eq!(r.target("cam"), "rtmp://10.0.0.3:1936/live/cam?k=v");
+                assert!(ClientError::Redirected(r.clone())
+                    .to_string()
+                    .contains("10.0.0.3:1936"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_rejection_stays_refused() {
+        match answer_connect_with(error_info(None)) {
+            Err(ClientError::Refused { code, .. }) => {
+                assert_eq!(code, "NetConnection.Connect.Rejected")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn redirect_without_redirect2_appends_the_stream() {
+        let r = Redirect {
+            tc_url: "rtmp://o:1935/live/".into(),
+            url: None,
+        };
+        assert_eq!(r.target("cam?t=1"), "rtmp://o:1935/live/cam?t=1");
+        assert_eq!(r.target(""), "rtmp://o:1935/live/");
     }
 }

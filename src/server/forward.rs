@@ -4,11 +4,12 @@
 //! backoff; it never delays the publisher, the players or the other destinations.
 
 use super::conn::ConnIo;
-use super::forward_peer::{Backoff, ForwardHandle};
+use super::forward_peer::ForwardHandle;
 use super::kinds::ForwardState;
 use super::shard::Shard;
 use super::stream::{PlayerKind, PlayerRef};
 use super::writer::ConnWriter;
+use crate::cluster::backoff::Backoff;
 use crate::rtmp::client::{ClientConfig, ClientEvent, ClientRole, ClientSession};
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;

@@ -1,0 +1,1561 @@
+//! The proxy tier's shared state: which origins are alive (and how loaded), and which origin
+//! each stream lives on. Several proxies share it, so it lives in Redis; here it is plain data
+//! and logic, with an in-memory store that behaves exactly like the Redis one will.
+//!
+//! # Model
+//! - Origins heartbeat every `interval`; one is dead once `now - last > 3 * interval`.
+//! - A publish is placed on the least-loaded live origin ([`Registry::place_publish`]), then the
+//!   stream is *claimed* for it with SET-NX semantics ([`Registry::claim`]): of two proxies
+//!   racing for one stream exactly one wins, the other learns the winner's origin. A claim has
+//!   a TTL its holder (the proxy carrying the publisher) refreshes; it expires when that proxy
+//!   dies, and a claim on a dead origin may be taken over at once.
+//! - A play goes to the stream's origin if it is alive ([`Registry::lookup_play`]); a dead
+//!   origin's streams answer `OriginDead` at once instead of waiting for their claims to expire.
+//!
+//! # Time
+//! Every call takes `now_ms`, wall-clock milliseconds since the UNIX epoch: proxies on different
+//! machines compare each other's heartbeat times, which `Instant` cannot express. Claim TTLs
+//! are counted by Redis on its own clock; clocks are assumed NTP-close (skew well under the
+//! heartbeat interval).
+//!
+//! # Keys (SRS proxy names where they fit, `proxy/srs.go`)
+//! - `srs-proxy-server:{id}`: the origin's record (JSON [`OriginRecord`]), TTL
+//!   [`Timing::record_ttl_ms`]. SRS keeps the same key with its own JSON.
+//! - `srs-proxy-url:{vhost/app/stream}`: the claim (JSON [`Mapping`]: origin id and holder
+//!   proxy). SRS stores the server key there without a TTL and never takes it over; ours
+//!   expires and fails over.
+//! - `shardcast-proxy-origins`: sorted set, member origin id, score its last heartbeat (ms).
+//!   SRS keeps a JSON array under `srs-proxy-all-servers` and rewrites it on every heartbeat,
+//!   which races between proxies; a ZSET is updated atomically and answers "alive since t" in
+//!   one range query.
+//!
+//! # Redis commands, one round trip per [`Command`]
+//! | command | Redis | reply |
+//! |---|---|---|
+//! | `PutOrigin` | `MULTI`, `SET srs-proxy-server:{id} {json} PX {ttl}`, `ZADD shardcast-proxy-origins GT {now} {id}`, `EXEC` | `Ok` |
+//! | `LiveOrigins` | `ZRANGEBYSCORE shardcast-proxy-origins {since} +inf WITHSCORES` | `Scored` |
+//! | `GetOrigins` | `MGET srs-proxy-server:{id}...` | `Values` |
+//! | `OriginSeen` | `ZSCORE shardcast-proxy-origins {id}` | `Score` |
+//! | `PruneOrigins` | `ZREMRANGEBYSCORE shardcast-proxy-origins -inf ({before}` | `Count` |
+//! | `ClaimUrl` | `SET srs-proxy-url:{key} {value} NX PX {ttl} GET` (Redis 7.0+) | `Value`: nil = claimed, else the holder's value |
+//! | `GetUrl` | `GET srs-proxy-url:{key}` | `Value` |
+//! | `RefreshUrl` | `EVAL` [`LUA_REFRESH`] `1 srs-proxy-url:{key} {value} {ttl}` | `Count` 1/0 |
+//! | `ReplaceUrl` | `EVAL` [`LUA_REPLACE`] `1 srs-proxy-url:{key} {expected} {value} {ttl}` | `Count` 1/0 |
+//! | `ReleaseUrl` | `EVAL` [`LUA_RELEASE`] `1 srs-proxy-url:{key} {value}` | `Count` 1/0 |
+//!
+//! Refresh, replace and release must only touch a claim that is still ours (it may have expired
+//! and been won by another proxy); GET-then-compare-then-PEXPIRE from the client would race, so
+//! the compare runs inside Redis as a three-line Lua script. `ZADD ... GT` keeps a late,
+//! out-of-order heartbeat from moving an origin's time backwards. Scores are epoch ms, exact in
+//! Redis's doubles. [`Command::redis_plan`] gives each command's argv.
+//!
+//! # Sync store, async Redis
+//! The logic is written as sans-I/O [`Operation`]s: each says which [`Command`] to send next
+//! and reads its [`Reply`]. [`MemoryStore`] answers synchronously and [`run`] drives an
+//! operation against it; the Redis store will drive the same operations with an async loop:
+//!
+//! ```text
+//! let mut reply = None;
+//! loop {
+//!     match op.step(reply.take()) {
+//!         Step::Send(cmd) => reply = Some(redis.execute(&cmd).await?),
+//!         Step::Done(out) => break out,
+//!     }
+//! }
+//! ```
+//!
+//! so both stores run the very same decisions and differ only in how a command is carried out.
+
+use super::register::{Heartbeat, Load};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use thiserror::Error;
+
+/// Prefix of an origin's record key.
+pub const ORIGIN_KEY_PREFIX: &str = "srs-proxy-server:";
+/// Prefix of a stream's claim key.
+pub const URL_KEY_PREFIX: &str = "srs-proxy-url:";
+/// The sorted set of origins by last heartbeat.
+pub const ORIGINS_ZSET: &str = "shardcast-proxy-origins";
+
+/// Extend a claim's TTL if it still holds our value. `KEYS[1]` claim, `ARGV[1]` value,
+/// `ARGV[2]` ms.
+pub const LUA_REFRESH: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Swap a claim's value if it still holds `expected`. `KEYS[1]` claim, `ARGV[1]` expected,
+/// `ARGV[2]` new value, `ARGV[3]` ms.
+pub const LUA_REPLACE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 else return 0 end";
+/// Delete a claim if it still holds our value. `KEYS[1]` claim, `ARGV[1]` value.
+pub const LUA_RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// Claim attempts before giving up when the claim keeps changing under us.
+const MAX_ROUNDS: u32 = 3;
+
+/// Heartbeat timing shared by every proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How often origins heartbeat, ms.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Timing {
+    /// An origin is dead after this long without a heartbeat: three missed.
+    pub fn dead_after_ms(&self) -> u64 {
+        3 * self.heartbeat_interval_ms
+    }
+
+    /// Was a heartbeat at `last_ms` recent enough at `now_ms`?
+    pub fn alive(&self, last_ms: u64, now_ms: u64) -> bool {
+        now_ms.saturating_sub(last_ms) <= self.dead_after_ms()
+    }
+
+    /// TTL of an origin's record: longer than liveness, so a live origin always has one.
+    pub fn record_ttl_ms(&self) -> u64 {
+        2 * self.dead_after_ms()
+    }
+
+    /// Dead origins stay listed this long (answering `OriginDead`), then are pruned.
+    pub fn prune_after_ms(&self) -> u64 {
+        10 * self.dead_after_ms()
+    }
+}
+
+/// What the registry keeps about an origin (the JSON in `srs-proxy-server:{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OriginRecord {
+    pub id: String,
+    pub ip: String,
+    /// `host:port` of its RTMP listener.
+    pub rtmp: String,
+    /// `host:port` of its HTTP API, if it announced one.
+    #[serde(default)]
+    pub api: Option<String>,
+    #[serde(default)]
+    pub load: Option<Load>,
+}
+
+impl OriginRecord {
+    /// The record for a heartbeat.
+    pub fn from_heartbeat(hb: &Heartbeat) -> OriginRecord {
+        OriginRecord {
+            id: hb.id(),
+            ip: hb.ip.clone(),
+            rtmp: hb.rtmp_endpoint().host_port(),
+            api: hb.api.first().map(|e| e.host_port()),
+            load: hb.load,
+        }
+    }
+}
+
+/// A live origin as placement and routing see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OriginInfo {
+    pub record: OriginRecord,
+    /// Its last heartbeat, epoch ms.
+    pub last_seen_ms: u64,
+}
+
+/// A claim's value: the stream's origin and the proxy that holds the claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    /// Origin id (as in `srs-proxy-server:{id}`).
+    pub origin: String,
+    /// Id of the proxy that holds the claim and refreshes it.
+    pub holder: String,
+}
+
+impl Mapping {
+    /// The stored form. Deterministic (field order fixed), since the Lua scripts compare it
+    /// byte for byte.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn decode(key: &str, s: &str) -> Result<Mapping, StoreError> {
+        serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Where a play goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub origin: OriginInfo,
+    /// The proxy holding the stream's claim.
+    pub holder: String,
+}
+
+/// One store round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Record an origin's heartbeat.
+    PutOrigin {
+        id: String,
+        record: String,
+        ttl_ms: u64,
+        now_ms: u64,
+    },
+    /// Origins with a heartbeat at or after `since_ms`, oldest first.
+    LiveOrigins { since_ms: u64 },
+    /// Records of these origins (None where expired).
+    GetOrigins { ids: Vec<String> },
+    /// Last heartbeat of one origin.
+    OriginSeen { id: String },
+    /// Forget origins whose last heartbeat is before `before_ms`.
+    PruneOrigins { before_ms: u64 },
+    /// Claim `key` unless claimed; answer the current value when it is.
+    ClaimUrl {
+        key: String,
+        value: String,
+        ttl_ms: u64,
+    },
+    /// The claim on `key`.
+    GetUrl { key: String },
+    /// Extend the claim if it still holds `value`.
+    RefreshUrl {
+        key: String,
+        value: String,
+        ttl_ms: u64,
+    },
+    /// Swap the claim's value if it still holds `expected`.
+    ReplaceUrl {
+        key: String,
+        expected: String,
+        value: String,
+        ttl_ms: u64,
+    },
+    /// Delete the claim if it still holds `value`.
+    ReleaseUrl { key: String, value: String },
+}
+
+/// How a command is sent to Redis: its calls, and whether they form one MULTI/EXEC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisPlan {
+    /// Send the calls as one `MULTI` ... `EXEC`.
+    pub transaction: bool,
+    /// Each call's argv.
+    pub calls: Vec<Vec<String>>,
+}
+
+impl Command {
+    /// The exact Redis argv for this command (see the module doc for the replies).
+    pub fn redis_plan(&self) -> RedisPlan {
+        let one = |args: Vec<String>| RedisPlan {
+            transaction: false,
+            calls: vec![args],
+        };
+        let s = |x: &str| x.to_string();
+        let url = |k: &str| format!("{URL_KEY_PREFIX}{k}");
+        match self {
+            Command::PutOrigin {
+                id,
+                record,
+                ttl_ms,
+                now_ms,
+            } => RedisPlan {
+                transaction: true,
+                calls: vec![
+                    vec![
+                        s("SET"),
+                        format!("{ORIGIN_KEY_PREFIX}{id}"),
+                        record.clone(),
+                        s("PX"),
+                        ttl_ms.to_string(),
+                    ],
+                    vec![
+                        s("ZADD"),
+                        s(ORIGINS_ZSET),
+                        s("GT"),
+                        now_ms.to_string(),
+                        id.clone(),
+                    ],
+                ],
+            },
+            Command::LiveOrigins { since_ms } => one(vec![
+                s("ZRANGEBYSCORE"),
+                s(ORIGINS_ZSET),
+                since_ms.to_string(),
+                s("+inf"),
+                s("WITHSCORES"),
+            ]),
+            Command::GetOrigins { ids } => one(std::iter::once(s("MGET"))
+                .chain(ids.iter().map(|id| format!("{ORIGIN_KEY_PREFIX}{id}")))
+                .collect()),
+            Command::OriginSeen { id } => one(vec![s("ZSCORE"), s(ORIGINS_ZSET), id.clone()]),
+            Command::PruneOrigins { before_ms } => one(vec![
+                s("ZREMRANGEBYSCORE"),
+                s(ORIGINS_ZSET),
+                s("-inf"),
+                format!("({before_ms}"),
+            ]),
+            Command::ClaimUrl { key, value, ttl_ms } => one(vec![
+                s("SET"),
+                url(key),
+                value.clone(),
+                s("NX"),
+                s("PX"),
+                ttl_ms.to_string(),
+                s("GET"),
+            ]),
+            Command::GetUrl { key } => one(vec![s("GET"), url(key)]),
+            Command::RefreshUrl { key, value, ttl_ms } => one(vec![
+                s("EVAL"),
+                s(LUA_REFRESH),
+                s("1"),
+                url(key),
+                value.clone(),
+                ttl_ms.to_string(),
+            ]),
+            Command::ReplaceUrl {
+                key,
+                expected,
+                value,
+                ttl_ms,
+            } => one(vec![
+                s("EVAL"),
+                s(LUA_REPLACE),
+                s("1"),
+                url(key),
+                expected.clone(),
+                value.clone(),
+                ttl_ms.to_string(),
+            ]),
+            Command::ReleaseUrl { key, value } => one(vec![
+                s("EVAL"),
+                s(LUA_RELEASE),
+                s("1"),
+                url(key),
+                value.clone(),
+            ]),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Command::PutOrigin { .. } => "PutOrigin",
+            Command::LiveOrigins { .. } => "LiveOrigins",
+            Command::GetOrigins { .. } => "GetOrigins",
+            Command::OriginSeen { .. } => "OriginSeen",
+            Command::PruneOrigins { .. } => "PruneOrigins",
+            Command::ClaimUrl { .. } => "ClaimUrl",
+            Command::GetUrl { .. } => "GetUrl",
+            Command::RefreshUrl { .. } => "RefreshUrl",
+            Command::ReplaceUrl { .. } => "ReplaceUrl",
+            Command::ReleaseUrl { .. } => "ReleaseUrl",
+        }
+    }
+}
+
+/// A store's answer to a [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Done (`OK`, or `EXEC`'s array).
+    Ok,
+    /// One string, or nil.
+    Value(Option<String>),
+    /// `MGET`'s strings, nil where absent.
+    Values(Vec<Option<String>>),
+    /// (member, score) pairs, ascending by score.
+    Scored(Vec<(String, u64)>),
+    /// A member's score, or nil.
+    Score(Option<u64>),
+    /// An integer reply.
+    Count(u64),
+}
+
+/// The store failed or answered nonsense.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("unexpected reply to {command}: {reply:?}")]
+    UnexpectedReply { command: &'static str, reply: Reply },
+    #[error("corrupt value at `{key}`: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("store: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why a registry request did not get what it asked for.
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    #[error("no live origin")]
+    NoOrigin,
+    #[error("stream not mapped to any origin")]
+    NotFound,
+    #[error("stream's origin `{origin}` is dead")]
+    OriginDead { origin: String },
+    #[error("stream already mapped to origin `{origin}` by proxy `{holder}`")]
+    AlreadyMapped { origin: String, holder: String },
+    #[error("claim is not held by us (expired or taken over)")]
+    NotHeld,
+    #[error("claim kept changing; gave up after {MAX_ROUNDS} rounds")]
+    Contended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A store that carries out [`Command`]s synchronously.
+pub trait RegistryStore {
+    /// Carry out `cmd`; `now_ms` is the store's clock (Redis has its own and ignores it).
+    fn execute(&mut self, cmd: &Command, now_ms: u64) -> Result<Reply, StoreError>;
+}
+
+/// What an operation wants next.
+#[derive(Debug)]
+pub enum Step<T> {
+    /// Carry out this command and call `step` again with its reply.
+    Send(Command),
+    /// Finished.
+    Done(Result<T, RegistryError>),
+}
+
+/// A registry request as a sans-I/O state machine over store round trips.
+pub trait Operation {
+    /// What a successful operation yields.
+    type Output;
+    /// First call with `None`, then with the reply to the command last sent.
+    fn step(&mut self, reply: Option<Reply>) -> Step<Self::Output>;
+}
+
+/// Drive `op` to completion against a synchronous store.
+pub fn run<O: Operation, S: RegistryStore>(
+    mut op: O,
+    store: &mut S,
+    now_ms: u64,
+) -> Result<O::Output, RegistryError> {
+    let mut reply = None;
+    loop {
+        match op.step(reply.take()) {
+            Step::Send(cmd) => reply = Some(store.execute(&cmd, now_ms)?),
+            Step::Done(out) => return out,
+        }
+    }
+}
+
+fn unexpected<T>(command: &'static str, reply: Option<Reply>) -> Step<T> {
+    Step::Done(Err(StoreError::UnexpectedReply {
+        command,
+        reply: reply.unwrap_or(Reply::Ok),
+    }
+    .into()))
+}
+
+/// The command recording a heartbeat.
+pub fn heartbeat_command(hb: &Heartbeat, timing: &Timing, now_ms: u64) -> Command {
+    let record = OriginRecord::from_heartbeat(hb);
+    Command::PutOrigin {
+        id: record.id.clone(),
+        record: serde_json::to_string(&record).unwrap_or_default(),
+        ttl_ms: timing.record_ttl_ms(),
+        now_ms,
+    }
+}
+
+/// Placement order: lower is better. CPU counts in 5% steps (so noise does not flap the
+/// choice), then egress, players, streams; origins that report no load count as idle. Ties go
+/// by a hash of stream and origin (rendezvous), so equally loaded origins share streams
+/// evenly instead of one taking them all.
+fn placement_key(key: &str, o: &OriginInfo) -> (u64, f64, u64, u64, u64) {
+    let l = o.record.load.unwrap_or_default();
+    let cpu_step = (l.cpu / 5.0).floor().max(0.0) as u64;
+    (
+        cpu_step,
+        l.egress_mbps,
+        l.players,
+        l.streams,
+        rendezvous(key, &o.record.id),
+    )
+}
+
+fn rendezvous(key: &str, id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes().chain(std::iter::once(0)).chain(id.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Pick the least-loaded of `live` for stream `key`.
+pub fn choose<'a>(key: &str, live: &'a [OriginInfo]) -> Option<&'a OriginInfo> {
+    live.iter().min_by(|a, b| {
+        let (ka, kb) = (placement_key(key, a), placement_key(key, b));
+        ka.0.cmp(&kb.0)
+            .then(ka.1.total_cmp(&kb.1))
+            .then(ka.2.cmp(&kb.2))
+            .then(ka.3.cmp(&kb.3))
+            .then(ka.4.cmp(&kb.4))
+    })
+}
+
+/// Records for `ids` from a `GetOrigins` reply, paired with their scores; expired or corrupt
+/// records are left out (an origin that cannot be described cannot be used).
+fn records(scored: &[(String, u64)], values: Vec<Option<String>>) -> Vec<OriginInfo> {
+    scored
+        .iter()
+        .zip(values)
+        .filter_map(|((_, score), v)| {
+            let record: OriginRecord = serde_json::from_str(v.as_deref()?).ok()?;
+            Some(OriginInfo {
+                record,
+                last_seen_ms: *score,
+            })
+        })
+        .collect()
+}
+
+/// Every live origin.
+#[derive(Debug)]
+pub struct LiveOp {
+    since_ms: u64,
+    scored: Option<Vec<(String, u64)>>,
+}
+
+impl LiveOp {
+    /// Origins alive at `now_ms`.
+    pub fn new(timing: &Timing, now_ms: u64) -> LiveOp {
+        LiveOp {
+            since_ms: now_ms.saturating_sub(timing.dead_after_ms()),
+            scored: None,
+        }
+    }
+}
+
+impl Operation for LiveOp {
+    type Output = Vec<OriginInfo>;
+
+    fn step(&mut self, reply: Option<Reply>) -> Step<Vec<OriginInfo>> {
+        match (reply, &self.scored) {
+            (None, None) => Step::Send(Command::LiveOrigins {
+                since_ms: self.since_ms,
+            }),
+            (Some(Reply::Scored(list)), None) if list.is_empty() => Step::Done(Ok(Vec::new())),
+            (Some(Reply::Scored(list)), None) => {
+                let ids = list.iter().map(|(id, _)| id.clone()).collect();
+                self.scored = Some(list);
+                Step::Send(Command::GetOrigins { ids })
+            }
+            (Some(Reply::Values(v)), Some(scored)) if v.len() == scored.len() => {
+                Step::Done(Ok(records(scored, v)))
+            }
+            (r, None) => unexpected("LiveOrigins", r),
+            (r, Some(_)) => unexpected("GetOrigins", r),
+        }
+    }
+}
+
+/// Where to put a new publish: the least-loaded live origin.
+#[derive(Debug)]
+pub struct PlaceOp {
+    key: String,
+    live: LiveOp,
+}
+
+impl PlaceOp {
+    /// Place stream `key` (`vhost/app/stream`) at `now_ms`.
+    pub fn new(key: &str, timing: &Timing, now_ms: u64) -> PlaceOp {
+        PlaceOp {
+            key: key.to_string(),
+            live: LiveOp::new(timing, now_ms),
+        }
+    }
+}
+
+impl Operation for PlaceOp {
+    type Output = OriginInfo;
+
+    fn step(&mut self, reply: Option<Reply>) -> Step<OriginInfo> {
+        match self.live.step(reply) {
+            Step::Send(c) => Step::Send(c),
+            Step::Done(Ok(live)) => Step::Done(
+                choose(&self.key, &live)
+                    .cloned()
+                    .ok_or(RegistryError::NoOrigin),
+            ),
+            Step::Done(Err(e)) => Step::Done(Err(e)),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ClaimState {
+    Start,
+    Claiming,
+    /// Our own earlier claim was found: extending it.
+    Renewing,
+    /// Someone's claim was found: is its origin alive?
+    Checking {
+        raw: String,
+        held: Mapping,
+    },
+    /// Its origin is dead: taking the claim over.
+    TakingOver,
+}
+
+/// Claim stream `key` for `origin`, held by proxy `holder`: SET-NX, and if the current claim's
+/// origin is dead, a compare-and-swap takeover.
+#[derive(Debug)]
+pub struct ClaimOp {
+    key: String,
+    ours: Mapping,
+    value: String,
+    ttl_ms: u64,
+    timing: Timing,
+    now_ms: u64,
+    state: ClaimState,
+    rounds: u32,
+}
+
+impl ClaimOp {
+    /// Claim `key` for (`origin`, `holder`) for `ttl_ms`.
+    pub fn new(
+        key: &str,
+        origin: &str,
+        holder: &str,
+        ttl_ms: u64,
+        timing: &Timing,
+        now_ms: u64,
+    ) -> ClaimOp {
+        let ours = Mapping {
+            origin: origin.to_string(),
+            holder: holder.to_string(),
+        };
+        ClaimOp {
+            key: key.to_string(),
+            value: ours.encode(),
+            ours,
+            ttl_ms,
+            timing: *timing,
+            now_ms,
+            state: ClaimState::Start,
+            rounds: 0,
+        }
+    }
+
+    fn claim(&mut self) -> Step<()> {
+        self.rounds += 1;
+        if self.rounds > MAX_ROUNDS {
+            return Step::Done(Err(RegistryError::Contended));
+        }
+        self.state = ClaimState::Claiming;
+        Step::Send(Command::ClaimUrl {
+            key: self.key.clone(),
+            value: self.value.clone(),
+            ttl_ms: self.ttl_ms,
+        })
+    }
+}
+
+impl Operation for ClaimOp {
+    type Output = ();
+
+    fn step(&mut self, reply: Option<Reply>) -> Step<()> {
+        match (std::mem::replace(&mut self.state, ClaimState::Start), reply) {
+            (ClaimState::Start, None) => self.claim(),
+            (ClaimState::Claiming, Some(Reply::Value(None))) => Step::Done(Ok(())),
+            (ClaimState::Claiming, Some(Reply::Value(Some(raw)))) => {
+                if raw == self.value {
+                    self.state = ClaimState::Renewing;
+                    return Step::Send(Command::RefreshUrl {
+                        key: self.key.clone(),
+                        value: self.value.clone(),
+                        ttl_ms: self.ttl_ms,
+                    });
+                }
+                match Mapping::decode(&self.key, &raw) {
+                    Ok(held) => {
+                        let id = held.origin.clone();
+                        self.state = ClaimState::Checking { raw, held };
+                        Step::Send(Command::OriginSeen { id })
+                    }
+                    // Unreadable: nobody can use it; replace it.
+                    Err(_) => self.take_over(raw),
+                }
+            }
+            (ClaimState::Renewing, Some(Reply::Count(1))) => Step::Done(Ok(())),
+            // Expired between the two calls: start over.
+            (ClaimState::Renewing, Some(Reply::Count(0))) => self.claim(),
+            (ClaimState::Checking { raw, held }, Some(Reply::Score(seen))) => match seen {
+                Some(last) if self.timing.alive(last, self.now_ms) => {
+                    Step::Done(Err(RegistryError::AlreadyMapped {
+                        origin: held.origin,
+                        holder: held.holder,
+                    }))
+                }
+                _ => self.take_over(raw),
+            },
+            (ClaimState::TakingOver, Some(Reply::Count(1))) => Step::Done(Ok(())),
+            // Changed under us (another proxy took over first, or it expired): start over.
+            (ClaimState::TakingOver, Some(Reply::Count(0))) => self.claim(),
+            (state, r) => unexpected(
+                match state {
+                    ClaimState::Start | ClaimState::Claiming => "ClaimUrl",
+                    ClaimState::Renewing => "RefreshUrl",
+                    ClaimState::Checking { .. } => "OriginSeen",
+                    ClaimState::TakingOver => "ReplaceUrl",
+                },
+                r,
+            ),
+        }
+    }
+}
+
+impl ClaimOp {
+    fn take_over(&mut self, expected: String) -> Step<()> {
+        self.state = ClaimState::TakingOver;
+        Step::Send(Command::ReplaceUrl {
+            key: self.key.clone(),
+            expected,
+            value: self.value.clone(),
+            ttl_ms: self.ttl_ms,
+        })
+    }
+
+    /// The claim this operation makes.
+    pub fn mapping(&self) -> &Mapping {
+        &self.ours
+    }
+}
+
+#[derive(Debug)]
+enum LookupState {
+    Start,
+    Getting,
+    Checking(Mapping),
+    Describing(Mapping, u64),
+}
+
+/// Where to send a player of stream `key`: its origin, if alive.
+#[derive(Debug)]
+pub struct LookupOp {
+    key: String,
+    timing: Timing,
+    now_ms: u64,
+    state: LookupState,
+}
+
+impl LookupOp {
+    /// Look `key` up at `now_ms`.
+    pub fn new(key: &str, timing: &Timing, now_ms: u64) -> LookupOp {
+        LookupOp {
+            key: key.to_string(),
+            timing: *timing,
+            now_ms,
+            state: LookupState::Start,
+        }
+    }
+}
+
+impl Operation for LookupOp {
+    type Output = Route;
+
+    fn step(&mut self, reply: Option<Reply>) -> Step<Route> {
+        match (
+            std::mem::replace(&mut self.state, LookupState::Start),
+            reply,
+        ) {
+            (LookupState::Start, None) => {
+                self.state = LookupState::Getting;
+                Step::Send(Command::GetUrl {
+                    key: self.key.clone(),
+                })
+            }
+            (LookupState::Getting, Some(Reply::Value(None))) => {
+                Step::Done(Err(RegistryError::NotFound))
+            }
+            (LookupState::Getting, Some(Reply::Value(Some(raw)))) => {
+                match Mapping::decode(&self.key, &raw) {
+                    Ok(m) => {
+                        let id = m.origin.clone();
+                        self.state = LookupState::Checking(m);
+                        Step::Send(Command::OriginSeen { id })
+                    }
+                    Err(e) => Step::Done(Err(e.into())),
+                }
+            }
+            (LookupState::Checking(m), Some(Reply::Score(seen))) => match seen {
+                Some(last) if self.timing.alive(last, self.now_ms) => {
+                    let ids = vec![m.origin.clone()];
+                    self.state = LookupState::Describing(m, last);
+                    Step::Send(Command::GetOrigins { ids })
+                }
+                _ => Step::Done(Err(RegistryError::OriginDead { origin: m.origin })),
+            },
+            (LookupState::Describing(m, last), Some(Reply::Values(v))) if v.len() == 1 => {
+                match records(&[(m.origin.clone(), last)], v).pop() {
+                    Some(origin) => Step::Done(Ok(Route {
+                        origin,
+                        holder: m.holder,
+                    })),
+                    None => Step::Done(Err(RegistryError::OriginDead { origin: m.origin })),
+                }
+            }
+            (state, r) => unexpected(
+                match state {
+                    LookupState::Start | LookupState::Getting => "GetUrl",
+                    LookupState::Checking(_) => "OriginSeen",
+                    LookupState::Describing(..) => "GetOrigins",
+                },
+                r,
+            ),
+        }
+    }
+}
+
+/// One command whose `Count` reply is the answer.
+#[derive(Debug)]
+pub struct CountOp {
+    cmd: Option<Command>,
+    name: &'static str,
+}
+
+impl CountOp {
+    /// Extend our claim on `key`.
+    pub fn refresh(key: &str, mapping: &Mapping, ttl_ms: u64) -> CountOp {
+        CountOp::new(Command::RefreshUrl {
+            key: key.to_string(),
+            value: mapping.encode(),
+            ttl_ms,
+        })
+    }
+
+    /// Drop our claim on `key`.
+    pub fn release(key: &str, mapping: &Mapping) -> CountOp {
+        CountOp::new(Command::ReleaseUrl {
+            key: key.to_string(),
+            value: mapping.encode(),
+        })
+    }
+
+    /// Forget origins silent for longer than [`Timing::prune_after_ms`].
+    pub fn prune(timing: &Timing, now_ms: u64) -> CountOp {
+        CountOp::new(Command::PruneOrigins {
+            before_ms: now_ms.saturating_sub(timing.prune_after_ms()),
+        })
+    }
+
+    fn new(cmd: Command) -> CountOp {
+        CountOp {
+            name: cmd.name(),
+            cmd: Some(cmd),
+        }
+    }
+}
+
+impl Operation for CountOp {
+    type Output = u64;
+
+    fn step(&mut self, reply: Option<Reply>) -> Step<u64> {
+        match (self.cmd.take(), reply) {
+            (Some(cmd), None) => Step::Send(cmd),
+            (None, Some(Reply::Count(n))) => Step::Done(Ok(n)),
+            (_, r) => unexpected(self.name, r),
+        }
+    }
+}
+
+/// The registry over a synchronous store: the operations above, driven with [`run`].
+#[derive(Debug)]
+pub struct Registry<S> {
+    store: S,
+    timing: Timing,
+}
+
+impl<S: RegistryStore> Registry<S> {
+    /// A registry on `store`.
+    pub fn new(store: S, timing: Timing) -> Registry<S> {
+        Registry { store, timing }
+    }
+
+    /// The store (tests look inside).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Record an origin's heartbeat.
+    pub fn heartbeat(&mut self, hb: &Heartbeat, now_ms: u64) -> Result<(), RegistryError> {
+        let cmd = heartbeat_command(hb, &self.timing, now_ms);
+        match self.store.execute(&cmd, now_ms)? {
+            Reply::Ok => Ok(()),
+            r => Err(StoreError::UnexpectedReply {
+                command: "PutOrigin",
+                reply: r,
+            }
+            .into()),
+        }
+    }
+
+    /// Every live origin, oldest heartbeat first.
+    pub fn live_origins(&mut self, now_ms: u64) -> Result<Vec<OriginInfo>, RegistryError> {
+        run(LiveOp::new(&self.timing, now_ms), &mut self.store, now_ms)
+    }
+
+    /// The least-loaded live origin for a new publish of `key`.
+    pub fn place_publish(&mut self, key: &str, now_ms: u64) -> Result<OriginInfo, RegistryError> {
+        run(
+            PlaceOp::new(key, &self.timing, now_ms),
+            &mut self.store,
+            now_ms,
+        )
+    }
+
+    /// Claim `key` for `origin`, held by proxy `holder`, for `ttl_ms`. `AlreadyMapped` when
+    /// another claim with a live origin holds it.
+    pub fn claim(
+        &mut self,
+        key: &str,
+        origin: &str,
+        holder: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<(), RegistryError> {
+        let op = ClaimOp::new(key, origin, holder, ttl_ms, &self.timing, now_ms);
+        run(op, &mut self.store, now_ms)
+    }
+
+    /// Extend our claim; `NotHeld` when it expired or was taken over.
+    pub fn refresh(
+        &mut self,
+        key: &str,
+        origin: &str,
+        holder: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<(), RegistryError> {
+        let m = Mapping {
+            origin: origin.to_string(),
+            holder: holder.to_string(),
+        };
+        match run(CountOp::refresh(key, &m, ttl_ms), &mut self.store, now_ms)? {
+            0 => Err(RegistryError::NotHeld),
+            _ => Ok(()),
+        }
+    }
+
+    /// Drop our claim (the publish ended). False when it was no longer ours.
+    pub fn release(
+        &mut self,
+        key: &str,
+        origin: &str,
+        holder: &str,
+        now_ms: u64,
+    ) -> Result<bool, RegistryError> {
+        let m = Mapping {
+            origin: origin.to_string(),
+            holder: holder.to_string(),
+        };
+        Ok(run(CountOp::release(key, &m), &mut self.store, now_ms)? > 0)
+    }
+
+    /// Where a player of `key` goes: `NotFound` when unclaimed, `OriginDead` when its origin
+    /// stopped heartbeating.
+    pub fn lookup_play(&mut self, key: &str, now_ms: u64) -> Result<Route, RegistryError> {
+        run(
+            LookupOp::new(key, &self.timing, now_ms),
+            &mut self.store,
+            now_ms,
+        )
+    }
+
+    /// Forget long-dead origins; how many went.
+    pub fn prune(&mut self, now_ms: u64) -> Result<u64, RegistryError> {
+        run(
+            CountOp::prune(&self.timing, now_ms),
+            &mut self.store,
+            now_ms,
+        )
+    }
+}
+
+/// Redis's semantics for the commands above, in memory: strings with millisecond expiry and one
+/// sorted set. Expiry is lazy, judged against the `now_ms` each command brings.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    /// key -> (value, expires at ms).
+    strings: HashMap<String, (String, Option<u64>)>,
+    /// origin id -> last heartbeat ms.
+    origins: HashMap<String, u64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn get(&self, key: &str, now_ms: u64) -> Option<&String> {
+        match self.strings.get(key) {
+            Some((v, exp)) if exp.is_none_or(|e| now_ms < e) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, key: String, value: String, ttl_ms: u64, now_ms: u64) {
+        self.strings
+            .insert(key, (value, Some(now_ms.saturating_add(ttl_ms))));
+    }
+
+    /// Keys currently holding a value (for tests: what expired).
+    pub fn live_keys(&self, now_ms: u64) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .strings
+            .keys()
+            .filter(|k| self.get(k, now_ms).is_some())
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl RegistryStore for MemoryStore {
+    fn execute(&mut self, cmd: &Command, now_ms: u64) -> Result<Reply, StoreError> {
+        let url = |k: &str| format!("{URL_KEY_PREFIX}{k}");
+        Ok(match cmd {
+            Command::PutOrigin {
+                id,
+                record,
+                ttl_ms,
+                now_ms: at,
+            } => {
+                self.set(
+                    format!("{ORIGIN_KEY_PREFIX}{id}"),
+                    record.clone(),
+                    *ttl_ms,
+                    now_ms,
+                );
+                // ZADD GT: only ever forward.
+                let score = self.origins.entry(id.clone()).or_insert(*at);
+                *score = (*score).max(*at);
+                Reply::Ok
+            }
+            Command::LiveOrigins { since_ms } => {
+                let mut v: Vec<(String, u64)> = self
+                    .origins
+                    .iter()
+                    .filter(|(_, s)| **s >= *since_ms)
+                    .map(|(id, s)| (id.clone(), *s))
+                    .collect();
+                // Redis orders by score, then member.
+                v.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+                Reply::Scored(v)
+            }
+            Command::GetOrigins { ids } => Reply::Values(
+                ids.iter()
+                    .map(|id| {
+                        self.get(&format!("{ORIGIN_KEY_PREFIX}{id}"), now_ms)
+                            .cloned()
+                    })
+                    .collect(),
+            ),
+            Command::OriginSeen { id } => Reply::Score(self.origins.get(id).copied()),
+            Command::PruneOrigins { before_ms } => {
+                let n = self.origins.len();
+                self.origins.retain(|_, s| *s >= *before_ms);
+                Reply::Count((n - self.origins.len()) as u64)
+            }
+            Command::ClaimUrl { key, value, ttl_ms } => {
+                let k = url(key);
+                match self.get(&k, now_ms) {
+                    Some(held) => Reply::Value(Some(held.clone())),
+                    None => {
+                        self.set(k, value.clone(), *ttl_ms, now_ms);
+                        Reply::Value(None)
+                    }
+                }
+            }
+            Command::GetUrl { key } => Reply::Value(self.get(&url(key), now_ms).cloned()),
+            Command::RefreshUrl { key, value, ttl_ms } => {
+                let k = url(key);
+                if self.get(&k, now_ms) == Some(value) {
+                    self.set(k, value.clone(), *ttl_ms, now_ms);
+                    Reply::Count(1)
+                } else {
+                    Reply::Count(0)
+                }
+            }
+            Command::ReplaceUrl {
+                key,
+                expected,
+                value,
+                ttl_ms,
+            } => {
+                let k = url(key);
+                if self.get(&k, now_ms) == Some(expected) {
+                    self.set(k, value.clone(), *ttl_ms, now_ms);
+                    Reply::Count(1)
+                } else {
+                    Reply::Count(0)
+                }
+            }
+            Command::ReleaseUrl { key, value } => {
+                let k = url(key);
+                if self.get(&k, now_ms) == Some(value) {
+                    self.strings.remove(&k);
+                    Reply::Count(1)
+                } else {
+                    Reply::Count(0)
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::register::Endpoint;
+
+    const IV: u64 = 5_000;
+    const TTL: u64 = 15_000;
+    const T0: u64 = 1_700_000_000_000;
+    const KEY: &str = "__defaultVhost__/live/cam1";
+
+    fn timing() -> Timing {
+        Timing {
+            heartbeat_interval_ms: IV,
+        }
+    }
+
+    fn hb(name: &str, port: u16, load: Option<Load>) -> Heartbeat {
+        Heartbeat {
+            device_id: String::new(),
+            ip: "10.0.0.1".into(),
+            server: name.into(),
+            service: "s".into(),
+            pid: "1".into(),
+            rtmp: vec![Endpoint::parse(&port.to_string(), "10.0.0.1").unwrap()],
+            http: vec![],
+            api: vec![],
+            srt: vec![],
+            rtc: vec![],
+            load,
+        }
+    }
+
+    fn load(players: u64) -> Option<Load> {
+        Some(Load {
+            players,
+            ..Load::default()
+        })
+    }
+
+    fn registry() -> Registry<MemoryStore> {
+        Registry::new(MemoryStore::new(), timing())
+    }
+
+    #[test]
+    fn liveness_is_three_missed_heartbeats() {
+        let t = timing();
+        assert!(t.alive(T0, T0 + 3 * IV));
+        assert!(!t.alive(T0, T0 + 3 * IV + 1));
+        assert!(t.alive(T0 + 10, T0), "a clock slightly behind is not death");
+        let mut r = registry();
+        r.heartbeat(&hb("a", 1935, None), T0).unwrap();
+        assert_eq!(r.live_origins(T0 + 3 * IV).unwrap().len(), 1);
+        assert_eq!(r.live_origins(T0 + 3 * IV + 1).unwrap().len(), 0);
+        // A record outlives liveness, so a live origin is always described.
+        assert!(t.record_ttl_ms() > t.dead_after_ms());
+    }
+
+    #[test]
+    fn placement_picks_least_loaded_live_origin() {
+        let mut r = registry();
+        assert!(matches!(
+            r.place_publish(KEY, T0),
+            Err(RegistryError::NoOrigin)
+        ));
+        r.heartbeat(&hb("busy", 1935, load(500)), T0).unwrap();
+        r.heartbeat(&hb("idle", 1936, load(3)), T0).unwrap();
+        r.heartbeat(&hb("dead", 1937, load(0)), T0 - 4 * IV)
+            .unwrap();
+        let o = r.place_publish(KEY, T0).unwrap();
+        assert_eq!(o.record.id, "idle-s-1");
+        assert_eq!(o.record.rtmp, "10.0.0.1:1936");
+        assert_eq!(o.last_seen_ms, T0);
+        // The idle one dies: the busy one is all that is left.
+        assert_eq!(
+            r.place_publish(KEY, T0 + 3 * IV + 1)
+                .unwrap_err()
+                .to_string(),
+            "no live origin"
+        );
+        r.heartbeat(&hb("busy", 1935, load(500)), T0 + 3 * IV)
+            .unwrap();
+        assert_eq!(
+            r.place_publish(KEY, T0 + 3 * IV + 1).unwrap().record.id,
+            "busy-s-1"
+        );
+    }
+
+    #[test]
+    fn equal_load_spreads_streams() {
+        let mut r = registry();
+        for i in 0..4 {
+            r.heartbeat(&hb(&format!("o{i}"), 1935 + i, None), T0)
+                .unwrap();
+        }
+        let mut used = std::collections::HashSet::new();
+        for s in 0..64 {
+            let o = r.place_publish(&format!("v/live/s{s}"), T0).unwrap();
+            used.insert(o.record.id);
+        }
+        assert_eq!(used.len(), 4, "rendezvous ties spread over every origin");
+        // And the choice is stable for one key.
+        let a = r.place_publish(KEY, T0).unwrap();
+        assert_eq!(r.place_publish(KEY, T0).unwrap(), a);
+    }
+
+    #[test]
+    fn cpu_steps_then_egress() {
+        let mk = |id: &str, cpu: f64, egress: f64| OriginInfo {
+            record: OriginRecord {
+                id: id.into(),
+                ip: String::new(),
+                rtmp: String::new(),
+                api: None,
+                load: Some(Load {
+                    cpu,
+                    egress_mbps: egress,
+                    ..Load::default()
+                }),
+            },
+            last_seen_ms: T0,
+        };
+        // 10% and 12% are one step: egress decides.
+        let live = [mk("a", 10.0, 900.0), mk("b", 12.0, 100.0)];
+        assert_eq!(choose(KEY, &live).unwrap().record.id, "b");
+        // 10% and 40% are not.
+        let live = [mk("a", 10.0, 900.0), mk("b", 40.0, 100.0)];
+        assert_eq!(choose(KEY, &live).unwrap().record.id, "a");
+        assert!(choose(KEY, &[]).is_none());
+    }
+
+    #[test]
+    fn two_proxies_racing_one_wins() {
+        let mut r = registry();
+        r.heartbeat(&hb("a", 1935, None), T0).unwrap();
+        r.heartbeat(&hb("b", 1936, None), T0).unwrap();
+        r.claim(KEY, "a-s-1", "proxy-1", T0, TTL).unwrap();
+        match r.claim(KEY, "b-s-1", "proxy-2", T0, TTL) {
+            Err(RegistryError::AlreadyMapped { origin, holder }) => {
+                assert_eq!((origin.as_str(), holder.as_str()), ("a-s-1", "proxy-1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The winner claiming again is fine (and renews).
+        r.claim(KEY, "a-s-1", "proxy-1", T0 + 1000, TTL).unwrap();
+        let route = r.lookup_play(KEY, T0 + 1000).unwrap();
+        assert_eq!(route.origin.record.id, "a-s-1");
+        assert_eq!(route.holder, "proxy-1");
+    }
+
+    #[test]
+    fn claim_race_interleaved_step_by_step() {
+        // Both proxies read "free" before either writes: SET NX decides, not the read.
+        let mut store = MemoryStore::new();
+        let t = timing();
+        store
+            .execute(&heartbeat_command(&hb("a", 1935, None), &t, T0), T0)
+            .unwrap();
+        let mut p1 = ClaimOp::new(KEY, "a-s-1", "proxy-1", TTL, &t, T0);
+        let mut p2 = ClaimOp::new(KEY, "a-s-1", "proxy-2", TTL, &t, T0);
+        let (Step::Send(c1), Step::Send(c2)) = (p1.step(None), p2.step(None)) else {
+            panic!()
+        };
+        let r1 = store.execute(&c1, T0).unwrap();
+        let r2 = store.execute(&c2, T0).unwrap();
+        assert!(matches!(p1.step(Some(r1)), Step::Done(Ok(()))));
+        // p2 sees the holder, checks its origin (alive) and gives up.
+        let Step::Send(c) = p2.step(Some(r2)) else {
+            panic!()
+        };
+        assert_eq!(c, Command::OriginSeen { id: "a-s-1".into() });
+        let r = store.execute(&c, T0).unwrap();
+        assert!(matches!(
+            p2.step(Some(r)),
+            Step::Done(Err(RegistryError::AlreadyMapped { .. }))
+        ));
+    }
+
+    #[test]
+    fn claim_expires_after_ttl_and_refresh_extends() {
+        let mut r = registry();
+        r.heartbeat(&hb("a", 1935, None), T0).unwrap();
+        r.claim(KEY, "a-s-1", "p1", T0, TTL).unwrap();
+        // Refreshed before expiry: alive past the first TTL.
+        r.refresh(KEY, "a-s-1", "p1", T0 + TTL - 1, TTL).unwrap();
+        r.heartbeat(&hb("a", 1935, None), T0 + TTL).unwrap();
+        assert!(r.lookup_play(KEY, T0 + TTL + 1).is_ok());
+        // Not refreshed: gone at the TTL.
+        let end = T0 + 2 * TTL - 1;
+        r.heartbeat(&hb("a", 1935, None), end).unwrap();
+        assert!(matches!(
+            r.lookup_play(KEY, end + 1),
+            Err(RegistryError::NotFound)
+        ));
+        // Refreshing an expired claim fails: we must claim again.
+        assert!(matches!(
+            r.refresh(KEY, "a-s-1", "p1", end + 1, TTL),
+            Err(RegistryError::NotHeld)
+        ));
+        // A different proxy's refresh never extends our claim.
+        r.claim(KEY, "a-s-1", "p1", end + 1, TTL).unwrap();
+        assert!(matches!(
+            r.refresh(KEY, "a-s-1", "p2", end + 2, TTL),
+            Err(RegistryError::NotHeld)
+        ));
+        // Once expired, another proxy wins it.
+        r.heartbeat(&hb("a", 1935, None), end + 1 + TTL).unwrap();
+        r.claim(KEY, "a-s-1", "p2", end + 1 + TTL, TTL).unwrap();
+        assert_eq!(r.lookup_play(KEY, end + 1 + TTL).unwrap().holder, "p2");
+    }
+
+    #[test]
+    fn release_only_our_own_claim() {
+        let mut r = registry();
+        r.heartbeat(&hb("a", 1935, None), T0).unwrap();
+        r.claim(KEY, "a-s-1", "p1", T0, TTL).unwrap();
+        assert!(!r.release(KEY, "a-s-1", "p2", T0).unwrap());
+        assert!(r.lookup_play(KEY, T0).is_ok());
+        assert!(r.release(KEY, "a-s-1", "p1", T0).unwrap());
+        assert!(matches!(
+            r.lookup_play(KEY, T0),
+            Err(RegistryError::NotFound)
+        ));
+        assert!(!r.release(KEY, "a-s-1", "p1", T0).unwrap());
+    }
+
+    #[test]
+    fn dead_origin_gives_origin_dead_at_once_and_can_be_taken_over() {
+        let mut r = registry();
+        r.heartbeat(&hb("a", 1935, None), T0).unwrap();
+        r.heartbeat(&hb("b", 1936, None), T0).unwrap();
+        r.claim(KEY, "a-s-1", "p1", T0, 10 * TTL).unwrap();
+        // b keeps heartbeating, a stops.
+        let later = T0 + 3 * IV + 1;
+        r.heartbeat(&hb("b", 1936, None), later).unwrap();
+        match r.lookup_play(KEY, later) {
+            Err(RegistryError::OriginDead { origin }) => assert_eq!(origin, "a-s-1"),
+            other => panic!("{other:?}"),
+        }
+        // Placement skips the dead origin...
+        assert_eq!(r.place_publish(KEY, later).unwrap().record.id, "b-s-1");
+        // ...and the claim, still unexpired, is taken over for the live one.
+        r.claim(KEY, "b-s-1", "p2", later, TTL).unwrap();
+        let route = r.lookup_play(KEY, later).unwrap();
+        assert_eq!(
+            (route.origin.record.id.as_str(), route.holder.as_str()),
+            ("b-s-1", "p2")
+        );
+        // The old holder's refresh now fails: it lost the claim.
+        assert!(matches!(
+            r.refresh(KEY, "a-s-1", "p1", later, TTL),
+            Err(RegistryError::NotHeld)
+        ));
+    }
+
+    #[test]
+    fn pruned_origin_is_dead_too() {
+        let mut r = registry();
+        r.heartbeat(&hb("a", 1935, None), T0).unwrap();
+        r.claim(KEY, "a-s-1", "p1", T0, u64::MAX / 4).unwrap();
+        let much_later = T0 + timing().prune_after_ms() + 1;
+        assert_eq!(r.prune(much_later).unwrap(), 1);
+        assert_eq!(r.prune(much_later).unwrap(), 0);
+        assert!(matches!(
+            r.lookup_play(KEY, much_later),
+            Err(RegistryError::OriginDead { .. })
+        ));
+    }
+
+    #[test]
+    fn late_heartbeat_does_not_move_time_back() {
+        let mut r = registry();
+        r.heartbeat(&hb("a", 1935, None), T0 + IV).unwrap();
+        r.heartbeat(&hb("a", 1935, None), T0).unwrap();
+        assert_eq!(r.live_origins(T0 + IV).unwrap()[0].last_seen_ms, T0 + IV);
+    }
+
+    #[test]
+    fn corrupt_values_are_typed_errors_or_replaced() {
+        let mut store = MemoryStore::new();
+        store.set(format!("{URL_KEY_PREFIX}{KEY}"), "garbage".into(), TTL, T0);
+        let mut r = Registry::new(store, timing());
+        assert!(matches!(
+            r.lookup_play(KEY, T0),
+            Err(RegistryError::Store(StoreError::Corrupt { .. }))
+        ));
+        // A claim replaces what nobody can read.
+        r.heartbeat(&hb("a", 1935, None), T0).unwrap();
+        r.claim(KEY, "a-s-1", "p1", T0, TTL).unwrap();
+        assert_eq!(r.lookup_play(KEY, T0).unwrap().holder, "p1");
+    }
+
+    #[test]
+    fn unexpected_replies_are_typed_errors() {
+        let mut op = LookupOp::new(KEY, &timing(), T0);
+        assert!(matches!(op.step(None), Step::Send(Command::GetUrl { .. })));
+        assert!(matches!(
+            op.step(Some(Reply::Count(3))),
+            Step::Done(Err(RegistryError::Store(StoreError::UnexpectedReply {
+                command: "GetUrl",
+                ..
+            })))
+        ));
+        let mut op = CountOp::prune(&timing(), T0);
+        op.step(None);
+        assert!(matches!(
+            op.step(Some(Reply::Ok)),
+            Step::Done(Err(RegistryError::Store(StoreError::UnexpectedReply {
+                command: "PruneOrigins",
+                ..
+            })))
+        ));
+    }
+
+    /// A store whose claim changes under every takeover: the claim gives up, bounded.
+    struct Flapping(MemoryStore);
+
+    impl RegistryStore for Flapping {
+        fn execute(&mut self, cmd: &Command, now_ms: u64) -> Result<Reply, StoreError> {
+            if let Command::ReplaceUrl { .. } = cmd {
+                return Ok(Reply::Count(0));
+            }
+            self.0.execute(cmd, now_ms)
+        }
+    }
+
+    #[test]
+    fn contended_claim_is_bounded() {
+        let mut store = Flapping(MemoryStore::new());
+        let dead = Mapping {
+            origin: "gone".into(),
+            holder: "p0".into(),
+        };
+        store
+            .0
+            .set(format!("{URL_KEY_PREFIX}{KEY}"), dead.encode(), TTL, T0);
+        let op = ClaimOp::new(KEY, "a-s-1", "p1", TTL, &timing(), T0);
+        assert_eq!(op.mapping().holder, "p1");
+        assert!(matches!(
+            run(op, &mut store, T0),
+            Err(RegistryError::Contended)
+        ));
+    }
+
+    #[test]
+    fn redis_plans_are_exact() {
+        let argv = |c: Command| c.redis_plan();
+        let p = argv(Command::ClaimUrl {
+            key: KEY.into(),
+            value: "v".into(),
+            ttl_ms: 15000,
+        });
+        assert!(!p.transaction);
+        assert_eq!(
+            p.calls,
+            vec![vec![
+                "SET",
+                "srs-proxy-url:__defaultVhost__/live/cam1",
+                "v",
+                "NX",
+                "PX",
+                "15000",
+                "GET"
+            ]]
+        );
+        let p = argv(Command::PutOrigin {
+            id: "o".into(),
+            record: "{}".into(),
+            ttl_ms: 30000,
+            now_ms: 7,
+        });
+        assert!(p.transaction);
+        assert_eq!(
+            p.calls,
+            vec![
+                vec!["SET", "srs-proxy-server:o", "{}", "PX", "30000"],
+                vec!["ZADD", "shardcast-proxy-origins", "GT", "7", "o"]
+            ]
+        );
+        assert_eq!(
+            argv(Command::LiveOrigins { since_ms: 9 }).calls[0],
+            vec![
+                "ZRANGEBYSCORE",
+                "shardcast-proxy-origins",
+                "9",
+                "+inf",
+                "WITHSCORES"
+            ]
+        );
+        assert_eq!(
+            argv(Command::PruneOrigins { before_ms: 9 }).calls[0],
+            vec!["ZREMRANGEBYSCORE", "shardcast-proxy-origins", "-inf", "(9"]
+        );
+        assert_eq!(
+            argv(Command::GetOrigins {
+                ids: vec!["a".into(), "b".into()]
+            })
+            .calls[0],
+            vec!["MGET", "srs-proxy-server:a", "srs-proxy-server:b"]
+        );
+        let p = argv(Command::ReplaceUrl {
+            key: "k".into(),
+            expected: "old".into(),
+            value: "new".into(),
+            ttl_ms: 5,
+        });
+        assert_eq!(p.calls[0][0], "EVAL");
+        assert_eq!(p.calls[0][1], LUA_REPLACE);
+        assert_eq!(
+            &p.calls[0][2..],
+            ["1", "srs-proxy-url:k", "old", "new", "5"]
+        );
+        assert_eq!(
+            &argv(Command::RefreshUrl {
+                key: "k".into(),
+                value: "v".into(),
+                ttl_ms: 5
+            })
+            .calls[0][2..],
+            ["1", "srs-proxy-url:k", "v", "5"]
+        );
+        assert_eq!(
+            &argv(Command::ReleaseUrl {
+                key: "k".into(),
+                value: "v".into()
+            })
+            .calls[0][2..],
+            ["1", "srs-proxy-url:k", "v"]
+        );
+        assert_eq!(
+            argv(Command::OriginSeen { id: "o".into() }).calls[0],
+            vec!["ZSCORE", "shardcast-proxy-origins", "o"]
+        );
+        assert_eq!(
+            argv(Command::GetUrl { key: "k".into() }).calls[0],
+            vec!["GET", "srs-proxy-url:k"]
+        );
+    }
+
+    #[test]
+    fn records_expire_in_memory_as_in_redis() {
+        let mut r = registry();
+        r.heartbeat(&hb("a", 1935, None), T0).unwrap();
+        let ttl = timing().record_ttl_ms();
+        assert_eq!(
+            r.store().live_keys(T0 + ttl - 1),
+            vec!["srs-proxy-server:a-s-1"]
+        );
+        assert!(r.store().live_keys(T0 + ttl).is_empty());
+        let m = Mapping {
+            origin: "o".into(),
+            holder: "h".into(),
+        };
+        assert_eq!(m.encode(), r#"{"origin":"o","holder":"h"}"#);
+    }
+}
