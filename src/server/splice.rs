@@ -161,6 +161,7 @@ impl SpliceFanout {
             if sent == len {
                 break Ok(Sent::All);
             }
+            // SAFETY: splice(2) between two descriptors we hold open; no pointers are passed.
             let r = unsafe {
                 libc::splice(
                     self.scratch.read,
