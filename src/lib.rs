@@ -11,6 +11,8 @@
 //!   -> the mesh (one message per subscribed shard) -> writer (bounded queue, merged writes).
 //!   [`server::start`] runs it all in this process and returns a handle.
 //! - [`http`]: the SRS-shaped API, Prometheus metrics, HTTP-FLV players and the console.
+//! - [`control_plane`]: outbound HTTP calls (hooks, coworkers, backends) on a thread of their
+//!   own, awaited by the shards without blocking them.
 //! - [`runtime`]: the process around `server::start`: limits, signals, reload.
 //! - [`lb`]: behind a load balancer, without I/O: the PROXY protocol, trusted proxies, the
 //!   HAProxy agent-check weight, nginx-rtmp-compatible `/stat` XML and `/control/drop`.
@@ -20,6 +22,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod control_plane;
 pub mod http;
 pub mod lb;
 pub mod media;

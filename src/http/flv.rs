@@ -68,7 +68,15 @@ pub async fn serve(
         app: key.app(),
         tc_url: &req.path,
     };
-    if let Err(cause) = policy::check_play(&cfg, &info, key.stream_name(), &req.query).await {
+    if let Err(cause) = policy::check_play(
+        &cfg,
+        &shard.global().calls,
+        &info,
+        key.stream_name(),
+        &req.query,
+    )
+    .await
+    {
         warn!(
             "shard={} client={id} peer={peer} error: play-flv of {key} refused: {cause}",
             shard.id()

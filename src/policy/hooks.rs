@@ -1,25 +1,19 @@
 //! HTTP callbacks in SRS's shape: POST a JSON body describing the event to each configured URL.
 //! For on_connect, on_publish and on_play every URL must answer 200 with a body of `0` or
 //! `{"code":0}` (an empty body also counts as yes); anything else, or no answer within the
-//! timeout, refuses: the hooks fail closed. Calls run in the client's own task, so a slow hook
-//! never holds up other connections on the shard.
+//! timeout, refuses: the hooks fail closed. Calls go out on the control plane (its own thread:
+//! name lookups and slow hooks never block a shard) and are awaited by the client's own task,
+//! so a slow hook never holds up other connections.
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use crate::control_plane::{CallError, Calls, HttpCall};
 use serde_json::Value;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 use thiserror::Error;
 
-/// Most bytes of a hook's answer that are read.
-const MAX_ANSWER: usize = 64 * 1024;
-
 #[derive(Debug, Error)]
 pub enum HookError {
-    #[error("hook {url}: cannot connect: {cause}")]
-    Connect { url: String, cause: String },
-    #[error("hook {url}: no answer within {ms} ms")]
-    Timeout { url: String, ms: u64 },
+    #[error("hook {url}: {cause}")]
+    Call { url: String, cause: CallError },
     #[error("hook {url}: answered HTTP {status}")]
     Status { url: String, status: u16 },
     #[error("hook {url}: refused (body `{body}`)")]
@@ -62,13 +56,6 @@ impl HookUrl {
             path: path.to_string(),
         })
     }
-
-    fn addr(&self) -> Option<SocketAddr> {
-        (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .ok()?
-            .next()
-    }
 }
 
 /// Does this answer say yes? 200 and a body of `0`, `{"code":0}` or nothing.
@@ -86,68 +73,22 @@ pub fn answer_allows(status: u16, body: &str) -> bool {
         == Some(0)
 }
 
-/// POST `body` to `url`; Ok when the answer allows.
-pub async fn call(url: &str, body: &Value, timeout: Duration) -> Result<(), HookError> {
-    let u = HookUrl::parse(url).map_err(|cause| HookError::Connect {
-        url: url.to_string(),
-        cause,
-    })?;
-    let ms = timeout.as_millis() as u64;
-    let timed_out = || HookError::Timeout {
-        url: url.to_string(),
-        ms,
-    };
-    let addr = u.addr().ok_or_else(|| HookError::Connect {
-        url: url.to_string(),
-        cause: format!("cannot resolve {}", u.host),
-    })?;
-    let fut = async {
-        let mut s = TcpStream::connect_timeout(addr, timeout)
-            .await
-            .map_err(|e| HookError::Connect {
-                url: url.to_string(),
-                cause: e.to_string(),
-            })?;
-        let json = serde_json::to_vec(body).unwrap_or_default();
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: shardcast/{}\r\n\r\n",
-            u.path,
-            u.host,
-            u.port,
-            json.len(),
-            env!("CARGO_PKG_VERSION")
-        );
-        let mut req = head.into_bytes();
-        req.extend_from_slice(&json);
-        let io = |e: std::io::Error| HookError::Connect {
-            url: url.to_string(),
-            cause: e.to_string(),
-        };
-        s.write_all(&req).await.map_err(io)?;
-        let mut answer = Vec::new();
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let n = s.read(&mut buf).await.map_err(io)?;
-            if n == 0 || answer.len() > MAX_ANSWER {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-            if let Some((status, body)) = parse_answer(&answer) {
-                if body_complete(&answer, body) {
-                    return check(url, status, body);
-                }
-            }
-        }
-        match parse_answer(&answer) {
-            Some((status, body)) => check(url, status, body),
-            None => Err(HookError::BadAnswer {
-                url: url.to_string(),
-            }),
-        }
-    };
-    glommio::timer::timeout(timeout, async { Ok(fut.await) })
+/// POST `body` to `url` through the control plane; Ok when the answer allows.
+pub async fn call(
+    calls: &Calls,
+    url: &str,
+    body: &Value,
+    timeout: Duration,
+) -> Result<(), HookError> {
+    let answer = calls
+        .http(HttpCall::post_json(url, body, timeout))
         .await
-        .map_err(|_| timed_out())?
+        .map_err(|cause| HookError::Call {
+            url: url.to_string(),
+            cause,
+        })?;
+    let text = String::from_utf8_lossy(&answer.body);
+    check(url, answer.status, &text)
 }
 
 fn check(url: &str, status: u16, body: &str) -> Result<(), HookError> {
@@ -165,38 +106,6 @@ fn check(url: &str, status: u16, body: &str) -> Result<(), HookError> {
             body: body.chars().take(80).collect(),
         })
     }
-}
-
-/// (status, body so far) once the head is complete.
-fn parse_answer(buf: &[u8]) -> Option<(u16, &str)> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut r = httparse::Response::new(&mut headers);
-    match r.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => {
-            Some((r.code?, std::str::from_utf8(&buf[n..]).unwrap_or("")))
-        }
-        _ => None,
-    }
-}
-
-/// With a Content-Length, is all of the body in? (Without one, read to the end.)
-fn body_complete(buf: &[u8], body: &str) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut r = httparse::Response::new(&mut headers);
-    if r.parse(buf).is_err() {
-        return false;
-    }
-    r.headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| {
-            std::str::from_utf8(h.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        })
-        .is_some_and(|len| body.len() >= len)
 }
 
 #[cfg(test)]
@@ -225,14 +134,5 @@ mod tests {
         assert!(!answer_allows(200, "no"));
         assert!(!answer_allows(403, "0"));
         assert!(!answer_allows(500, ""));
-    }
-
-    #[test]
-    fn answer_parsing() {
-        let a = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n0";
-        let (status, body) = parse_answer(a).unwrap();
-        assert_eq!((status, body), (200, "0"));
-        assert!(body_complete(a, body));
-        assert!(parse_answer(b"HTTP/1.1 200 OK\r\n").is_none());
     }
 }

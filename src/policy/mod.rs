@@ -5,6 +5,7 @@ pub mod hooks;
 pub mod rules;
 
 use crate::config::Config;
+use crate::control_plane::{Calls, HttpCall};
 use crate::rtmp::session::query_param;
 use rules::Action;
 use serde_json::{json, Value};
@@ -80,16 +81,23 @@ impl ClientInfo<'_> {
     }
 }
 
-async fn run_hooks(urls: &[String], body: &Value, timeout: Duration) -> Result<(), Refusal> {
+async fn run_hooks(
+    calls: &Calls,
+    urls: &[String],
+    body: &Value,
+    timeout: Duration,
+) -> Result<(), Refusal> {
     for url in urls {
-        hooks::call(url, body, timeout).await.map_err(|e| Refusal {
-            // Hook addresses and answers stay in the server's log.
-            client: format!(
-                "refused by the {} hook",
-                body["action"].as_str().unwrap_or("")
-            ),
-            log: e.to_string(),
-        })?;
+        hooks::call(calls, url, body, timeout)
+            .await
+            .map_err(|e| Refusal {
+                // Hook addresses and answers stay in the server's log.
+                client: format!(
+                    "refused by the {} hook",
+                    body["action"].as_str().unwrap_or("")
+                ),
+                log: e.to_string(),
+            })?;
     }
     Ok(())
 }
@@ -106,8 +114,9 @@ fn check_rules(cfg: &Config, action: Action, c: &ClientInfo<'_>) -> Result<(), R
 }
 
 /// May this client connect? (on_connect hooks)
-pub async fn check_connect(cfg: &Config, c: &ClientInfo<'_>) -> Result<(), Refusal> {
+pub async fn check_connect(cfg: &Config, calls: &Calls, c: &ClientInfo<'_>) -> Result<(), Refusal> {
     run_hooks(
+        calls,
         &cfg.hooks.on_connect,
         &c.body("on_connect", None),
         hook_timeout(cfg),
@@ -118,6 +127,7 @@ pub async fn check_connect(cfg: &Config, c: &ClientInfo<'_>) -> Result<(), Refus
 /// May this client publish `stream`? Rules, then the publish secret, then on_publish hooks.
 pub async fn check_publish(
     cfg: &Config,
+    calls: &Calls,
     c: &ClientInfo<'_>,
     stream: &str,
     query: &str,
@@ -136,38 +146,46 @@ pub async fn check_publish(
         }
     }
     let body = c.body("on_publish", Some((stream, query)));
-    run_hooks(&cfg.hooks.on_publish, &body, hook_timeout(cfg)).await
+    run_hooks(calls, &cfg.hooks.on_publish, &body, hook_timeout(cfg)).await
 }
 
 /// May this client play `stream`? Rules, then on_play hooks.
 pub async fn check_play(
     cfg: &Config,
+    calls: &Calls,
     c: &ClientInfo<'_>,
     stream: &str,
     query: &str,
 ) -> Result<(), Refusal> {
     check_rules(cfg, Action::Play, c)?;
     let body = c.body("on_play", Some((stream, query)));
-    run_hooks(&cfg.hooks.on_play, &body, hook_timeout(cfg)).await
+    run_hooks(calls, &cfg.hooks.on_play, &body, hook_timeout(cfg)).await
 }
 
-/// Tell the on_unpublish / on_stop hooks, without waiting (their answer changes nothing).
-pub fn notify(cfg: &Config, action: &'static str, c: &ClientInfo<'_>, stream: &str, query: &str) {
+/// Tell the on_unpublish / on_stop hooks, without waiting (their answer changes nothing; a
+/// failure is logged by the control plane).
+pub fn notify(
+    cfg: &Config,
+    calls: &Calls,
+    action: &'static str,
+    c: &ClientInfo<'_>,
+    stream: &str,
+    query: &str,
+) {
     let urls = match action {
-        "on_unpublish" => cfg.hooks.on_unpublish.clone(),
-        _ => cfg.hooks.on_stop.clone(),
+        "on_unpublish" => &cfg.hooks.on_unpublish,
+        _ => &cfg.hooks.on_stop,
     };
     if urls.is_empty() {
         return;
     }
     let body = c.body(action, Some((stream, query)));
-    let timeout = hook_timeout(cfg);
-    glommio::spawn_local(async move {
-        if let Err(e) = run_hooks(&urls, &body, timeout).await {
-            log::warn!("{action} notice not delivered: {e}");
+    for url in urls {
+        let call = HttpCall::post_json(url, &body, hook_timeout(cfg));
+        if let Err(e) = calls.notify(call, format!("{action} notice")) {
+            log::warn!("{action} notice to {url} not sent: {e}");
         }
-    })
-    .detach();
+    }
 }
 
 #[cfg(test)]
@@ -191,30 +209,37 @@ mod tests {
             "t",
         )
         .unwrap();
+        let calls = Calls::start().unwrap();
         glommio::LocalExecutor::default().run(async {
             let tc = "rtmp://h/live";
-            let ok = check_publish(&cfg, &client("127.0.0.1", tc), "s", "secret=k").await;
+            let ok = check_publish(&cfg, &calls, &client("127.0.0.1", tc), "s", "secret=k").await;
             assert_eq!(ok, Ok(()));
-            let token = check_publish(&cfg, &client("127.0.0.1", tc), "s", "token=k").await;
+            let token = check_publish(&cfg, &calls, &client("127.0.0.1", tc), "s", "token=k").await;
             assert_eq!(token, Ok(()));
             let c = client("127.0.0.1", "rtmp://h/live?secret=k");
-            assert_eq!(check_publish(&cfg, &c, "s", "").await, Ok(()));
-            let wrong = check_publish(&cfg, &client("127.0.0.1", tc), "s", "secret=x").await;
+            assert_eq!(check_publish(&cfg, &calls, &c, "s", "").await, Ok(()));
+            let wrong =
+                check_publish(&cfg, &calls, &client("127.0.0.1", tc), "s", "secret=x").await;
             assert_eq!(wrong.unwrap_err().client, "wrong publish secret");
-            let missing = check_publish(&cfg, &client("127.0.0.1", tc), "s", "").await;
+            let missing = check_publish(&cfg, &calls, &client("127.0.0.1", tc), "s", "").await;
             assert!(missing.unwrap_err().client.contains("missing"));
-            let denied = check_publish(&cfg, &client("10.1.1.1", tc), "s", "secret=k").await;
+            let denied =
+                check_publish(&cfg, &calls, &client("10.1.1.1", tc), "s", "secret=k").await;
             assert!(denied
                 .unwrap_err()
                 .client
                 .contains("deny publish 10.0.0.0/8"));
-            assert!(check_play(&cfg, &client("192.168.1.1", tc), "s", "")
-                .await
-                .is_err());
-            assert!(check_play(&cfg, &client("127.0.0.1", tc), "s", "")
+            assert!(
+                check_play(&cfg, &calls, &client("192.168.1.1", tc), "s", "")
+                    .await
+                    .is_err()
+            );
+            assert!(check_play(&cfg, &calls, &client("127.0.0.1", tc), "s", "")
                 .await
                 .is_ok());
-            assert!(check_connect(&cfg, &client("127.0.0.1", tc)).await.is_ok());
+            assert!(check_connect(&cfg, &calls, &client("127.0.0.1", tc))
+                .await
+                .is_ok());
         });
     }
 
@@ -235,8 +260,10 @@ mod tests {
             "t",
         )
         .unwrap();
+        let calls = Calls::start().unwrap();
         glommio::LocalExecutor::default().run(async {
-            let r = check_publish(&cfg, &client("127.0.0.1", "rtmp://h/live"), "s", "").await;
+            let r =
+                check_publish(&cfg, &calls, &client("127.0.0.1", "rtmp://h/live"), "s", "").await;
             let e = r.unwrap_err();
             assert_eq!(e.client, "refused by the on_publish hook");
             assert!(e.log.contains("127.0.0.1:9"), "{}", e.log);

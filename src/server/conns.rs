@@ -227,7 +227,10 @@ mod tests {
 
     #[test]
     fn slots_are_given_back_when_dropped() {
-        let g = Arc::new(Global::new(1));
+        let g = Arc::new(Global::new(
+            1,
+            crate::control_plane::Calls::start().unwrap(),
+        ));
         let c = Conns::default();
         let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let l = limits(10, 0, 2);
@@ -247,7 +250,10 @@ mod tests {
 
     #[test]
     fn each_limit_says_its_name() {
-        let g = Arc::new(Global::new(1));
+        let g = Arc::new(Global::new(
+            1,
+            crate::control_plane::Calls::start().unwrap(),
+        ));
         let c = Conns::default();
         let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let _s = c.admit(&g, &limits(1, 0, 0), peer).unwrap();

@@ -2,6 +2,7 @@
 //! counters that admission and stream limits need over the whole process.
 
 use super::board::Board;
+use crate::control_plane::Calls;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
@@ -17,16 +18,19 @@ pub struct Global {
     pub per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Streams being published, over all shards.
     pub live_streams: AtomicUsize,
+    /// Outbound HTTP calls (hooks, coworkers, backends), on the control thread.
+    pub calls: Calls,
 }
 
 impl Global {
     /// Figures for a server of `shards` shards.
-    pub fn new(shards: usize) -> Global {
+    pub fn new(shards: usize, calls: Calls) -> Global {
         Global {
             connections: AtomicUsize::new(0),
             board: Board::new(shards),
             per_ip: Mutex::new(HashMap::new()),
             live_streams: AtomicUsize::new(0),
+            calls,
         }
     }
 }

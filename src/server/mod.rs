@@ -217,7 +217,8 @@ pub fn start(cfg: Config) -> Result<Handle, StartError> {
         senders,
         generation: Arc::new(AtomicU64::new(0)),
     };
-    let global = Arc::new(Global::new(shards));
+    let calls = crate::control_plane::Calls::start().map_err(StartError::Control)?;
+    let global = Arc::new(Global::new(shards, calls));
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

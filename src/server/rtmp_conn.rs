@@ -239,7 +239,13 @@ impl Conn {
                 );
                 self.tc_url = tc_url;
                 self.client.set_tc_url(shown.into());
-                if let Err(cause) = Box::pin(policy::check_connect(&sh.cfg(), &self.info())).await {
+                if let Err(cause) = Box::pin(policy::check_connect(
+                    &sh.cfg(),
+                    &sh.global().calls,
+                    &self.info(),
+                ))
+                .await
+                {
                     self.session.reject_connect(&cause.client);
                     return Err(ConnError::ConnectRefused(cause));
                 }
@@ -255,6 +261,7 @@ impl Conn {
                 let owner = sh.owner_of(&key);
                 if let Err(cause) = Box::pin(policy::check_publish(
                     &sh.cfg(),
+                    &sh.global().calls,
                     &self.info(),
                     &name,
                     &query,
@@ -309,8 +316,14 @@ impl Conn {
                 ..
             } => {
                 let key = self.key(&name);
-                if let Err(cause) =
-                    Box::pin(policy::check_play(&sh.cfg(), &self.info(), &name, &query)).await
+                if let Err(cause) = Box::pin(policy::check_play(
+                    &sh.cfg(),
+                    &sh.global().calls,
+                    &self.info(),
+                    &name,
+                    &query,
+                ))
+                .await
                 {
                     self.session
                         .reject_play(stream_id, "NetStream.Play.Failed", &cause.client);
@@ -356,7 +369,14 @@ impl Conn {
                     let p = self.publishing.remove(i);
                     sh.unpublish(&p.key, p.publish_id);
                     let name = p.key.stream_name();
-                    policy::notify(&sh.cfg(), "on_unpublish", &self.info(), name, &p.query);
+                    policy::notify(
+                        &sh.cfg(),
+                        &sh.global().calls,
+                        "on_unpublish",
+                        &self.info(),
+                        name,
+                        &p.query,
+                    );
                     info!(
                         "shard={} client={} unpublish stream={}",
                         sh.id(),
@@ -370,7 +390,14 @@ impl Conn {
                     let p = self.playing.remove(i);
                     sh.remove_player(&p.key, self.id, stream_id);
                     let name = p.key.stream_name();
-                    policy::notify(&sh.cfg(), "on_stop", &self.info(), name, &p.query);
+                    policy::notify(
+                        &sh.cfg(),
+                        &sh.global().calls,
+                        "on_stop",
+                        &self.info(),
+                        name,
+                        &p.query,
+                    );
                 }
             }
         }
@@ -384,6 +411,7 @@ impl Conn {
             self.shard.unpublish(&p.key, p.publish_id);
             policy::notify(
                 &cfg,
+                &self.shard.global().calls,
                 "on_unpublish",
                 &self.info(),
                 p.key.stream_name(),
@@ -392,7 +420,14 @@ impl Conn {
         }
         for p in &self.playing {
             self.shard.remove_player(&p.key, self.id, p.stream_id);
-            policy::notify(&cfg, "on_stop", &self.info(), p.key.stream_name(), &p.query);
+            policy::notify(
+                &cfg,
+                &self.shard.global().calls,
+                "on_stop",
+                &self.info(),
+                p.key.stream_name(),
+                &p.query,
+            );
         }
     }
 
