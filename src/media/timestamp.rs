@@ -33,6 +33,7 @@ fn is_before(a: u32, b: u32) -> bool {
 }
 
 impl TimestampSmoother {
+    /// A smoother with no offset and no frames seen.
     pub fn new() -> Self {
         Self::default()
     }

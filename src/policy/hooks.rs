@@ -14,29 +14,62 @@ use thiserror::Error;
 /// Most bytes of a hook's answer that are read.
 const MAX_ANSWER: usize = 64 * 1024;
 
+/// Why a hook call did not allow the client.
 #[derive(Debug, Error)]
 pub enum HookError {
+    /// The URL is bad, or connecting, sending or reading failed.
     #[error("hook {url}: cannot connect: {cause}")]
-    Connect { url: String, cause: String },
+    Connect {
+        /// The hook URL.
+        url: String,
+        /// What went wrong.
+        cause: String,
+    },
+    /// No complete answer within the timeout.
     #[error("hook {url}: no answer within {ms} ms")]
-    Timeout { url: String, ms: u64 },
+    Timeout {
+        /// The hook URL.
+        url: String,
+        /// The timeout, in milliseconds.
+        ms: u64,
+    },
+    /// The answer's HTTP status was not 200.
     #[error("hook {url}: answered HTTP {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        /// The hook URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Status 200, but the body was not `0`, `{"code":0}` or empty.
     #[error("hook {url}: refused (body `{body}`)")]
-    Refused { url: String, body: String },
+    Refused {
+        /// The hook URL.
+        url: String,
+        /// The body's first 80 characters.
+        body: String,
+    },
+    /// The answer was not an HTTP response.
     #[error("hook {url}: unreadable answer")]
-    BadAnswer { url: String },
+    BadAnswer {
+        /// The hook URL.
+        url: String,
+    },
 }
 
 /// A parsed `http://host[:port]/path` callback address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookUrl {
+    /// Host name or IP address (IPv6 without brackets).
     pub host: String,
+    /// TCP port; 80 when not given.
     pub port: u16,
+    /// Request path; `/` when not given.
     pub path: String,
 }
 
 impl HookUrl {
+    /// Parse an `http://host[:port][/path]` URL; other schemes are refused.
     pub fn parse(url: &str) -> Result<HookUrl, String> {
         let rest = url
             .strip_prefix("http://")
