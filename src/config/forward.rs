@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GlobalForward {
-    /// Forward every published stream to `destinations` (unless a vhost or app rule says otherwise).
+    /// Forward every published stream to `destinations` (unless a vhost or app rule says
+    /// otherwise).
     pub enabled: bool,
     /// `host:port` (same app and stream name) or `rtmp://host:port/app[?vhost=name]`.
     pub destinations: Vec<String>,
@@ -70,7 +71,8 @@ pub struct ForwardTarget {
 }
 
 impl ForwardTarget {
-    /// Parse and resolve `host[:port]` (port 1935 by default) or `rtmp://host[:port]/app[?vhost=name]`.
+    /// Parse and resolve `host[:port]` (port 1935 by default) or
+    /// `rtmp://host[:port]/app[?vhost=name]`.
     pub fn parse(s: &str) -> Result<ForwardTarget, String> {
         let (hostport, app, vhost) = match s.strip_prefix("rtmp://") {
             Some(rest) => {

@@ -69,7 +69,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Serve HTTP at all; off when a config file leaves `[http]` out (the embedded default turns it on).
+    /// Serve HTTP at all; off when a config file leaves `[http]` out (the embedded default turns it
+    /// on).
     pub enabled: bool,
     /// HTTP listen address (`host:port`), bound by every shard like the RTMP one.
     pub listen: String,

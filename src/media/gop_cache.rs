@@ -74,7 +74,8 @@ impl<T: MediaUnit> GopCache<T> {
         }
     }
 
-    /// The held units, oldest first: a keyframe then what followed (or recent audio for audio-only streams).
+    /// The held units, oldest first: a keyframe then what followed (or recent audio for audio-only
+    /// streams).
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.units.iter()
     }

@@ -210,7 +210,8 @@ pub struct ClientSession {
 }
 
 impl ClientSession {
-    /// A session with C0+C1 already queued to send; `seed` fills the handshake's random bytes, `epoch_ms` is C1's time field.
+    /// A session with C0+C1 already queued to send; `seed` fills the handshake's random bytes,
+    /// `epoch_ms` is C1's time field.
     pub fn new(cfg: ClientConfig, seed: u64, epoch_ms: u32) -> Self {
         let mut hs = ClientHandshake::new(seed, epoch_ms, cfg.digest_handshake);
         let mut out = BytesMut::with_capacity(4096);
@@ -259,7 +260,8 @@ impl ClientSession {
         }
     }
 
-    /// Feed received bytes; an error ends the session (a redirect arrives as [`ClientError::Redirected`]).
+    /// Feed received bytes; an error ends the session (a redirect arrives as
+    /// [`ClientError::Redirected`]).
     pub fn handle_input(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
         self.bytes_received += data.len() as u64;
         if self.step == Step::Handshake {

@@ -339,7 +339,8 @@ pub struct ClientHandshake {
 }
 
 impl ClientHandshake {
-    /// A client handshake; `seed` fills the random bytes, `epoch_ms` is C1's time field, `digest` sends a digest (Flash Player 9+) C1 instead of a plain one.
+    /// A client handshake; `seed` fills the random bytes, `epoch_ms` is C1's time field, `digest`
+    /// sends a digest (Flash Player 9+) C1 instead of a plain one.
     pub fn new(seed: u64, epoch_ms: u32, digest: bool) -> Self {
         Self {
             rng: XorShift::new(seed),

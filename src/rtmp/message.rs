@@ -288,7 +288,8 @@ impl MessageWriter {
         MessageWriter { chunk_size }
     }
 
-    /// Any message, chunked on `csid`; messages longer than RTMP's 24-bit length are dropped with a warning.
+    /// Any message, chunked on `csid`; messages longer than RTMP's 24-bit length are dropped with a
+    /// warning.
     pub fn raw(
         &self,
         out: &mut BytesMut,
@@ -338,7 +339,8 @@ impl MessageWriter {
         self.control(out, type_id::WINDOW_ACK_SIZE, &size.to_be_bytes());
     }
 
-    /// Set Peer Bandwidth (type 6): window size in bytes and limit type (0 hard, 1 soft, 2 dynamic).
+    /// Set Peer Bandwidth (type 6): window size in bytes and limit type (0 hard, 1 soft, 2
+    /// dynamic).
     pub fn set_peer_bandwidth(&self, out: &mut BytesMut, size: u32, limit_type: u8) {
         let mut p = [0u8; 5];
         p[..4].copy_from_slice(&size.to_be_bytes());

@@ -35,7 +35,8 @@ pub enum SessionError {
         /// Command name.
         command: String,
     },
-    /// A command the stream's state does not allow (a second `connect`, `publish`/`play` on a busy stream).
+    /// A command the stream's state does not allow (a second `connect`, `publish`/`play` on a busy
+    /// stream).
     #[error("`{command}` on stream {stream_id} which is {state}")]
     WrongState {
         /// Command name.
@@ -139,7 +140,8 @@ pub enum SessionEvent {
         name: String,
         /// The query after `?` in the stream name (`""` if none).
         query: String,
-        /// `play` start argument in seconds: -2 (default) live or recorded, -1 live only, >= 0 recorded from there.
+        /// `play` start argument in seconds: -2 (default) live or recorded, -1 live only, >= 0
+        /// recorded from there.
         start: f64,
         /// `play` duration argument in seconds; -1 (default) plays to the end.
         duration: f64,
@@ -194,7 +196,8 @@ enum Phase {
     Chunks,
 }
 
-/// The server side of one RTMP connection: handshake, chunk stream and command handling, without I/O.
+/// The server side of one RTMP connection: handshake, chunk stream and command handling, without
+/// I/O.
 pub struct ServerSession {
     cfg: SessionConfig,
     phase: Phase,
@@ -221,7 +224,8 @@ pub struct ServerSession {
 }
 
 impl ServerSession {
-    /// A session in the handshake phase; `seed` fills the handshake's random bytes, `epoch_ms` is S1's time field.
+    /// A session in the handshake phase; `seed` fills the handshake's random bytes, `epoch_ms` is
+    /// S1's time field.
     pub fn new(cfg: SessionConfig, seed: u64, epoch_ms: u32) -> Self {
         let writer = MessageWriter::new(cfg.out_chunk_size);
         ServerSession {
