@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! shardcast: a thread-per-core RTMP live media server on io_uring.
 //!
 //! # Layout, in data-flow order

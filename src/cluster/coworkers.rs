@@ -30,10 +30,15 @@ pub const CLUSTERS_PATH: &str = "/api/v1/clusters";
 /// answering node its own address as seen from outside.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterQuery {
+    /// The host the player connected to (echoed back only).
     pub ip: String,
+    /// Vhost of the stream.
     pub vhost: String,
+    /// App of the stream.
     pub app: String,
+    /// Stream name.
     pub stream: String,
+    /// `host:port` of the API being asked.
     pub coworker: String,
 }
 
@@ -69,6 +74,7 @@ impl ClusterQuery {
 pub struct SelfNode {
     /// The RTMP listen host as configured (`""`, `0.0.0.0`, `::`, loopback or a real address).
     pub listen_host: String,
+    /// The RTMP listen port.
     pub listen_port: u16,
     /// The HTTP API listen as configured: `port` or `host:port`.
     pub api_listen: String,
@@ -146,7 +152,9 @@ pub fn clusters_answer(q: &ClusterQuery, node: &SelfNode, published_vhost: Optio
 /// Where a coworker says the stream is published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginLocation {
+    /// Host to connect to (the answer's `ip`).
     pub host: String,
+    /// RTMP port.
     pub port: u16,
     /// The publish's vhost (SRS always sends it; its own asker ignores it).
     pub vhost: Option<String>,
@@ -162,21 +170,30 @@ impl OriginLocation {
 /// Why a coworker's answer is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AnswerError {
+    /// The body does not parse as JSON.
     #[error("answer is not JSON: {0}")]
     NotJson(String),
+    /// The JSON is not an object.
     #[error("answer is not a JSON object")]
     NotObject,
+    /// `code` is not 0.
     #[error("answer has code {0}")]
     Code(i64),
+    /// A required field is absent.
     #[error("answer has no `{0}`")]
     Missing(&'static str),
+    /// A field has the wrong JSON type.
     #[error("`{field}` in the answer is not {expected}")]
     WrongType {
+        /// Field name.
         field: &'static str,
+        /// What it should be.
         expected: &'static str,
     },
+    /// `port` is not in 1..=65535.
     #[error("origin port {0} is out of range")]
     PortOutOfRange(i64),
+    /// `ip` is an empty string.
     #[error("origin ip is empty")]
     EmptyHost,
 }

@@ -27,9 +27,13 @@ pub struct ForwardRequest {
     pub client_id: String,
     /// The publisher's address.
     pub ip: String,
+    /// Vhost of the publish.
     pub vhost: String,
+    /// App of the publish.
     pub app: String,
+    /// `tcUrl` of the publisher's `connect`.
     pub tc_url: String,
+    /// Stream name, without the query.
     pub stream: String,
     /// The publish query, with its leading '?' as SRS keeps it (`?token=x`), or empty.
     pub param: String,
@@ -57,31 +61,49 @@ impl ForwardRequest {
 pub struct ForwardUrl {
     /// As the backend wrote it (for logs).
     pub raw: String,
+    /// Where to publish.
     pub target: RtmpUrl,
 }
 
 /// Why a backend's answer is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum BackendError {
+    /// The answer is over [`MAX_ANSWER`].
     #[error("answer of {len} bytes is over the {max}-byte limit")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Answer length, in bytes.
+        len: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The answer does not parse as JSON.
     #[error("answer is not JSON: {0}")]
     NotJson(String),
+    /// The JSON is not an object.
     #[error("answer is not a JSON object")]
     NotObject,
+    /// A required field is absent.
     #[error("answer has no `{0}`")]
     Missing(&'static str),
+    /// A field has the wrong JSON type.
     #[error("`{field}` in the answer is not {expected}")]
     WrongType {
+        /// Field name.
         field: &'static str,
+        /// What it should be.
         expected: &'static str,
     },
+    /// `code` is not 0.
     #[error("answer has code {0}")]
     Code(i64),
+    /// A URL in `data.urls` does not parse.
     #[error("url {index} `{url}`: {source}")]
     BadUrl {
+        /// Its position in the list.
         index: usize,
+        /// The URL as sent.
         url: String,
+        /// Why it does not parse.
         source: UrlError,
     },
 }

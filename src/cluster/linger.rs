@@ -39,32 +39,54 @@ pub enum State {
     /// No upstream, no players.
     Idle,
     /// Upstream `attempt` is connecting.
-    Connecting { attempt: u64 },
+    Connecting {
+        /// Upstream attempt number.
+        attempt: u64,
+    },
     /// Every origin failed this round; the next round starts at `until`.
-    Waiting { until: Instant },
+    Waiting {
+        /// When the next round starts.
+        until: Instant,
+    },
     /// Upstream `attempt` delivers the stream.
-    Playing { attempt: u64 },
+    Playing {
+        /// Upstream attempt number.
+        attempt: u64,
+    },
     /// No players; upstream `attempt` is kept until `until`.
-    Lingering { attempt: u64, until: Instant },
+    Lingering {
+        /// Upstream attempt number.
+        attempt: u64,
+        /// When to stop it.
+        until: Instant,
+    },
     /// Upstream `attempt` was told to stop; waiting for it to be down.
-    Closing { attempt: u64 },
+    Closing {
+        /// Upstream attempt number.
+        attempt: u64,
+    },
 }
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// A player attached to the stream.
     PlayerJoined,
+    /// A player detached (left or was failed).
     PlayerLeft,
     /// Upstream `attempt` is playing (the origin sent `NetStream.Play.Start`).
     UpstreamUp {
+        /// Upstream attempt number.
         attempt: u64,
     },
     /// Upstream `attempt` failed to connect or dropped.
     UpstreamDown {
+        /// Upstream attempt number.
         attempt: u64,
     },
     /// The origin's publisher left (upstream `attempt` stays connected, waiting for a new one).
     StreamGone {
+        /// Upstream attempt number.
         attempt: u64,
     },
     /// Time passed; call at [`EdgeUpstream::deadline`].
@@ -75,9 +97,17 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Open upstream `attempt` to `origin` and play the stream.
-    StartUpstream { origin: String, attempt: u64 },
+    StartUpstream {
+        /// The origin, as given to the [`OriginPicker`].
+        origin: String,
+        /// Upstream attempt number.
+        attempt: u64,
+    },
     /// Close upstream `attempt`; report `UpstreamDown` for it when it is gone.
-    StopUpstream { attempt: u64 },
+    StopUpstream {
+        /// Upstream attempt number.
+        attempt: u64,
+    },
     /// Tell the attached players their stream stopped (they stay, waiting for it to resume).
     NotifyPlayersUnpublished,
     /// No upstream for `max_wait`: close the attached players with an error (and report each

@@ -13,6 +13,7 @@ use thiserror::Error;
 /// A picker needs something to pick from.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum OriginsError {
+    /// The origin list is empty.
     #[error("no origins configured")]
     Empty,
 }

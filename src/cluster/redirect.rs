@@ -54,12 +54,26 @@ pub fn redirect_bytes(chunk_size: u32, target: &RtmpUrl) -> Bytes {
 /// Where a redirect chain went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RedirectError {
+    /// More redirects than the follower allows.
     #[error("more than {max} redirects")]
-    TooManyHops { max: usize },
+    TooManyHops {
+        /// The hop limit.
+        max: usize,
+    },
+    /// A redirect back to a URL already visited.
     #[error("redirect loop: {url} seen twice")]
-    Loop { url: String },
+    Loop {
+        /// The URL seen twice.
+        url: String,
+    },
+    /// A redirect target that is not a usable RTMP URL.
     #[error("redirect to `{url}`: {source}")]
-    BadUrl { url: String, source: UrlError },
+    BadUrl {
+        /// The target as built from the redirect.
+        url: String,
+        /// Why it does not parse.
+        source: UrlError,
+    },
 }
 
 /// Follows a chain of redirects for one stream: at most `max_hops` of them, never to a URL

@@ -39,6 +39,7 @@ pub struct Endpoint {
     /// Host to dial: the endpoint's own unless it is missing or a wildcard, then the
     /// heartbeat's `ip`.
     pub host: String,
+    /// Port to dial.
     pub port: u16,
 }
 
@@ -123,12 +124,17 @@ pub struct Heartbeat {
     pub server: String,
     /// Changes on every restart.
     pub service: String,
+    /// Process id of the origin (a string, as SRS sends it).
     pub pid: String,
     /// RTMP endpoints; never empty.
     pub rtmp: Vec<Endpoint>,
+    /// HTTP server endpoints (HTTP-FLV and the like).
     pub http: Vec<Endpoint>,
+    /// HTTP API endpoints.
     pub api: Vec<Endpoint>,
+    /// SRT endpoints.
     pub srt: Vec<Endpoint>,
+    /// WebRTC endpoints.
     pub rtc: Vec<Endpoint>,
     /// `None` from senders that report no load (SRS).
     pub load: Option<Load>,
@@ -180,25 +186,42 @@ impl Heartbeat {
 /// Why a heartbeat was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RegisterError {
+    /// The body is over [`MAX_BODY`].
     #[error("body of {len} bytes is over the {max}-byte limit")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Body length, in bytes.
+        len: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The body does not parse as JSON.
     #[error("body is not JSON: {0}")]
     NotJson(String),
+    /// The JSON is not an object.
     #[error("body is not a JSON object")]
     NotObject,
+    /// A required field is absent or null.
     #[error("`{0}` is missing")]
     Missing(&'static str),
+    /// A required field is an empty string (or `rtmp` an empty array).
     #[error("`{0}` is empty")]
     Empty(&'static str),
+    /// A field has the wrong JSON type.
     #[error("`{field}` is not {expected}")]
     WrongType {
+        /// Field name.
         field: &'static str,
+        /// What it should be.
         expected: &'static str,
     },
+    /// An endpoint entry does not parse.
     #[error("`{field}` entry `{value}`: {source}")]
     BadEndpoint {
+        /// Field name (`rtmp`, `http`, ...).
         field: &'static str,
+        /// The entry as sent.
         value: String,
+        /// Why it does not parse.
         source: UrlError,
     },
 }

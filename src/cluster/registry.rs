@@ -125,13 +125,16 @@ impl Timing {
 /// What the registry keeps about an origin (the JSON in `srs-proxy-server:{id}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OriginRecord {
+    /// Registry id: `{server}-{service}-{pid}` from the heartbeat.
     pub id: String,
+    /// Address peers reach the origin by (the heartbeat's `ip`).
     pub ip: String,
     /// `host:port` of its RTMP listener.
     pub rtmp: String,
     /// `host:port` of its HTTP API, if it announced one.
     #[serde(default)]
     pub api: Option<String>,
+    /// Load figures; `None` from origins that report none (SRS).
     #[serde(default)]
     pub load: Option<Load>,
 }
@@ -152,6 +155,7 @@ impl OriginRecord {
 /// A live origin as placement and routing see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OriginInfo {
+    /// The origin's stored record.
     pub record: OriginRecord,
     /// Its last heartbeat, epoch ms.
     pub last_seen_ms: u64,
@@ -184,6 +188,7 @@ impl Mapping {
 /// Where a play goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
+    /// The stream's origin, alive.
     pub origin: OriginInfo,
     /// The proxy holding the stream's claim.
     pub holder: String,
@@ -194,42 +199,76 @@ pub struct Route {
 pub enum Command {
     /// Record an origin's heartbeat.
     PutOrigin {
+        /// Origin id.
         id: String,
+        /// The record as JSON.
         record: String,
+        /// Record TTL, in ms.
         ttl_ms: u64,
+        /// Heartbeat time (ZSET score), epoch ms.
         now_ms: u64,
     },
     /// Origins with a heartbeat at or after `since_ms`, oldest first.
-    LiveOrigins { since_ms: u64 },
+    LiveOrigins {
+        /// Epoch ms.
+        since_ms: u64,
+    },
     /// Records of these origins (None where expired).
-    GetOrigins { ids: Vec<String> },
+    GetOrigins {
+        /// Origin ids.
+        ids: Vec<String>,
+    },
     /// Last heartbeat of one origin.
-    OriginSeen { id: String },
+    OriginSeen {
+        /// Origin id.
+        id: String,
+    },
     /// Forget origins whose last heartbeat is before `before_ms`.
-    PruneOrigins { before_ms: u64 },
+    PruneOrigins {
+        /// Epoch ms.
+        before_ms: u64,
+    },
     /// Claim `key` unless claimed; answer the current value when it is.
     ClaimUrl {
+        /// Stream key (`vhost/app/stream`).
         key: String,
+        /// Our encoded [`Mapping`].
         value: String,
+        /// Claim TTL, in ms.
         ttl_ms: u64,
     },
     /// The claim on `key`.
-    GetUrl { key: String },
+    GetUrl {
+        /// Stream key (`vhost/app/stream`).
+        key: String,
+    },
     /// Extend the claim if it still holds `value`.
     RefreshUrl {
+        /// Stream key (`vhost/app/stream`).
         key: String,
+        /// Our encoded [`Mapping`].
         value: String,
+        /// New TTL, in ms.
         ttl_ms: u64,
     },
     /// Swap the claim's value if it still holds `expected`.
     ReplaceUrl {
+        /// Stream key (`vhost/app/stream`).
         key: String,
+        /// The encoded [`Mapping`] the claim must still hold.
         expected: String,
+        /// The encoded [`Mapping`] to put in its place.
         value: String,
+        /// Claim TTL, in ms.
         ttl_ms: u64,
     },
     /// Delete the claim if it still holds `value`.
-    ReleaseUrl { key: String, value: String },
+    ReleaseUrl {
+        /// Stream key (`vhost/app/stream`).
+        key: String,
+        /// Our encoded [`Mapping`].
+        value: String,
+    },
 }
 
 /// How a command is sent to Redis: its calls, and whether they form one MULTI/EXEC.
@@ -370,10 +409,23 @@ pub enum Reply {
 /// The store failed or answered nonsense.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// A reply of the wrong kind for the command.
     #[error("unexpected reply to {command}: {reply:?}")]
-    UnexpectedReply { command: &'static str, reply: Reply },
+    UnexpectedReply {
+        /// The command's name.
+        command: &'static str,
+        /// What came back.
+        reply: Reply,
+    },
+    /// A stored value that does not parse.
     #[error("corrupt value at `{key}`: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The key it is stored at.
+        key: String,
+        /// The parse error.
+        reason: String,
+    },
+    /// The store itself failed (connection, protocol).
     #[error("store: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -381,18 +433,33 @@ pub enum StoreError {
 /// Why a registry request did not get what it asked for.
 #[derive(Debug, Error)]
 pub enum RegistryError {
+    /// No origin is alive to place a publish on.
     #[error("no live origin")]
     NoOrigin,
+    /// No claim for the stream: nobody publishes it.
     #[error("stream not mapped to any origin")]
     NotFound,
+    /// The stream's claim names an origin that stopped heartbeating.
     #[error("stream's origin `{origin}` is dead")]
-    OriginDead { origin: String },
+    OriginDead {
+        /// Origin id.
+        origin: String,
+    },
+    /// Another claim with a live origin holds the stream.
     #[error("stream already mapped to origin `{origin}` by proxy `{holder}`")]
-    AlreadyMapped { origin: String, holder: String },
+    AlreadyMapped {
+        /// The holder's origin id.
+        origin: String,
+        /// The proxy holding the claim.
+        holder: String,
+    },
+    /// Our claim expired or was taken over.
     #[error("claim is not held by us (expired or taken over)")]
     NotHeld,
+    /// The claim kept changing under us; gave up after a few rounds.
     #[error("claim kept changing; gave up after {MAX_ROUNDS} rounds")]
     Contended,
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -11,14 +11,19 @@ pub const DEFAULT_RTMP_PORT: u16 = 1935;
 /// Why a string is not a usable `rtmp://host[:port]/app/stream` URL.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum UrlError {
+    /// The scheme is not `rtmp://`.
     #[error("not an rtmp:// URL")]
     NotRtmp,
+    /// The host is empty, or an IPv6 host lacks its closing bracket.
     #[error("no host")]
     NoHost,
+    /// The port is not a number in 1..=65535.
     #[error("bad port `{0}`")]
     BadPort(String),
+    /// The app is empty.
     #[error("no app")]
     NoApp,
+    /// There is no stream segment, or it is empty.
     #[error("no stream name")]
     NoStream,
 }
@@ -30,8 +35,11 @@ pub enum UrlError {
 pub struct RtmpUrl {
     /// Without IPv6 brackets.
     pub host: String,
+    /// Port; 1935 when the URL names none.
     pub port: u16,
+    /// App: every path segment but the last (may hold '/').
     pub app: String,
+    /// Stream name: the last path segment.
     pub stream: String,
     /// Without the leading '?'; empty when none.
     pub query: String,

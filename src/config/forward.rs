@@ -8,11 +8,14 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GlobalForward {
+    /// Forward every published stream to `destinations` (unless a vhost or app rule says
+    /// otherwise).
     pub enabled: bool,
     /// `host:port` (same app and stream name) or `rtmp://host:port/app[?vhost=name]`.
     pub destinations: Vec<String>,
     /// First retry delay after a destination fails; doubles up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
+    /// Longest retry delay, in milliseconds.
     pub backoff_max_ms: u64,
     /// Media a destination may be behind before it skips to the next keyframe.
     pub queue_ms: u32,
@@ -37,7 +40,9 @@ impl Default for GlobalForward {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardRule {
+    /// Forward this vhost's or app's streams; `false` turns forwarding off there.
     pub enabled: bool,
+    /// Destinations, written as in [`GlobalForward::destinations`].
     pub destinations: Vec<String>,
 }
 
@@ -53,6 +58,7 @@ impl Default for ForwardRule {
 /// One destination, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardTarget {
+    /// The resolved address to connect to.
     pub addr: SocketAddr,
     /// Host as written, for the tcUrl.
     pub host: String,
@@ -65,6 +71,8 @@ pub struct ForwardTarget {
 }
 
 impl ForwardTarget {
+    /// Parse and resolve `host[:port]` (port 1935 by default) or
+    /// `rtmp://host[:port]/app[?vhost=name]`.
     pub fn parse(s: &str) -> Result<ForwardTarget, String> {
         let (hostport, app, vhost) = match s.strip_prefix("rtmp://") {
             Some(rest) => {

@@ -16,27 +16,50 @@ use thiserror::Error;
 /// The config shardcast runs with when started without `-c`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../conf/shardcast.toml");
 
+/// Why a config could not be loaded.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// Path of the file.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The TOML did not parse, or a key has the wrong type or is unknown.
     #[error("config {origin}: {message}")]
-    Parse { origin: String, message: String },
+    Parse {
+        /// The file path, or "embedded default".
+        origin: String,
+        /// What is wrong, with the key path and the line when known.
+        message: String,
+    },
+    /// A value is out of range or otherwise unusable.
     #[error("config key `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid {
+        /// The offending key, e.g. `rtmp.chunk_size`.
+        key: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
 }
 
+/// The whole configuration file; every section is optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[server]`: listen address, shards and connection limits.
     pub server: ServerConfig,
+    /// `[rtmp]`: chunking, limits, write batching, player queues and the GOP cache.
     pub rtmp: RtmpConfig,
+    /// `[forward]`: the global forward rule and forward retry settings.
     pub forward: GlobalForward,
+    /// `[http]`: the HTTP API, metrics, HTTP-FLV and console.
     pub http: HttpConfig,
+    /// `[security]`: allow/deny rules and the publish secret.
     pub security: SecurityConfig,
+    /// `[hooks]`: HTTP callbacks on connect, publish, play and their ends.
     pub hooks: HooksConfig,
     /// Named vhosts with their own settings; a client's tcUrl host selects one by name.
     pub vhost: Vec<VhostConfig>,
@@ -46,7 +69,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// Serve HTTP at all; off when a config file leaves `[http]` out (the embedded default turns it
+    /// on).
     pub enabled: bool,
+    /// HTTP listen address (`host:port`), bound by every shard like the RTMP one.
     pub listen: String,
     /// Seconds an HTTP-FLV request for a stream nobody publishes waits before a 404;
     /// 0 waits for as long as the client does (like an RTMP player).
@@ -72,25 +98,33 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[[vhost]]`: settings for one virtual host.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VhostConfig {
+    /// Vhost name, selected by `?vhost=name` or by the host a client connects to.
     pub name: String,
+    /// Forward rule for this vhost's streams; overrides `[forward]`.
     pub forward: Option<ForwardRule>,
     /// Overrides `security.publish_secret` for this vhost.
     pub publish_secret: Option<String>,
+    /// `[[vhost.app]]`: per-app settings within this vhost.
     pub app: Vec<AppConfig>,
 }
 
+/// `[[vhost.app]]`: settings for one app within a vhost.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AppConfig {
+    /// App name.
     pub name: String,
+    /// Forward rule for this app's streams; overrides the vhost's and the global one.
     pub forward: Option<ForwardRule>,
     /// Overrides the vhost's and the global publish secret for this app.
     pub publish_secret: Option<String>,
 }
 
+/// `[server]`: listening, sharding and connection limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -114,6 +148,7 @@ pub struct ServerConfig {
     pub max_streams: usize,
 }
 
+/// `[rtmp]`: RTMP protocol limits, write batching, player queues and the GOP cache.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RtmpConfig {
@@ -138,8 +173,9 @@ pub struct RtmpConfig {
     pub player_stall_timeout_secs: u64,
     /// Keep the last GOP so new players start on a keyframe at once.
     pub gop_cache: bool,
-    /// Upper bounds for one GOP cache.
+    /// Most frames one GOP cache holds.
     pub gop_cache_max_frames: usize,
+    /// Most bytes one GOP cache holds.
     pub gop_cache_max_bytes: usize,
     /// Window Acknowledgement Size announced to clients.
     pub window_ack_size: u32,
@@ -211,6 +247,7 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Read, parse and validate the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -219,10 +256,12 @@ impl Config {
         Self::from_toml(&text, &path.display().to_string())
     }
 
+    /// The embedded default config ([`EMBEDDED_DEFAULT`]), parsed and validated.
     pub fn embedded() -> Result<Config, ConfigError> {
         Self::from_toml(EMBEDDED_DEFAULT, "embedded default")
     }
 
+    /// Check value ranges, addresses, hook URLs and forward destinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         let invalid = |key, reason: &str| {
@@ -315,6 +354,7 @@ impl Config {
         (!s.is_empty()).then_some(s)
     }
 
+    /// `rtmp.player_stall_timeout_secs` as a `Duration`.
     pub fn stall_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.rtmp.player_stall_timeout_secs)
     }

@@ -25,11 +25,17 @@ pub struct SecurityConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HooksConfig {
+    /// URLs called before a client's `connect` is accepted; refusal rejects it.
     pub on_connect: Vec<String>,
+    /// URLs called before a publish is accepted; refusal rejects it.
     pub on_publish: Vec<String>,
+    /// URLs notified when a publish ends.
     pub on_unpublish: Vec<String>,
+    /// URLs called before a play is accepted; refusal rejects it.
     pub on_play: Vec<String>,
+    /// URLs notified when a play ends.
     pub on_stop: Vec<String>,
+    /// How long a hook may take to answer, in milliseconds, before the client is refused.
     pub timeout_ms: u64,
 }
 

@@ -9,22 +9,35 @@ use std::collections::BTreeMap;
 
 /// SRS error codes the API answers with.
 pub const CODE_STREAM_NOT_FOUND: u32 = 2048;
+/// SRS error code for a client id that is not connected.
 pub const CODE_CLIENT_NOT_FOUND: u32 = 2049;
 
 /// One stream summed over every shard.
 #[derive(Debug, Clone)]
 pub struct StreamView {
+    /// The stream's vhost/app/name key.
     pub key: StreamKey,
+    /// A source is feeding it on some shard.
     pub live: bool,
+    /// Client id of the publisher, if any.
     pub publisher: Option<u64>,
+    /// Players over all shards.
     pub players: usize,
+    /// Frames received from the publisher.
     pub frames: u64,
+    /// Bytes received from the publisher.
     pub recv_bytes: u64,
+    /// Bytes sent to the players.
     pub send_bytes: u64,
+    /// Receive rate, kbit/s (the publisher's).
     pub kbps_recv: u64,
+    /// Send rate, kbit/s (summed over the players).
     pub kbps_send: u64,
+    /// Video codec and size, once known.
     pub video: Option<VideoInfo>,
+    /// Audio codec, rate and channels, once known.
     pub audio: Option<AudioInfo>,
+    /// When the current publish started (unix ms).
     pub live_since_ms: u64,
 }
 
@@ -79,6 +92,7 @@ pub fn stream_views(snaps: &[ShardSnapshot]) -> Vec<StreamView> {
     by_key.into_values().collect()
 }
 
+/// Every client on every shard, sorted by id.
 pub fn clients_of(snaps: &[ShardSnapshot]) -> Vec<&ClientStat> {
     let mut v: Vec<&ClientStat> = snaps.iter().flat_map(|s| &s.clients).collect();
     v.sort_by_key(|c| c.id);
@@ -89,6 +103,7 @@ fn server_id() -> String {
     format!("shardcast-{}", std::process::id())
 }
 
+/// `GET /api/v1/versions`: the shardcast version, split SRS-style.
 pub fn versions() -> Value {
     let mut parts = env!("CARGO_PKG_VERSION")
         .split('.')
@@ -133,11 +148,13 @@ fn stream_json(v: &StreamView) -> Value {
     })
 }
 
+/// `GET /api/v1/streams`: every stream.
 pub fn streams(snaps: &[ShardSnapshot]) -> Value {
     let list: Vec<Value> = stream_views(snaps).iter().map(stream_json).collect();
     json!({ "code": 0, "server": server_id(), "streams": list })
 }
 
+/// `GET /api/v1/streams/{id}`: one stream by API id; `None` when unknown.
 pub fn stream(snaps: &[ShardSnapshot], id: &str) -> Option<Value> {
     let views = stream_views(snaps);
     let v = views.iter().find(|v| v.key.api_id() == id)?;
@@ -176,11 +193,13 @@ fn client_json(c: &ClientStat) -> Value {
     })
 }
 
+/// `GET /api/v1/clients`: every client.
 pub fn clients(snaps: &[ShardSnapshot]) -> Value {
     let list: Vec<Value> = clients_of(snaps).into_iter().map(client_json).collect();
     json!({ "code": 0, "server": server_id(), "clients": list })
 }
 
+/// `GET /api/v1/clients/{id}`: one client by id; `None` when unknown.
 pub fn client(snaps: &[ShardSnapshot], id: u64) -> Option<Value> {
     let c = clients_of(snaps).into_iter().find(|c| c.id == id)?;
     Some(json!({ "code": 0, "server": server_id(), "client": client_json(c) }))
@@ -207,6 +226,7 @@ fn load_avg() -> [f64; 3] {
     ]
 }
 
+/// `GET /api/v1/summaries`: process, load and traffic totals; `uptime_secs` since start.
 pub fn summaries(snaps: &[ShardSnapshot], uptime_secs: u64) -> Value {
     let views = stream_views(snaps);
     let clients = clients_of(snaps);
@@ -248,6 +268,7 @@ pub fn summaries(snaps: &[ShardSnapshot], uptime_secs: u64) -> Value {
     })
 }
 
+/// An error answer: an SRS error `code` and a message.
 pub fn error(code: u32, message: &str) -> Value {
     json!({ "code": code, "server": server_id(), "message": message })
 }

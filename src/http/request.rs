@@ -2,26 +2,35 @@
 
 use thiserror::Error;
 
+/// A parsed HTTP request head.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// Request method, e.g. `GET`.
     pub method: String,
     /// Path without the query, percent-decoding not applied (stream names are plain).
     pub path: String,
+    /// The part of the target after `?` (`""` if none).
     pub query: String,
+    /// Keep the connection open after the response (HTTP/1.1 default, or per `Connection`).
     pub keep_alive: bool,
 }
 
+/// Why a request head was refused.
 #[derive(Debug, Error, PartialEq)]
 pub enum HeadError {
+    /// The head is larger than the limit (bytes); answered 431.
     #[error("request head larger than {0} bytes")]
     TooLarge(usize),
+    /// More than 48 header fields; answered 431.
     #[error("too many header fields")]
     TooManyHeaders,
+    /// Not a valid HTTP/1.x request head; answered 400.
     #[error("malformed request: {0}")]
     Malformed(String),
 }
 
 impl HeadError {
+    /// The HTTP status to answer with: 431 or 400.
     pub fn status(&self) -> u16 {
         match self {
             HeadError::TooLarge(_) | HeadError::TooManyHeaders => 431,
@@ -70,6 +79,7 @@ pub fn parse_head(buf: &[u8], max: usize) -> Result<Option<(Request, usize)>, He
     )))
 }
 
+/// Reason phrase for an HTTP status code (`Unknown` for ones this server does not send).
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",

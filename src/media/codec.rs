@@ -5,9 +5,13 @@
 /// Video codec of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {
+    /// H.264 / AVC (FLV codec id 7, FourCC `avc1`).
     Avc,
+    /// H.265 / HEVC (FourCC `hvc1`, or the non-standard FLV codec id 12).
     Hevc,
+    /// AV1 (FourCC `av01`).
     Av1,
+    /// VP9 (FourCC `vp09`).
     Vp9,
     /// Legacy FLV codec id, or an unknown FourCC as a big-endian `u32`
     /// (0 when a multitrack tag carries no FourCC).
@@ -17,25 +21,35 @@ pub enum VideoCodec {
 /// Audio codec of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AudioCodec {
+    /// AAC (FLV sound format 10, FourCC `mp4a`).
     Aac,
+    /// MP3 (FLV sound format 2 or 14, FourCC `.mp3`).
     Mp3,
+    /// Opus (FourCC `Opus`).
     Opus,
     /// Legacy FLV sound format; 9 for an enhanced header with an unknown FourCC.
     Other(u8),
 }
 
+/// What a video tag header says about its frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VideoTagInfo {
+    /// The codec named by the header.
     pub codec: VideoCodec,
     /// Decoder can start here (frame type 1 carrying coded frames).
     pub keyframe: bool,
+    /// Codec configuration record (AVC sequence header, E-RTMP SequenceStart).
     pub sequence_header: bool,
+    /// End of sequence (AVC end of sequence, E-RTMP SequenceEnd).
     pub end_of_sequence: bool,
 }
 
+/// What an audio tag header says about its frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioTagInfo {
+    /// The codec named by the header.
     pub codec: AudioCodec,
+    /// Codec configuration (AAC AudioSpecificConfig, E-RTMP SequenceStart).
     pub sequence_header: bool,
 }
 
@@ -95,6 +109,7 @@ impl AudioCodec {
     }
 }
 
+/// Codec name as reported in stats (`H264`, `H265`, `AV1`, `VP9`, `other`).
 pub fn video_codec_name(c: VideoCodec) -> &'static str {
     match c {
         VideoCodec::Avc => "H264",
@@ -105,6 +120,7 @@ pub fn video_codec_name(c: VideoCodec) -> &'static str {
     }
 }
 
+/// Codec name as reported in stats (`AAC`, `MP3`, `Opus`, `other`).
 pub fn audio_codec_name(c: AudioCodec) -> &'static str {
     match c {
         AudioCodec::Aac => "AAC",

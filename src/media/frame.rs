@@ -14,10 +14,14 @@ pub const RTMP_TYPE_DATA_AMF0: u8 = 18;
 /// RTMP message type id for AMF3 data (accepted on ingest only).
 pub const RTMP_TYPE_DATA_AMF3: u8 = 15;
 
+/// What a [`Frame`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FrameKind {
+    /// An audio message (type 8).
     Audio,
+    /// A video message (type 9).
     Video,
+    /// A data message (type 18, or 15 on ingest), e.g. `onMetaData`.
     Data,
 }
 
@@ -50,8 +54,11 @@ impl FrameKind {
 /// never a copy of the media.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
+    /// Audio, video or data.
     pub kind: FrameKind,
+    /// RTMP timestamp in milliseconds.
     pub timestamp: u32,
+    /// The message payload (an FLV tag body), shared.
     pub payload: Bytes,
     /// A video frame a decoder can start from (never set on sequence headers).
     pub keyframe: bool,
@@ -121,6 +128,7 @@ impl Frame {
 
 /// Anything the GOP cache can hold: a Frame, or a caller's wrapper that carries a Frame plus its pre-encoded wire bytes.
 pub trait MediaUnit: Clone {
+    /// The frame inside.
     fn frame(&self) -> &Frame;
 
     /// Bytes this unit accounts for in cache limits. Defaults to the payload

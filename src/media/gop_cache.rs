@@ -22,6 +22,7 @@ pub struct GopCache<T: MediaUnit> {
 }
 
 impl<T: MediaUnit> GopCache<T> {
+    /// An empty cache holding at most `max_frames` frames and `max_bytes` bytes.
     pub fn new(max_frames: usize, max_bytes: usize) -> Self {
         GopCache {
             units: VecDeque::new(),
@@ -73,14 +74,18 @@ impl<T: MediaUnit> GopCache<T> {
         }
     }
 
+    /// The held units, oldest first: a keyframe then what followed (or recent audio for audio-only
+    /// streams).
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.units.iter()
     }
 
+    /// Number of units held.
     pub fn len(&self) -> usize {
         self.units.len()
     }
 
+    /// Nothing is held.
     pub fn is_empty(&self) -> bool {
         self.units.is_empty()
     }
@@ -146,8 +151,11 @@ impl<T: MediaUnit> GopCache<T> {
 /// What a late joiner needs before the GOP: onMetaData and the codec sequence headers.
 #[derive(Clone)]
 pub struct StreamHeaders<T: MediaUnit> {
+    /// The last `onMetaData`.
     pub metadata: Option<T>,
+    /// The last video sequence header.
     pub video_seq: Option<T>,
+    /// The last audio sequence header.
     pub audio_seq: Option<T>,
 }
 
@@ -162,6 +170,7 @@ impl<T: MediaUnit> Default for StreamHeaders<T> {
 }
 
 impl<T: MediaUnit> StreamHeaders<T> {
+    /// No headers yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -190,6 +199,7 @@ impl<T: MediaUnit> StreamHeaders<T> {
             .chain(self.audio_seq.iter())
     }
 
+    /// Forget all headers.
     pub fn clear(&mut self) {
         *self = Self::default();
     }

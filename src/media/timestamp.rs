@@ -33,11 +33,12 @@ fn is_before(a: u32, b: u32) -> bool {
 }
 
 impl TimestampSmoother {
+    /// A smoother with no offset and no frames seen.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// out = in + offset (wrapping). If out would go backwards on this track (compare by wrapping signed difference, i.e. (out - last_out[track]) as i32 < 0),
+    /// out = in + offset (wrapping). If out would go backwards on this track (compare by wrapping signed difference, i.e. `(out - last_out[track]) as i32 < 0`),
     /// re-anchor: offset = max_out_all_tracks + 1 - in, out = max_out_all_tracks + 1. Return out.
     /// A track's first frame is never "backwards". Values above 2^24 and wraps past 2^32 pass through unchanged when moving forward.
     pub fn smooth(&mut self, kind: FrameKind, timestamp: u32) -> u32 {

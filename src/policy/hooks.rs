@@ -10,27 +10,48 @@ use serde_json::Value;
 use std::time::Duration;
 use thiserror::Error;
 
+/// Why a hook call did not allow the client.
 #[derive(Debug, Error)]
 pub enum HookError {
+    /// The URL is bad, or the call failed (lookup, connect, timeout, answer too large).
     #[error("hook {url}: {cause}")]
-    Call { url: String, cause: CallError },
+    Call {
+        /// The hook URL.
+        url: String,
+        /// What went wrong.
+        cause: CallError,
+    },
+    /// The answer's HTTP status was not 200.
     #[error("hook {url}: answered HTTP {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        /// The hook URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Status 200, but the body was not `0`, `{"code":0}` or empty.
     #[error("hook {url}: refused (body `{body}`)")]
-    Refused { url: String, body: String },
-    #[error("hook {url}: unreadable answer")]
-    BadAnswer { url: String },
+    Refused {
+        /// The hook URL.
+        url: String,
+        /// The body's first 80 characters.
+        body: String,
+    },
 }
 
 /// A parsed `http://host[:port]/path` callback address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookUrl {
+    /// Host name or IP address (IPv6 without brackets).
     pub host: String,
+    /// TCP port; 80 when not given.
     pub port: u16,
+    /// Request path; `/` when not given.
     pub path: String,
 }
 
 impl HookUrl {
+    /// Parse an `http://host[:port][/path]` URL; other schemes are refused.
     pub fn parse(url: &str) -> Result<HookUrl, String> {
         let rest = url
             .strip_prefix("http://")

@@ -30,7 +30,9 @@ pub fn redact(url: &str) -> String {
 /// A refusal: a short reason for the client, the full cause for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// Reason sent to the client (e.g. in the `onStatus` description).
     pub client: String,
+    /// Full cause for the server log.
     pub log: String,
 }
 
@@ -51,10 +53,15 @@ impl std::fmt::Display for Refusal {
 
 /// The client a decision is about.
 pub struct ClientInfo<'a> {
+    /// Connection id (as in the API and logs).
     pub id: u64,
+    /// Client address.
     pub ip: IpAddr,
+    /// Vhost the client selected.
     pub vhost: &'a str,
+    /// Application name.
     pub app: &'a str,
+    /// `tcUrl` from `connect`.
     pub tc_url: &'a str,
 }
 

@@ -8,9 +8,12 @@
 use std::fmt;
 use std::net::IpAddr;
 
+/// What a rule governs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Publishing a stream.
     Publish,
+    /// Playing a stream.
     Play,
 }
 
@@ -29,6 +32,7 @@ enum Net {
     Cidr { base: IpAddr, prefix: u8 },
 }
 
+/// One `allow|deny publish|play ADDRESS|CIDR|all` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     allow: bool,
@@ -38,6 +42,7 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Parse one rule, e.g. `deny play 10.0.0.0/8`; a bare address is a /32 (or /128).
     pub fn parse(s: &str) -> Result<Rule, String> {
         let words: Vec<&str> = s.split_whitespace().collect();
         let [verdict, action, net] = words.as_slice() else {
@@ -127,6 +132,7 @@ fn in_net(ip: IpAddr, base: IpAddr, prefix: u8) -> bool {
 pub struct Rules(Vec<Rule>);
 
 impl Rules {
+    /// Parse rules in order; the first bad one is the error.
     pub fn parse(lines: &[String]) -> Result<Rules, String> {
         lines
             .iter()

@@ -46,19 +46,28 @@ const PREALLOC_CAP: usize = 1024;
 /// A decoded or to-be-encoded AMF0 value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Amf0Value {
+    /// Marker 0x00: an IEEE 754 double.
     Number(f64),
+    /// Marker 0x01: a boolean.
     Boolean(bool),
     /// Encoded as 0x02, or as long string 0x0C when longer than 65535 bytes.
     /// Long strings (0x0C) and XML documents (0x0F) decode into this too.
     String(String),
     /// Anonymous object; property order is preserved (RTMP peers care).
     Object(Vec<(String, Amf0Value)>),
+    /// Marker 0x05: null.
     Null,
+    /// Marker 0x06: undefined (0x0D unsupported decodes to this too).
     Undefined,
+    /// Marker 0x08: an associative array; property order is preserved.
     EcmaArray(Vec<(String, Amf0Value)>),
+    /// Marker 0x0A: a dense array.
     StrictArray(Vec<Amf0Value>),
+    /// Marker 0x0B: a date.
     Date {
+        /// Milliseconds since the Unix epoch (UTC).
         millis: f64,
+        /// Time zone offset; the spec says send 0.
         timezone: i16,
     },
 }
@@ -85,27 +94,41 @@ impl Default for DecodeLimits {
 /// Why a buffer could not be decoded.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum Amf0Error {
+    /// The input ended inside a value.
     #[error("AMF0 input ended in the middle of a value")]
     UnexpectedEof,
+    /// A type marker AMF0 does not define.
     #[error("unknown AMF0 type marker 0x{0:02x}")]
     UnknownMarker(u8),
+    /// An object-end marker (0x09) where a value was expected.
     #[error("AMF0 object-end marker found where a value was expected")]
     UnexpectedObjectEnd,
+    /// Containers nested deeper than [`DecodeLimits::max_depth`].
     #[error("AMF0 value nested deeper than {limit} containers")]
-    TooDeep { limit: usize },
+    TooDeep {
+        /// The depth limit.
+        limit: usize,
+    },
+    /// More values than [`DecodeLimits::max_elements`].
     #[error("AMF0 input holds more than {limit} values")]
-    TooManyElements { limit: usize },
+    TooManyElements {
+        /// The element limit.
+        limit: usize,
+    },
     /// Reserved: the decoder converts invalid UTF-8 lossily (clients send
     /// Latin-1 stream names), so it does not currently produce this.
     #[error("AMF0 string is not valid UTF-8")]
     InvalidUtf8,
+    /// A reference marker (AMF0 0x07 or an AMF3 reference); not supported.
     #[error("AMF0/AMF3 references are not supported")]
     UnsupportedReference,
+    /// An AMF3 marker (after the avmplus switch) this decoder does not handle.
     #[error("unsupported AMF3 type marker 0x{0:02x}")]
     UnsupportedAmf3Marker(u8),
 }
 
 impl Amf0Value {
+    /// The text of a String, else `None`.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Amf0Value::String(s) => Some(s),
@@ -113,6 +136,7 @@ impl Amf0Value {
         }
     }
 
+    /// The value of a Number, else `None`.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Amf0Value::Number(n) => Some(*n),
@@ -120,6 +144,7 @@ impl Amf0Value {
         }
     }
 
+    /// The value of a Boolean, else `None`.
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             Amf0Value::Boolean(b) => Some(*b),
@@ -142,6 +167,7 @@ impl Amf0Value {
         Amf0Value::Object(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
     }
 
+    /// Builds a String value.
     pub fn string(s: impl Into<String>) -> Amf0Value {
         Amf0Value::String(s.into())
     }

@@ -11,18 +11,26 @@ use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use thiserror::Error;
 
+/// Why a client session ended; the connection should then be closed.
 #[derive(Debug, Error)]
 pub enum ClientError {
+    /// The handshake failed.
     #[error("handshake: {0}")]
     Handshake(#[from] HandshakeError),
+    /// The chunk stream was malformed or broke a limit.
     #[error("chunk stream: {0}")]
     Chunk(#[from] ChunkError),
+    /// A message did not decode.
     #[error("{0}")]
     Message(#[from] MessageError),
+    /// The server answered with an `_error` or an error-level `onStatus`.
     #[error("server refused `{command}`: {code} {description}")]
     Refused {
+        /// What was refused: `transaction <id>` for an `_error`, else `publish` or `play`.
         command: String,
+        /// The status `code` (e.g. `NetStream.Publish.BadName`).
         code: String,
+        /// The status `description`.
         description: String,
     },
     /// The server answered with an RTMP 302: connect to `redirect` instead. The session is over
@@ -96,21 +104,29 @@ impl Redirect {
     }
 }
 
+/// What a client session does once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientRole {
+    /// Publish a stream (`releaseStream`, `FCPublish`, `createStream`, `publish`).
     Publish,
+    /// Play a stream (`createStream`, `play`, Set Buffer Length).
     Play,
 }
 
+/// Settings of a [`ClientSession`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// Application name sent in `connect`.
     pub app: String,
+    /// `tcUrl` sent in `connect`.
     pub tc_url: String,
     /// Stream name as sent in publish/play, query included.
     pub stream: String,
+    /// Publish or play.
     pub role: ClientRole,
     /// Chunk size this client announces and sends with (publishers).
     pub chunk_size: u32,
+    /// Send a digest (Flash Player 9+) C1 instead of a plain handshake.
     pub digest_handshake: bool,
     /// Buffer length announced to the server (players), in ms.
     pub buffer_ms: u32,
@@ -138,8 +154,10 @@ impl ClientConfig {
     }
 }
 
+/// What the application learns from a client session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
+    /// `connect` succeeded (`_result`).
     Connected,
     /// Publish approved: media may be sent.
     PublishStarted,
@@ -147,14 +165,19 @@ pub enum ClientEvent {
     PlayStarted,
     /// Any onStatus the server sent (including the ones above).
     Status {
+        /// Status `code` (e.g. `NetStream.Play.Start`).
         code: String,
+        /// Status `level` (`status`, `warning` or `error`).
         level: String,
     },
     /// Media for a player; `metadata` marks onMetaData.
     Media {
+        /// The media, timestamped.
         frame: Frame,
+        /// The frame is `onMetaData`.
         metadata: bool,
     },
+    /// User Control Stream EOF: the server's stream ended.
     StreamEof,
 }
 
@@ -170,6 +193,7 @@ enum Step {
 const TXN_CONNECT: f64 = 1.0;
 const TXN_CREATE_STREAM: f64 = 4.0;
 
+/// The client side of one RTMP connection (publisher or player), without I/O.
 pub struct ClientSession {
     cfg: ClientConfig,
     hs: ClientHandshake,
@@ -186,6 +210,8 @@ pub struct ClientSession {
 }
 
 impl ClientSession {
+    /// A session with C0+C1 already queued to send; `seed` fills the handshake's random bytes,
+    /// `epoch_ms` is C1's time field.
     pub fn new(cfg: ClientConfig, seed: u64, epoch_ms: u32) -> Self {
         let mut hs = ClientHandshake::new(seed, epoch_ms, cfg.digest_handshake);
         let mut out = BytesMut::with_capacity(4096);
@@ -210,18 +236,22 @@ impl ClientSession {
         }
     }
 
+    /// `publish`/`play` has been approved.
     pub fn is_active(&self) -> bool {
         self.step == Step::Active
     }
 
+    /// The message stream id from `createStream` (0 before it).
     pub fn stream_id(&self) -> u32 {
         self.stream_id
     }
 
+    /// The next event for the application, in order.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
 
+    /// Bytes to send, if any, in order.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         if self.out.is_empty() {
             None
@@ -230,6 +260,8 @@ impl ClientSession {
         }
     }
 
+    /// Feed received bytes; an error ends the session (a redirect arrives as
+    /// [`ClientError::Redirected`]).
     pub fn handle_input(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
         self.bytes_received += data.len() as u64;
         if self.step == Step::Handshake {

@@ -57,19 +57,25 @@ const fn concat_key<const A: usize, const N: usize>(text: &[u8; A]) -> [u8; N] {
 /// Which handshake the peer used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeKind {
+    /// Plain handshake (zero version field, or no digest validated): C2/S2 echo the peer's C1/S1.
     Plain,
     /// `scheme` 0: key block first, digest block second; 1: digest block first.
     Digest {
+        /// Digest layout (0 or 1).
         scheme: u8,
     },
 }
 
+/// Why a handshake failed.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum HandshakeError {
+    /// C0/S0 announced a version other than 3 (6 is encrypted RTMPE).
     #[error("unsupported RTMP handshake version {0}{note}", note = version_note(*.0))]
     UnsupportedVersion(u8),
+    /// The server's S1 has a non-zero version but neither digest scheme validates.
     #[error("S1 carries a version but no valid server digest")]
     BadServerDigest,
+    /// [`ClientHandshake::feed`] called before [`ClientHandshake::start`].
     #[error("ClientHandshake::feed called before start")]
     NotStarted,
 }
@@ -333,6 +339,8 @@ pub struct ClientHandshake {
 }
 
 impl ClientHandshake {
+    /// A client handshake; `seed` fills the random bytes, `epoch_ms` is C1's time field, `digest`
+    /// sends a digest (Flash Player 9+) C1 instead of a plain one.
     pub fn new(seed: u64, epoch_ms: u32, digest: bool) -> Self {
         Self {
             rng: XorShift::new(seed),

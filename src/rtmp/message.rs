@@ -8,20 +8,35 @@ use thiserror::Error;
 
 /// RTMP message type ids (RTMP spec section 5.4 and 7.1).
 pub mod type_id {
+    /// Set Chunk Size (protocol control): the sender's new maximum chunk payload size.
     pub const SET_CHUNK_SIZE: u8 = 1;
+    /// Abort Message (protocol control): discard the partial message on a chunk stream.
     pub const ABORT: u8 = 2;
+    /// Acknowledgement (protocol control): bytes received so far, sent once per window.
     pub const ACKNOWLEDGEMENT: u8 = 3;
+    /// User Control Message: stream and ping events (see [`UserControl`](super::UserControl)).
     pub const USER_CONTROL: u8 = 4;
+    /// Window Acknowledgement Size (protocol control): how many bytes between acknowledgements.
     pub const WINDOW_ACK_SIZE: u8 = 5;
+    /// Set Peer Bandwidth (protocol control): limit the peer's output window.
     pub const SET_PEER_BANDWIDTH: u8 = 6;
+    /// Audio data (one FLV audio tag body).
     pub const AUDIO: u8 = 8;
+    /// Video data (one FLV video tag body).
     pub const VIDEO: u8 = 9;
+    /// Data message in AMF3 (metadata), led by a format byte.
     pub const DATA_AMF3: u8 = 15;
+    /// Shared object message in AMF3.
     pub const SHARED_OBJECT_AMF3: u8 = 16;
+    /// Command message in AMF3, led by a format byte.
     pub const COMMAND_AMF3: u8 = 17;
+    /// Data message in AMF0 (`@setDataFrame`, `onMetaData`, ...).
     pub const DATA_AMF0: u8 = 18;
+    /// Shared object message in AMF0.
     pub const SHARED_OBJECT_AMF0: u8 = 19;
+    /// Command message in AMF0 (`connect`, `publish`, `_result`, ...).
     pub const COMMAND_AMF0: u8 = 20;
+    /// Aggregate message: a run of FLV-tag shaped audio/video/data sub-messages.
     pub const AGGREGATE: u8 = 22;
 }
 
@@ -30,24 +45,41 @@ pub mod type_id {
 /// a header-compressing writer (a forward peer's client session) and the shared bytes never
 /// interleave on one chunk stream.
 pub mod csid {
+    /// Protocol control and User Control messages (the spec requires chunk stream 2).
     pub const CONTROL: u32 = 2;
+    /// Commands on the NetConnection (message stream 0).
     pub const COMMAND: u32 = 3;
+    /// Shared data messages (metadata).
     pub const MEDIA_DATA: u32 = 4;
+    /// Commands and data on a NetStream (message stream id != 0).
     pub const STREAM: u32 = 5;
+    /// Shared audio messages.
     pub const AUDIO: u32 = 6;
+    /// Shared video messages.
     pub const VIDEO: u32 = 7;
 }
 
+/// Why a reassembled message could not be decoded.
 #[derive(Debug, Error, PartialEq)]
 pub enum MessageError {
+    /// The payload is shorter than the message type's fixed fields.
     #[error("message type {type_id} too short: {len} bytes")]
-    TooShort { type_id: u8, len: usize },
+    TooShort {
+        /// Message type id.
+        type_id: u8,
+        /// Payload length received.
+        len: usize,
+    },
+    /// The AMF payload of a command or data message did not decode.
     #[error("malformed AMF in message type {type_id}: {source}")]
     Amf {
+        /// Message type id.
         type_id: u8,
+        /// The AMF0 decoding error.
         #[source]
         source: Amf0Error,
     },
+    /// The first value of a command was not a string name.
     #[error("command message without a name")]
     CommandWithoutName,
 }
@@ -55,50 +87,88 @@ pub enum MessageError {
 /// User Control event (message type 4).
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserControl {
+    /// Event 0: the stream (by id) became functional.
     StreamBegin(u32),
+    /// Event 1: playback of the stream (by id) ended; no more data.
     StreamEof(u32),
+    /// Event 2: the stream (by id) has no more data for now.
     StreamDry(u32),
-    SetBufferLength { stream_id: u32, millis: u32 },
+    /// Event 3: the client's buffer length for a stream.
+    SetBufferLength {
+        /// Message stream id.
+        stream_id: u32,
+        /// Buffer length in milliseconds.
+        millis: u32,
+    },
+    /// Event 4: the stream (by id) is recorded.
     StreamIsRecorded(u32),
+    /// Event 6: ping request carrying a timestamp, to be echoed back.
     PingRequest(u32),
+    /// Event 7: ping response echoing a [`PingRequest`](UserControl::PingRequest) timestamp.
     PingResponse(u32),
-    Other { event: u16, data: Bytes },
+    /// Any other event type, kept raw.
+    Other {
+        /// Event type.
+        event: u16,
+        /// Event data after the 2-byte type.
+        data: Bytes,
+    },
 }
 
 /// A command (`connect`, `publish`, `_result`, `onStatus`, ...).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
+    /// Command name.
     pub name: String,
+    /// Transaction id, echoed by the `_result`/`_error` reply; 0 when no reply is expected.
     pub transaction_id: f64,
     /// The command object; `Null` for most stream commands.
     pub object: Amf0Value,
+    /// The values after the command object.
     pub args: Vec<Amf0Value>,
 }
 
 /// A decoded RTMP message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
+    /// Type 1: the peer's new maximum chunk size (top bit masked off).
     SetChunkSize(u32),
+    /// Type 2: abort the partial message on this chunk stream id.
     Abort(u32),
+    /// Type 3: the peer's received byte count (sequence number).
     Acknowledgement(u32),
+    /// Type 5: the peer's acknowledgement window size, in bytes.
     WindowAckSize(u32),
+    /// Type 6: the peer's requested output window.
     SetPeerBandwidth {
+        /// Window size in bytes.
         size: u32,
+        /// Limit type: 0 hard, 1 soft, 2 dynamic (2 when missing).
         limit_type: u8,
     },
+    /// Type 4: a User Control event.
     UserControl(UserControl),
+    /// Type 8: an audio payload (FLV audio tag body).
     Audio(Bytes),
+    /// Type 9: a video payload (FLV video tag body).
     Video(Bytes),
     /// Data message (`@setDataFrame`, `onMetaData`, ...): the decoded values and the AMF0 bytes
     /// they came from (AMF3 data messages have their leading format byte removed).
     Data {
+        /// The decoded AMF0 values.
         values: Vec<Amf0Value>,
+        /// The AMF0 bytes the values came from.
         amf0: Bytes,
     },
+    /// Type 20 (or 17): a command.
     Command(Command),
+    /// Type 22: an aggregate message, not yet split (see [`split_aggregate`]).
     Aggregate(Bytes),
+    /// Any other message type, kept raw.
     Other {
+        /// Message type id.
         type_id: u8,
+        /// Message payload.
         payload: Bytes,
     },
 }
@@ -208,14 +278,18 @@ fn decode_command(body: &[u8], t: u8, limits: &DecodeLimits) -> Result<Command, 
 /// Appends whole chunked messages to an output buffer. Every message gets a type-0 header, so
 /// the bytes stand alone and can be shared.
 pub struct MessageWriter {
+    /// Outgoing chunk size, in bytes.
     pub chunk_size: u32,
 }
 
 impl MessageWriter {
+    /// A writer chunking at `chunk_size` bytes.
     pub fn new(chunk_size: u32) -> Self {
         MessageWriter { chunk_size }
     }
 
+    /// Any message, chunked on `csid`; messages longer than RTMP's 24-bit length are dropped with a
+    /// warning.
     pub fn raw(
         &self,
         out: &mut BytesMut,
@@ -250,18 +324,23 @@ impl MessageWriter {
         self.raw(out, csid::CONTROL, 0, type_id, 0, payload);
     }
 
+    /// Set Chunk Size (type 1) on the control chunk stream.
     pub fn set_chunk_size(&self, out: &mut BytesMut, size: u32) {
         self.control(out, type_id::SET_CHUNK_SIZE, &size.to_be_bytes());
     }
 
+    /// Acknowledgement (type 3) of `sequence` bytes received.
     pub fn acknowledgement(&self, out: &mut BytesMut, sequence: u32) {
         self.control(out, type_id::ACKNOWLEDGEMENT, &sequence.to_be_bytes());
     }
 
+    /// Window Acknowledgement Size (type 5), in bytes.
     pub fn window_ack_size(&self, out: &mut BytesMut, size: u32) {
         self.control(out, type_id::WINDOW_ACK_SIZE, &size.to_be_bytes());
     }
 
+    /// Set Peer Bandwidth (type 6): window size in bytes and limit type (0 hard, 1 soft, 2
+    /// dynamic).
     pub fn set_peer_bandwidth(&self, out: &mut BytesMut, size: u32, limit_type: u8) {
         let mut p = [0u8; 5];
         p[..4].copy_from_slice(&size.to_be_bytes());
@@ -269,6 +348,7 @@ impl MessageWriter {
         self.control(out, type_id::SET_PEER_BANDWIDTH, &p);
     }
 
+    /// User Control message (type 4) carrying `event`.
     pub fn user_control(&self, out: &mut BytesMut, event: &UserControl) {
         let mut p = Vec::with_capacity(10);
         let (code, a, b): (u16, u32, Option<u32>) = match *event {

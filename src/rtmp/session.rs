@@ -17,40 +17,76 @@ use thiserror::Error;
 /// Most message streams (createStream) one connection may hold open.
 pub const MAX_STREAMS_PER_CONNECTION: usize = 16;
 
+/// Why a session failed; the connection should then be closed.
 #[derive(Debug, Error)]
 pub enum SessionError {
+    /// The handshake failed.
     #[error("handshake: {0}")]
     Handshake(#[from] HandshakeError),
+    /// The chunk stream was malformed or broke a limit.
     #[error("chunk stream: {0}")]
     Chunk(#[from] ChunkError),
+    /// A message did not decode.
     #[error("{0}")]
     Message(#[from] MessageError),
+    /// A command other than `connect` came before `connect`.
     #[error("`{command}` before connect")]
-    NotConnected { command: String },
+    NotConnected {
+        /// Command name.
+        command: String,
+    },
+    /// A command the stream's state does not allow (a second `connect`, `publish`/`play` on a busy
+    /// stream).
     #[error("`{command}` on stream {stream_id} which is {state}")]
     WrongState {
+        /// Command name.
         command: String,
+        /// Message stream id.
         stream_id: u32,
+        /// The stream's state, described.
         state: &'static str,
     },
+    /// A command or media named a message stream id that `createStream` never returned.
     #[error("{what} on stream id {stream_id} that was never created")]
-    UnknownStream { stream_id: u32, what: &'static str },
+    UnknownStream {
+        /// Message stream id.
+        stream_id: u32,
+        /// What arrived on it (`"command"`, `"media"`).
+        what: &'static str,
+    },
+    /// `createStream` beyond [`MAX_STREAMS_PER_CONNECTION`].
     #[error("more than {limit} streams on one connection")]
-    TooManyStreams { limit: usize },
+    TooManyStreams {
+        /// The limit.
+        limit: usize,
+    },
+    /// `publish` or `play` without a stream name.
     #[error("`{command}` without a stream name")]
-    MissingStreamName { command: String },
+    MissingStreamName {
+        /// Command name.
+        command: String,
+    },
+    /// More than [`MAX_BUFFERED_WHILE_WAITING`] bytes arrived while a request awaited a decision.
     #[error("more than {limit} bytes sent while a request was being decided")]
-    TooMuchWhileWaiting { limit: usize },
+    TooMuchWhileWaiting {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 /// Input a client may send while its connect/publish/play is being decided.
 pub const MAX_BUFFERED_WHILE_WAITING: usize = 1 << 20;
 
+/// Settings of a [`ServerSession`].
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// Chunk size this session sends with (announced after `connect` is accepted), in bytes.
     pub out_chunk_size: u32,
+    /// Window Acknowledgement Size and Set Peer Bandwidth sent on `connect`, in bytes.
     pub window_ack_size: u32,
+    /// Limits on the incoming chunk stream.
     pub decoder_limits: DecoderLimits,
+    /// Limits on decoding incoming AMF0.
     pub amf_limits: DecodeLimits,
 }
 
@@ -68,13 +104,17 @@ impl Default for SessionConfig {
 /// What the application learns from a connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
+    /// The handshake completed; the chunk stream begins.
     HandshakeDone {
+        /// Which handshake the client used.
         kind: HandshakeKind,
     },
     /// `connect` arrived: answer with `accept_connect` or `reject_connect`. Until then no
     /// further input is processed (it is buffered, up to a bound).
     ConnectRequested {
+        /// The application name from `connect` (its `?query` removed).
         app: String,
+        /// `tcUrl` from the `connect` command object.
         tc_url: String,
         /// `?vhost=` from the app or tcUrl, else the tcUrl host.
         vhost: String,
@@ -83,31 +123,49 @@ pub enum SessionEvent {
     },
     /// Answer with `accept_publish` or `reject_publish`.
     PublishRequested {
+        /// Message stream id the `publish` came on.
         stream_id: u32,
+        /// Stream name, without its `?query`.
         name: String,
+        /// The query after `?` in the stream name (`""` if none).
         query: String,
+        /// Publishing type argument: `live`, `record` or `append` (`live` when missing).
         publish_type: String,
     },
     /// Answer with `accept_play` or `reject_play`.
     PlayRequested {
+        /// Message stream id the `play` came on.
         stream_id: u32,
+        /// Stream name, without its `?query`.
         name: String,
+        /// The query after `?` in the stream name (`""` if none).
         query: String,
+        /// `play` start argument in seconds: -2 (default) live or recorded, -1 live only, >= 0
+        /// recorded from there.
         start: f64,
+        /// `play` duration argument in seconds; -1 (default) plays to the end.
         duration: f64,
+        /// `play` reset argument: flush previous playlists (true when missing).
         reset: bool,
     },
     /// Audio, video or data from an accepted publisher; `metadata` marks `onMetaData` (already
     /// rewritten from `@setDataFrame`).
     Media {
+        /// Message stream id.
         stream_id: u32,
+        /// The media, timestamped.
         frame: Frame,
+        /// The frame is `onMetaData`.
         metadata: bool,
     },
+    /// A publish ended (`FCUnpublish`, `closeStream` or `deleteStream`).
     PublishStopped {
+        /// Message stream id.
         stream_id: u32,
     },
+    /// A play ended (`closeStream` or `deleteStream`).
     PlayStopped {
+        /// Message stream id.
         stream_id: u32,
     },
 }
@@ -138,6 +196,8 @@ enum Phase {
     Chunks,
 }
 
+/// The server side of one RTMP connection: handshake, chunk stream and command handling, without
+/// I/O.
 pub struct ServerSession {
     cfg: SessionConfig,
     phase: Phase,
@@ -164,6 +224,8 @@ pub struct ServerSession {
 }
 
 impl ServerSession {
+    /// A session in the handshake phase; `seed` fills the handshake's random bytes, `epoch_ms` is
+    /// S1's time field.
     pub fn new(cfg: SessionConfig, seed: u64, epoch_ms: u32) -> Self {
         let writer = MessageWriter::new(cfg.out_chunk_size);
         ServerSession {
@@ -187,10 +249,12 @@ impl ServerSession {
         }
     }
 
+    /// The handshake has completed.
     pub fn handshake_done(&self) -> bool {
         matches!(self.phase, Phase::Chunks)
     }
 
+    /// Application name from `connect` (`""` before it).
     pub fn app(&self) -> &str {
         &self.app
     }
@@ -242,6 +306,7 @@ impl ServerSession {
         self.stalled && !self.awaiting
     }
 
+    /// The next event for the application, in order.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
     }

@@ -1,4 +1,4 @@
-//! Process glue around [`server::start`](crate::server::start): the open-files limit, the
+//! Process glue around [`server::start`]: the open-files limit, the
 //! signals (SIGINT/SIGTERM stop, SIGHUP reloads) and the reload checks.
 
 use crate::config::Config;

@@ -105,6 +105,7 @@ impl Default for ChunkDecoder {
 }
 
 impl ChunkDecoder {
+    /// A decoder at the default chunk size of 128, bounded by `limits`.
     pub fn new(limits: DecoderLimits) -> Self {
         Self {
             buf: BytesMut::new(),
@@ -136,6 +137,7 @@ impl ChunkDecoder {
         result
     }
 
+    /// The peer's current chunk size, in bytes.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
     }
@@ -145,6 +147,7 @@ impl ChunkDecoder {
         self.buf.len()
     }
 
+    /// The limits this decoder enforces.
     pub fn limits(&self) -> DecoderLimits {
         self.limits
     }

@@ -163,6 +163,7 @@ impl ChunkWriter {
         self.chunk_size = size;
     }
 
+    /// Current outgoing chunk size, in bytes.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
     }

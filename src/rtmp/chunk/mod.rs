@@ -42,10 +42,15 @@ const EXTENDED_MARKER: u32 = 0xFF_FFFF;
 /// One whole RTMP message as reassembled from chunks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawMessage {
+    /// Chunk stream id the message arrived on.
     pub csid: u32,
+    /// Absolute timestamp in milliseconds (deltas already accumulated).
     pub timestamp: u32,
+    /// Message type id (see `message::type_id`).
     pub type_id: u8,
+    /// Message stream id (0 for the NetConnection).
     pub stream_id: u32,
+    /// The reassembled message payload.
     pub payload: bytes::Bytes,
 }
 
@@ -73,18 +78,47 @@ impl Default for DecoderLimits {
 /// Why the chunk stream cannot be decoded; every one is fatal for the connection.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ChunkError {
+    /// A Set Chunk Size of 0.
     #[error("peer set the chunk size to 0")]
     ChunkSizeZero,
+    /// A Set Chunk Size above [`DecoderLimits::max_chunk_size`].
     #[error("peer set the chunk size to {size}, above the limit of {limit}")]
-    ChunkSizeTooLarge { size: u32, limit: u32 },
+    ChunkSizeTooLarge {
+        /// Announced chunk size.
+        size: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// A message header announcing more than [`DecoderLimits::max_message_len`] bytes.
     #[error("message of {len} bytes exceeds the limit of {limit}")]
-    MessageTooLong { len: u32, limit: u32 },
+    MessageTooLong {
+        /// Announced message length, in bytes.
+        len: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// More distinct chunk stream ids than [`DecoderLimits::max_chunk_streams`].
     #[error("peer opened more than {limit} chunk streams")]
-    TooManyChunkStreams { limit: usize },
+    TooManyChunkStreams {
+        /// The limit.
+        limit: usize,
+    },
+    /// A fmt 1, 2 or 3 chunk on a chunk stream that never had a full (fmt 0) header.
     #[error("chunk with fmt {fmt} on chunk stream {csid}, which has no previous header")]
-    NoPreviousHeader { csid: u32, fmt: u8 },
+    NoPreviousHeader {
+        /// Chunk stream id.
+        csid: u32,
+        /// Chunk header format (1, 2 or 3).
+        fmt: u8,
+    },
+    /// A Set Chunk Size or Abort message with a payload under 4 bytes.
     #[error("protocol control message type {type_id} has {len} payload bytes, needs 4")]
-    ControlMessageTooShort { type_id: u8, len: usize },
+    ControlMessageTooShort {
+        /// Message type id.
+        type_id: u8,
+        /// Payload length, in bytes.
+        len: usize,
+    },
 }
 
 /// Length of the basic header that carries `csid`.

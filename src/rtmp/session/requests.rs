@@ -217,6 +217,7 @@ impl ServerSession {
         );
     }
 
+    /// Refuse a play with an `onStatus` error such as `NetStream.Play.Failed`.
     pub fn reject_play(&mut self, stream_id: u32, code: &str, description: &str) {
         self.awaiting = false;
         let description = clip(description, 512);
