@@ -4,9 +4,12 @@
 //! never silently falls back to a default.
 
 pub mod forward;
+pub mod lb;
 pub mod security;
 
+use crate::lb::trust::ProxyMode;
 pub use forward::{ForwardRule, ForwardTarget, GlobalForward};
+pub use lb::LbConfig;
 pub use security::{HooksConfig, SecurityConfig};
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -38,6 +41,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub security: SecurityConfig,
     pub hooks: HooksConfig,
+    /// Behind a load balancer: trusted proxies, the agent-check port.
+    pub lb: LbConfig,
     /// Named vhosts with their own settings; a client's tcUrl host selects one by name.
     pub vhost: Vec<VhostConfig>,
 }
@@ -57,6 +62,8 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Folder served under /static/ (the console's player library lives there).
     pub static_dir: String,
+    /// PROXY protocol on the HTTP port (from `lb.trusted_proxies` only).
+    pub proxy_protocol: ProxyMode,
 }
 
 impl Default for HttpConfig {
@@ -68,6 +75,7 @@ impl Default for HttpConfig {
             header_timeout_secs: 10,
             max_header_bytes: 8192,
             static_dir: "www".into(),
+            proxy_protocol: ProxyMode::Off,
         }
     }
 }
@@ -112,6 +120,11 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Streams published at once, over all shards (0: no limit).
     pub max_streams: usize,
+    /// PROXY protocol on the RTMP port (from `lb.trusted_proxies` only).
+    pub proxy_protocol: ProxyMode,
+    /// Seconds SIGTERM drains (agent `drain`, `/healthz` 503, clients keep streaming) before
+    /// the shutdown; 0 stops at once.
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +170,8 @@ impl Default for ServerConfig {
             max_connections_per_shard: 0,
             max_connections_per_ip: 0,
             max_streams: 0,
+            proxy_protocol: ProxyMode::Off,
+            shutdown_grace_secs: 0,
         }
     }
 }
@@ -205,6 +220,13 @@ impl Config {
                 ConfigError::Invalid {
                     key: "security.rules",
                     reason,
+                }
+            })?;
+        cfg.lb.trusted =
+            crate::lb::trust::TrustedProxies::parse(&cfg.lb.trusted_proxies).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "lb.trusted_proxies",
+                    reason: e.to_string(),
                 }
             })?;
         cfg.validate()?;
@@ -293,6 +315,7 @@ impl Config {
             crate::policy::hooks::HookUrl::parse(url)
                 .map_err(|reason| ConfigError::Invalid { key, reason })?;
         }
+        self.validate_lb()?;
         if self.hooks.timeout_ms == 0 {
             return invalid("hooks.timeout_ms", "must be at least 1");
         }
@@ -336,6 +359,50 @@ impl Config {
             })?
             .next()
             .ok_or_else(|| bad(format!("`{}` resolves to no address", self.http.listen)))
+    }
+
+    /// The `[lb]` keys and the listeners' PROXY modes.
+    fn validate_lb(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let modes = [
+            ("server.proxy_protocol", self.server.proxy_protocol),
+            ("http.proxy_protocol", self.http.proxy_protocol),
+        ];
+        for (key, mode) in modes {
+            if mode != ProxyMode::Off && self.lb.trusted.is_empty() {
+                return bad(
+                    key,
+                    "is on but lb.trusted_proxies is empty: no balancer may send a header".into(),
+                );
+            }
+        }
+        if !(self.lb.max_egress_mbps >= 0.0 && self.lb.max_egress_mbps.is_finite()) {
+            return bad(
+                "lb.max_egress_mbps",
+                "must be 0 or a positive number".into(),
+            );
+        }
+        if self.server.shutdown_grace_secs > 86_400 {
+            return bad("server.shutdown_grace_secs", "must be at most 86400".into());
+        }
+        if let Some(Err(reason)) = self.agent_addr() {
+            return bad("lb.agent_listen", reason);
+        }
+        Ok(())
+    }
+
+    /// The agent-check address, when `lb.agent_listen` is set.
+    pub fn agent_addr(&self) -> Option<Result<SocketAddr, String>> {
+        let text = self.lb.agent_listen.trim();
+        if text.is_empty() {
+            return None;
+        }
+        Some(match text.to_socket_addrs() {
+            Ok(mut a) => a
+                .next()
+                .ok_or_else(|| format!("`{text}` resolves to no address")),
+            Err(e) => Err(format!("`{text}` is not a host:port address ({e})")),
+        })
     }
 
     fn validate_forward(&self) -> Result<(), ConfigError> {

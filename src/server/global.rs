@@ -2,6 +2,7 @@
 //! counters that admission and stream limits need over the whole process.
 
 use super::board::Board;
+use super::lb_state::LbState;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
@@ -17,6 +18,8 @@ pub struct Global {
     pub per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Streams being published, over all shards.
     pub live_streams: AtomicUsize,
+    /// Drain state, agent weight and start-up, for the balancer.
+    pub lb: LbState,
 }
 
 impl Global {
@@ -27,6 +30,7 @@ impl Global {
             board: Board::new(shards),
             per_ip: Mutex::new(HashMap::new()),
             live_streams: AtomicUsize::new(0),
+            lb: LbState::new(shards),
         }
     }
 }
