@@ -513,3 +513,52 @@ fn players_through_haproxy_land_on_both_nodes_as_themselves_and_drain_moves_them
         );
     }
 }
+
+#[test]
+fn the_shipped_haproxy_setup_is_valid_and_consistent() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/haproxy");
+    let cfg = std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap();
+    let master = shardcast::config::Config::load(&dir.join("master.toml")).expect("master.toml");
+    assert_eq!(master.server.listen, "127.0.0.1:19360");
+    for n in [1, 2] {
+        let node = shardcast::config::Config::load(&dir.join(format!("node-{n}.toml")))
+            .unwrap_or_else(|e| panic!("node-{n}.toml: {e}"));
+        let rtmp = format!("127.0.0.1:1936{n}");
+        assert_eq!(node.server.listen, rtmp);
+        assert_eq!(node.http.listen, format!("127.0.0.1:1986{n}"));
+        assert!(node.lb.trusted.contains(BALANCER.parse().unwrap()));
+        let line = cfg
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("server node-{n} ")))
+            .expect("server line");
+        let agent = node.lb.agent_listen.rsplit(':').next().unwrap();
+        for part in [
+            rtmp.as_str(),
+            "weight 100",
+            "send-proxy-v2",
+            &format!("agent-port {agent}"),
+        ] {
+            assert!(
+                line.contains(part),
+                "node-{n}'s server line has {part}: {line}"
+            );
+        }
+        assert!(
+            master.forward.destinations.contains(&rtmp),
+            "the master forwards to node-{n}"
+        );
+    }
+    assert!(cfg.contains("source 127.0.0.3") && cfg.contains("balance leastconn"));
+    // HAProxy itself accepts it (the stats socket folder need not exist for a check).
+    let out = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(dir.join("haproxy.cfg"))
+        .output()
+        .expect("run haproxy -c");
+    assert!(
+        out.status.success(),
+        "haproxy -c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
