@@ -361,50 +361,6 @@ impl Config {
             .ok_or_else(|| bad(format!("`{}` resolves to no address", self.http.listen)))
     }
 
-    /// The `[lb]` keys and the listeners' PROXY modes.
-    fn validate_lb(&self) -> Result<(), ConfigError> {
-        let bad = |key, reason: String| Err(ConfigError::Invalid { key, reason });
-        let modes = [
-            ("server.proxy_protocol", self.server.proxy_protocol),
-            ("http.proxy_protocol", self.http.proxy_protocol),
-        ];
-        for (key, mode) in modes {
-            if mode != ProxyMode::Off && self.lb.trusted.is_empty() {
-                return bad(
-                    key,
-                    "is on but lb.trusted_proxies is empty: no balancer may send a header".into(),
-                );
-            }
-        }
-        if !(self.lb.max_egress_mbps >= 0.0 && self.lb.max_egress_mbps.is_finite()) {
-            return bad(
-                "lb.max_egress_mbps",
-                "must be 0 or a positive number".into(),
-            );
-        }
-        if self.server.shutdown_grace_secs > 86_400 {
-            return bad("server.shutdown_grace_secs", "must be at most 86400".into());
-        }
-        if let Some(Err(reason)) = self.agent_addr() {
-            return bad("lb.agent_listen", reason);
-        }
-        Ok(())
-    }
-
-    /// The agent-check address, when `lb.agent_listen` is set.
-    pub fn agent_addr(&self) -> Option<Result<SocketAddr, String>> {
-        let text = self.lb.agent_listen.trim();
-        if text.is_empty() {
-            return None;
-        }
-        Some(match text.to_socket_addrs() {
-            Ok(mut a) => a
-                .next()
-                .ok_or_else(|| format!("`{text}` resolves to no address")),
-            Err(e) => Err(format!("`{text}` is not a host:port address ({e})")),
-        })
-    }
-
     fn validate_forward(&self) -> Result<(), ConfigError> {
         let f = &self.forward;
         if f.backoff_initial_ms == 0 || f.backoff_max_ms < f.backoff_initial_ms {
