@@ -13,6 +13,8 @@ command -v rtmpdump >/dev/null 2>&1 || need+=(rtmpdump)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The balancer tests (tests/e2e_lb.rs) start Debian's HAProxy themselves.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -4,9 +4,12 @@
 //! never silently falls back to a default.
 
 pub mod forward;
+pub mod lb;
 pub mod security;
 
+use crate::lb::trust::ProxyMode;
 pub use forward::{ForwardRule, ForwardTarget, GlobalForward};
+pub use lb::LbConfig;
 pub use security::{HooksConfig, SecurityConfig};
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -61,6 +64,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// `[hooks]`: HTTP callbacks on connect, publish, play and their ends.
     pub hooks: HooksConfig,
+    /// Behind a load balancer: trusted proxies, the agent-check port.
+    pub lb: LbConfig,
     /// Named vhosts with their own settings; a client's tcUrl host selects one by name.
     pub vhost: Vec<VhostConfig>,
 }
@@ -83,6 +88,8 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Folder served under /static/ (the console's player library lives there).
     pub static_dir: String,
+    /// PROXY protocol on the HTTP port (from `lb.trusted_proxies` only).
+    pub proxy_protocol: ProxyMode,
 }
 
 impl Default for HttpConfig {
@@ -94,6 +101,7 @@ impl Default for HttpConfig {
             header_timeout_secs: 10,
             max_header_bytes: 8192,
             static_dir: "www".into(),
+            proxy_protocol: ProxyMode::Off,
         }
     }
 }
@@ -146,6 +154,11 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Streams published at once, over all shards (0: no limit).
     pub max_streams: usize,
+    /// PROXY protocol on the RTMP port (from `lb.trusted_proxies` only).
+    pub proxy_protocol: ProxyMode,
+    /// Seconds SIGTERM drains (agent `drain`, `/healthz` 503, clients keep streaming) before
+    /// the shutdown; 0 stops at once.
+    pub shutdown_grace_secs: u64,
 }
 
 /// `[rtmp]`: RTMP protocol limits, write batching, player queues and the GOP cache.
@@ -193,6 +206,8 @@ impl Default for ServerConfig {
             max_connections_per_shard: 0,
             max_connections_per_ip: 0,
             max_streams: 0,
+            proxy_protocol: ProxyMode::Off,
+            shutdown_grace_secs: 0,
         }
     }
 }
@@ -241,6 +256,13 @@ impl Config {
                 ConfigError::Invalid {
                     key: "security.rules",
                     reason,
+                }
+            })?;
+        cfg.lb.trusted =
+            crate::lb::trust::TrustedProxies::parse(&cfg.lb.trusted_proxies).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "lb.trusted_proxies",
+                    reason: e.to_string(),
                 }
             })?;
         cfg.validate()?;
@@ -332,6 +354,7 @@ impl Config {
             crate::policy::hooks::HookUrl::parse(url)
                 .map_err(|reason| ConfigError::Invalid { key, reason })?;
         }
+        self.validate_lb()?;
         if self.hooks.timeout_ms == 0 {
             return invalid("hooks.timeout_ms", "must be at least 1");
         }

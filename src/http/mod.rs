@@ -1,9 +1,11 @@
 //! HTTP on every shard, like RTMP: the SRS-shaped API (`/api/v1/...`), Prometheus `/metrics`,
-//! HTTP-FLV players (`/{app}/{stream}.flv`) and the web console (`/`).
+//! HTTP-FLV players (`/{app}/{stream}.flv`), the web console (`/`), and for balancers and
+//! nginx-rtmp's tools `/healthz`, `/api/v1/lb/drain`, `/stat` and `/control/drop/...`.
 
 pub mod api;
 pub mod console;
 pub mod flv;
+pub mod lb;
 pub mod metrics;
 pub mod request;
 
@@ -48,17 +50,20 @@ impl Reply {
     }
 }
 
-/// Serve one HTTP connection (keep-alive requests in turn, or one HTTP-FLV stream).
+/// Serve one HTTP connection (keep-alive requests in turn, or one HTTP-FLV stream). `peer` is
+/// the client (a PROXY header's source behind a balancer); `initial` are bytes already read.
 pub async fn serve(
     shard: Rc<Shard>,
     mut stream: TcpStream,
     id: ConnId,
     peer: SocketAddr,
     slot: Slot,
+    initial: Vec<u8>,
 ) {
     let cfg = shard.cfg();
     let max = cfg.http.max_header_bytes;
-    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let mut buf: Vec<u8> = initial;
+    buf.reserve(2048);
     let mut chunk = vec![0u8; 4096];
     'requests: loop {
         let deadline = Instant::now() + Duration::from_secs(cfg.http.header_timeout_secs);
@@ -113,7 +118,10 @@ pub async fn serve(
         }
         // HEAD is answered like GET, without the body.
         let head_only = req.method == "HEAD";
-        let reply = if head_only {
+        let reply = if req.path.starts_with("/control/") {
+            let target = format!("{}?{}", req.path, req.query);
+            lb::control_drop(&shard, &target).await
+        } else if head_only {
             let get = Request {
                 method: "GET".into(),
                 ..req.clone()
@@ -146,6 +154,11 @@ fn route(shard: &Shard, req: &Request) -> Reply {
     let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     match (req.method.as_str(), parts.as_slice()) {
         ("OPTIONS", _) => Reply::text(204, ""),
+        ("GET", ["healthz"]) => lb::healthz(shard),
+        ("GET", ["stat"]) => lb::stat(shard),
+        ("GET", ["api", "v1", "lb"]) => lb::status(shard),
+        ("POST", ["api", "v1", "lb", "drain"]) => lb::set_drain(shard, true),
+        ("DELETE", ["api", "v1", "lb", "drain"]) => lb::set_drain(shard, false),
         ("GET", [""]) | ("GET", ["console"]) => console::page(),
         ("GET", ["static", name]) => console::static_file(&shard.cfg().http.static_dir, name),
         ("GET", ["metrics"]) => Reply {

@@ -1,11 +1,16 @@
 //! Process glue around [`server::start`]: the open-files limit, the
-//! signals (SIGINT/SIGTERM stop, SIGHUP reloads) and the reload checks.
+//! signals (SIGINT/SIGTERM stop, SIGTERM drains first with `server.shutdown_grace_secs`,
+//! SIGHUP reloads) and the reload checks.
 
 use crate::config::Config;
+use crate::lb::agent::AdminState;
+use crate::server::board::media_sessions;
+use crate::server::global::Global;
 use crate::server::{self, Controller, StartError};
 use log::{error, info, warn};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Why the server did not run.
@@ -64,6 +69,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.http.enabled != new.http.enabled || old.http.listen != new.http.listen {
         v.push("http.listen / http.enabled");
     }
+    if old.lb.agent_listen != new.lb.agent_listen {
+        v.push("lb.agent_listen");
+    }
     v
 }
 
@@ -90,6 +98,31 @@ fn reload(path: Option<&Path>, running: Config, ctl: &Controller) -> Config {
     }
 }
 
+/// How often a drain looks whether the last client has left.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
+/// SIGTERM with a grace period: tell the balancer (agent `drain`, `/healthz` 503), keep serving
+/// the publishers and players there are until they leave or `grace` ends, then stop.
+pub fn drain_then_stop(global: &Global, ctl: &Controller, grace: Duration) {
+    global.lb.set_admin(AdminState::Drain);
+    let deadline = Instant::now() + grace;
+    // The board is refreshed every 250 ms: give it a moment to show what the shards hold.
+    std::thread::sleep(DRAIN_POLL * 2);
+    loop {
+        let left = media_sessions(&global.board.read());
+        if left == 0 {
+            info!("drain: no publishers or players left, stopping");
+            break;
+        }
+        if Instant::now() >= deadline {
+            info!("drain: grace period over with {left} sessions left, stopping");
+            break;
+        }
+        std::thread::sleep(DRAIN_POLL);
+    }
+    ctl.shutdown();
+}
+
 /// Run the server until SIGINT/SIGTERM; SIGHUP reloads `config_path` (or the embedded default).
 pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), RunError> {
     let addr = cfg.listen_addr()?;
@@ -111,11 +144,22 @@ pub fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), RunError> {
     let running = cfg.clone();
     let handle = server::start(cfg)?;
     let ctl = handle.controller();
+    let global = handle.global().clone();
     std::thread::spawn(move || {
         let mut running = running;
+        let mut draining = false;
         for sig in signals.forever() {
             if sig == signal_hook::consts::SIGHUP {
                 running = reload(config_path.as_deref(), running, &ctl);
+                continue;
+            }
+            let grace = Duration::from_secs(running.server.shutdown_grace_secs);
+            if sig == signal_hook::consts::SIGTERM && !grace.is_zero() && !draining {
+                // Drain first; a second signal stops at once.
+                draining = true;
+                info!("signal {sig}: draining for up to {} s, then stopping (signal again to stop now)", grace.as_secs());
+                let (ctl, global) = (ctl.clone(), global.clone());
+                std::thread::spawn(move || drain_then_stop(&global, &ctl, grace));
                 continue;
             }
             info!("signal {sig}: stopping");

@@ -127,6 +127,17 @@ pub struct ShardSnapshot {
     pub clients: Vec<ClientStat>,
     /// Its forward peers.
     pub forwards: Vec<ForwardStat>,
+    /// Its thread's CPU use over the last second, 0.0 to 1.0.
+    pub cpu: f64,
+}
+
+/// Publishers and players over all shards (what a drain waits for).
+pub fn media_sessions(snaps: &[ShardSnapshot]) -> usize {
+    snaps
+        .iter()
+        .flat_map(|s| &s.streams)
+        .map(|s| s.players + usize::from(s.publisher.is_some()))
+        .sum()
 }
 
 /// The shared board: one slot per shard.

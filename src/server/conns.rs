@@ -82,21 +82,52 @@ impl ConnEntry {
 }
 
 /// A connection's place under the limits; dropping it gives the place back.
+/// Counted under the per-IP limit only once the client's address is known (behind a balancer,
+/// after its PROXY header).
 pub struct Slot {
     global: Arc<Global>,
     open: Rc<Cell<usize>>,
-    ip: IpAddr,
+    ip: Option<IpAddr>,
+}
+
+impl Slot {
+    /// Count this connection under `ip`'s per-IP limit: the client's address, known only after
+    /// a balancer's PROXY header. Only for a slot from [`Conns::admit_unbound`].
+    pub fn bind_ip(&mut self, ip: IpAddr, limits: &ServerConfig) -> Result<(), AdmitError> {
+        debug_assert!(self.ip.is_none(), "a slot is bound to one address");
+        count_ip(&self.global, limits, ip)?;
+        self.ip = Some(ip);
+        Ok(())
+    }
+}
+
+/// Take one place under `ip`'s per-IP limit.
+fn count_ip(global: &Global, limits: &ServerConfig, ip: IpAddr) -> Result<(), AdmitError> {
+    let mut per_ip = global.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+    let n = per_ip.entry(ip).or_insert(0);
+    if limits.max_connections_per_ip > 0 && *n >= limits.max_connections_per_ip {
+        if *n == 0 {
+            per_ip.remove(&ip);
+        }
+        return Err(AdmitError::MaxPerIp {
+            limit: limits.max_connections_per_ip,
+            ip,
+        });
+    }
+    *n += 1;
+    Ok(())
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.global.connections.fetch_sub(1, Ordering::Relaxed);
         self.open.set(self.open.get().saturating_sub(1));
+        let Some(ip) = self.ip else { return };
         let mut per_ip = self.global.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = per_ip.get_mut(&self.ip) {
+        if let Some(n) = per_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                per_ip.remove(&self.ip);
+                per_ip.remove(&ip);
             }
         }
     }
@@ -118,6 +149,25 @@ impl Conns {
         limits: &ServerConfig,
         peer: SocketAddr,
     ) -> Result<Slot, AdmitError> {
+        self.admit_inner(global, limits, Some(peer.ip()))
+    }
+
+    /// A slot under the total and per-shard limits only, for a connection whose client address
+    /// comes later (a PROXY header); [`Slot::bind_ip`] adds the per-IP limit then.
+    pub fn admit_unbound(
+        &self,
+        global: &Arc<Global>,
+        limits: &ServerConfig,
+    ) -> Result<Slot, AdmitError> {
+        self.admit_inner(global, limits, None)
+    }
+
+    fn admit_inner(
+        &self,
+        global: &Arc<Global>,
+        limits: &ServerConfig,
+        ip: Option<IpAddr>,
+    ) -> Result<Slot, AdmitError> {
         let total = global.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let shard_open = self.open.get() + 1;
         let refuse = if total > limits.max_connections {
@@ -127,17 +177,7 @@ impl Conns {
         {
             Some(AdmitError::MaxPerShard(limits.max_connections_per_shard))
         } else {
-            let mut per_ip = global.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let n = per_ip.entry(peer.ip()).or_insert(0);
-            if limits.max_connections_per_ip > 0 && *n >= limits.max_connections_per_ip {
-                Some(AdmitError::MaxPerIp {
-                    limit: limits.max_connections_per_ip,
-                    ip: peer.ip(),
-                })
-            } else {
-                *n += 1;
-                None
-            }
+            ip.and_then(|ip| count_ip(global, limits, ip).err())
         };
         if let Some(why) = refuse {
             global.connections.fetch_sub(1, Ordering::Relaxed);
@@ -147,7 +187,7 @@ impl Conns {
         Ok(Slot {
             global: global.clone(),
             open: self.open.clone(),
-            ip: peer.ip(),
+            ip,
         })
     }
 
@@ -246,6 +286,29 @@ mod tests {
             .expect("the dropped slot is free again");
         assert_eq!(g.connections.load(Ordering::Relaxed), 2);
         assert_eq!(c.open.get(), 2);
+    }
+
+    #[test]
+    fn an_unbound_slot_counts_its_address_once_bound() {
+        let g = Arc::new(Global::new(
+            1,
+            crate::control_plane::Calls::start().unwrap(),
+        ));
+        let c = Conns::default();
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let l = limits(10, 0, 1);
+        // Many connections from the balancer are fine: none is counted per IP yet.
+        let mut a = c.admit_unbound(&g, &l).unwrap();
+        let mut b = c.admit_unbound(&g, &l).unwrap();
+        a.bind_ip(client, &l).unwrap();
+        assert!(matches!(
+            b.bind_ip(client, &l),
+            Err(AdmitError::MaxPerIp { limit: 1, .. })
+        ));
+        drop(b);
+        drop(a);
+        assert!(g.per_ip.lock().unwrap().is_empty());
+        assert_eq!(g.connections.load(Ordering::Relaxed), 0);
     }
 
     #[test]

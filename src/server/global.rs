@@ -2,6 +2,7 @@
 //! counters that admission and stream limits need over the whole process.
 
 use super::board::Board;
+use super::lb_state::LbState;
 use crate::control_plane::Calls;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,6 +21,8 @@ pub struct Global {
     pub live_streams: AtomicUsize,
     /// Outbound HTTP calls (hooks, coworkers, backends), on the control thread.
     pub calls: Calls,
+    /// Drain state, agent weight and start-up, for the balancer.
+    pub lb: LbState,
 }
 
 impl Global {
@@ -31,6 +34,7 @@ impl Global {
             per_ip: Mutex::new(HashMap::new()),
             live_streams: AtomicUsize::new(0),
             calls,
+            lb: LbState::new(shards),
         }
     }
 }

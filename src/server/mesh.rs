@@ -11,10 +11,12 @@ use super::notify::LocalNotify;
 use super::packet::Packet;
 use super::registry::Subscriber;
 use crate::config::{Config, ForwardTarget};
+use crate::lb::control::DropRequest;
 use glommio::channels::channel_mesh::Senders;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A message to a shard.
@@ -170,6 +172,38 @@ pub enum ControlMsg {
     },
     /// Stop accepting, close every connection, end the shard.
     Shutdown,
+    /// nginx-rtmp's `/control/drop`: close this shard's sessions that match, add the count.
+    Drop {
+        /// The filter.
+        req: Arc<DropRequest>,
+        /// Where every shard adds its count.
+        tally: Arc<DropTally>,
+    },
+}
+
+/// The shards' answers to one [`ControlMsg::Drop`], summed as they come.
+#[derive(Debug, Default)]
+pub struct DropTally {
+    answered: AtomicUsize,
+    dropped: AtomicUsize,
+}
+
+impl DropTally {
+    /// One shard closed `n` sessions.
+    pub fn answer(&self, n: usize) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.answered.fetch_add(1, Ordering::Release);
+    }
+
+    /// Shards that answered so far.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// Sessions closed so far.
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::Relaxed)
+    }
 }
 
 /// Messages waiting for one destination shard. Control messages are never dropped; media is

@@ -3,6 +3,7 @@
 //! # Layout, leaves first (each module uses only those above it)
 //! - [`ids`], [`time`], [`notify`], [`counters`], [`key`], [`kinds`]: identifiers, clocks,
 //!   the wake-up flag, byte totals, stream keys, typed roles and close reasons.
+//! - [`cpu`], [`lb_state`]: a shard's CPU use; the node's standing with a balancer.
 //! - [`board`], [`global`]: the stats board and the process-wide counters.
 //! - [`packet`], [`player_queue`], [`splice`]: a frame encoded once; a player's bounded queue;
 //!   zero-copy fan-out through a pipe.
@@ -13,17 +14,20 @@
 //! - [`forward_peer`]: a forward destination's state, as the shard sees it.
 //! - [`roles`]: owner, source, sink and forward host: what a shard does for each message.
 //! - [`conns`]: the connection table and admission (an RAII slot per connection).
+//! - [`proxy_prelude`]: a connection's PROXY header, when its listener reads one.
 //! - [`shard`]: one shard's state and message dispatch.
 //! - [`conn`]: the one connection lifecycle (open the writer half, close with a reason).
 //! - tasks on top: [`rtmp_conn`] (an RTMP client), [`forward`] (a forward peer), [`ticker`]
-//!   (stats), [`accept`], [`inbox`] (control from other threads), [`run`] (a shard's tasks).
+//!   (stats), [`agent`] (HAProxy agent-check and the load behind it), [`accept`], [`inbox`] (control from other threads), [`run`] (a shard's tasks).
 //! - [`start`]: the whole server in this process, as `runtime::run` and the tests use it.
 
 pub mod accept;
+pub mod agent;
 pub mod board;
 pub mod conn;
 pub mod conns;
 pub mod counters;
+pub mod cpu;
 pub mod forward;
 pub mod forward_peer;
 pub mod global;
@@ -31,11 +35,13 @@ pub mod ids;
 pub mod inbox;
 pub mod key;
 pub mod kinds;
+pub mod lb_state;
 pub mod links;
 pub mod mesh;
 pub mod notify;
 pub mod packet;
 pub mod player_queue;
+pub mod proxy_prelude;
 pub mod registry;
 pub mod roles;
 pub mod rtmp_conn;
@@ -168,6 +174,8 @@ pub struct Handle {
     pub rtmp_addr: SocketAddr,
     /// Where HTTP is served, when enabled.
     pub http_addr: Option<SocketAddr>,
+    /// Where the agent-check responder listens, when enabled.
+    pub agent_addr: Option<SocketAddr>,
     controller: Controller,
     global: Arc<Global>,
     pool: Option<PoolThreadHandles<Result<(), ShardError>>>,
@@ -193,6 +201,17 @@ pub fn start(cfg: Config) -> Result<Handle, StartError> {
         None
     };
     let http_addr = http.as_ref().and_then(|h| h[0].local_addr().ok());
+    let mut agent = match cfg.agent_addr() {
+        None => None,
+        Some(Err(reason)) => {
+            return Err(StartError::Config(crate::config::ConfigError::Invalid {
+                key: "lb.agent_listen",
+                reason,
+            }))
+        }
+        Some(Ok(addr)) => Some(bind_group(addr, 1)?.remove(0)),
+    };
+    let agent_addr = agent.as_ref().and_then(|a| a.local_addr().ok());
     let mut senders = Vec::new();
     let mut slots = Vec::new();
     let mut meshes = Vec::new();
@@ -205,6 +224,7 @@ pub fn start(cfg: Config) -> Result<Handle, StartError> {
         let sockets = ShardSockets {
             rtmp,
             http: http.as_mut().and_then(|h| h.next()),
+            agent: agent.take(),
         };
         slots.push(Some((sockets, inbox)));
         // glommio's MeshBuilder shares an `Rc` between its clones, so cloning or dropping one
@@ -255,6 +275,7 @@ pub fn start(cfg: Config) -> Result<Handle, StartError> {
     Ok(Handle {
         rtmp_addr,
         http_addr,
+        agent_addr,
         controller,
         global,
         pool: Some(pool),

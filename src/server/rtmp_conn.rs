@@ -58,13 +58,15 @@ struct Conn {
     bytes_in: u64,
 }
 
-/// Serve one accepted connection until it closes.
+/// Serve one accepted connection until it closes. `peer` is the client (a PROXY header's
+/// source behind a balancer); `initial` are bytes already read from it (after that header).
 pub async fn serve(
     shard: Rc<Shard>,
     mut stream: TcpStream,
     id: ConnId,
     peer: SocketAddr,
     slot: Slot,
+    initial: Vec<u8>,
 ) {
     let cfg = shard.cfg();
     let writer = shard.new_writer();
@@ -104,7 +106,7 @@ pub async fn serve(
         tc_url: String::new(),
         bytes_in: 0,
     };
-    let reason = conn.run(&mut stream).await;
+    let reason = conn.run(&mut stream, initial).await;
     conn.cleanup();
     let Conn {
         client, bytes_in, ..
@@ -113,7 +115,7 @@ pub async fn serve(
 }
 
 impl Conn {
-    async fn run(&mut self, stream: &mut TcpStream) -> CloseReason {
+    async fn run(&mut self, stream: &mut TcpStream, initial: Vec<u8>) -> CloseReason {
         let cfg = self.shard.cfg();
         let handshake_deadline =
             Instant::now() + Duration::from_secs(cfg.server.handshake_timeout_secs);
@@ -121,6 +123,11 @@ impl Conn {
         // Sized by role: players send little (acks), publishers a lot; a player's memory is
         // what bounds how many one shard holds.
         let mut buf = vec![0u8; READ_BUF_START];
+        if !initial.is_empty() {
+            if let Err(reason) = self.take_input(&initial).await {
+                return reason;
+            }
+        }
         loop {
             let timeout = if !self.session.handshake_done() {
                 let left = handshake_deadline.saturating_duration_since(Instant::now());
@@ -157,28 +164,8 @@ impl Conn {
             if self.shard.is_stopping() {
                 return CloseReason::ShuttingDown;
             }
-            self.bytes_in += n as u64;
-            self.client.add_bytes_in(n as u64);
-            let mut input = &buf[..n];
-            loop {
-                let result = self.session.handle_input(input);
-                input = &[];
-                // Replies and events queued before an error are still delivered.
-                self.flush();
-                while let Some(ev) = self.session.poll_event() {
-                    if let Err(cause) = self.handle_event(ev).await {
-                        self.flush();
-                        return CloseReason::Failed(cause);
-                    }
-                    self.flush();
-                }
-                if let Err(e) = result {
-                    return CloseReason::Failed(e.into());
-                }
-                // A decided request may have left messages waiting behind it.
-                if !self.session.resumable() {
-                    break;
-                }
+            if let Err(reason) = self.take_input(&buf[..n]).await {
+                return reason;
             }
             let want = if !self.publishing.is_empty() {
                 READ_BUF_PUBLISHER
@@ -193,6 +180,32 @@ impl Conn {
             if self.writer.failed() {
                 let e = self.writer.error().unwrap_or_default();
                 return CloseReason::Failed(ConnError::Write(e));
+            }
+        }
+    }
+
+    /// Bytes from the client into the session, and what they ask for carried out.
+    async fn take_input(&mut self, mut input: &[u8]) -> Result<(), CloseReason> {
+        self.bytes_in += input.len() as u64;
+        self.client.add_bytes_in(input.len() as u64);
+        loop {
+            let result = self.session.handle_input(input);
+            input = &[];
+            // Replies and events queued before an error are still delivered.
+            self.flush();
+            while let Some(ev) = self.session.poll_event() {
+                if let Err(cause) = self.handle_event(ev).await {
+                    self.flush();
+                    return Err(CloseReason::Failed(cause));
+                }
+                self.flush();
+            }
+            if let Err(e) = result {
+                return Err(CloseReason::Failed(e.into()));
+            }
+            // A decided request may have left messages waiting behind it.
+            if !self.session.resumable() {
+                return Ok(());
             }
         }
     }

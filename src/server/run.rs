@@ -8,7 +8,7 @@ use super::inbox::ControlInbox;
 use super::mesh::ShardMsg;
 use super::roles::Effect;
 use super::shard::Shard;
-use super::{forward, rtmp_conn, ticker};
+use super::{agent, forward, rtmp_conn, ticker};
 use crate::config::Config;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
@@ -32,6 +32,8 @@ pub struct ShardSockets {
     pub rtmp: std::net::TcpListener,
     /// The HTTP listener, when HTTP is enabled.
     pub http: Option<std::net::TcpListener>,
+    /// The agent-check listener (shard 0 only, when `lb.agent_listen` is set).
+    pub agent: Option<std::net::TcpListener>,
 }
 
 /// What each shard takes once it knows its id: its sockets and its control inbox (the
@@ -120,7 +122,21 @@ pub async fn run_shard(
             crate::http::serve,
         ))
     });
+    if id == 0 {
+        glommio::spawn_local(agent::run_sampler(shard.clone())).detach();
+    }
+    let agent_task = sockets.agent.map(|a| {
+        let l = listener(a);
+        if let Ok(addr) = l.local_addr() {
+            info!("shard={id} agent-check listening on {addr}");
+        }
+        glommio::spawn_local(agent::serve(shard.clone(), l))
+    });
+    shard.global().lb.shard_ready();
     accept_loop(shard.clone(), Listener::Rtmp, rtmp, rtmp_conn::serve).await;
+    if let Some(a) = agent_task {
+        a.await;
+    }
     if let Some(h) = http {
         h.await;
     }

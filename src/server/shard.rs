@@ -18,6 +18,7 @@ use super::splice::SpliceFanout;
 use super::stream::{PlayerRef, StreamLimits};
 use super::writer::{ConnWriter, Flusher};
 use crate::config::Config;
+use crate::lb::control::{DropCandidate, DropRequest};
 use crate::media::Frame;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -46,7 +47,7 @@ pub struct Shard {
     limits: StreamLimits,
     stopping: Cell<bool>,
     /// Woken once when shutdown starts (the accept loops wait on it).
-    stop_notify: [LocalNotify; 2],
+    stop_notify: [LocalNotify; 3],
 }
 
 impl Shard {
@@ -136,7 +137,8 @@ impl Shard {
         self.stopping.get()
     }
 
-    /// Resolves once shutdown has started (`which` names one of two waiters: RTMP, HTTP).
+    /// Resolves once shutdown has started (`which` names one of three waiters: RTMP, HTTP,
+    /// agent).
     pub async fn stopped(&self, which: usize) {
         while !self.stopping.get() {
             self.stop_notify[which].wait().await;
@@ -178,9 +180,10 @@ impl Shard {
         None
     }
 
-    /// Kicks, reloads and shutdown.
+    /// Kicks, reloads, drops and shutdown.
     pub fn control(&self, msg: ControlMsg) {
         match msg {
+            ControlMsg::Drop { req, tally } => tally.answer(self.drop_matching(&req)),
             ControlMsg::Kick(id) => {
                 if !self.conns.kick(id) {
                     log::debug!("shard={} kick: no client {id} here", self.id());
@@ -194,6 +197,7 @@ impl Shard {
                 );
             }
             ControlMsg::Shutdown => {
+                self.global().lb.set_stopping();
                 if !self.stopping.replace(true) {
                     for n in &self.stop_notify {
                         n.notify();
@@ -201,6 +205,36 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Close the publishers and players here that `req` matches; returns how many.
+    pub fn drop_matching(&self, req: &DropRequest) -> usize {
+        let mut hit = Vec::new();
+        self.conns.for_each(|id, e| {
+            let kind = e.kind.get();
+            if !(kind.is_publisher() || kind.is_player()) {
+                return;
+            }
+            let stream = e.stream.borrow();
+            let Some(key) = stream.as_ref() else { return };
+            let c = DropCandidate {
+                app: key.app(),
+                name: key.stream_name(),
+                is_publisher: kind.is_publisher(),
+                client_id: id.get(),
+                peer_ip: e.peer.ip(),
+            };
+            if req.matches(&c) {
+                hit.push(id);
+            }
+        });
+        for id in &hit {
+            self.conns.kick(*id);
+        }
+        if !hit.is_empty() {
+            log::info!("shard={} control drop: {} sessions", self.id(), hit.len());
+        }
+        hit.len()
     }
 
     /// Ask the owner for the right to publish `key`. Returns the publish id when granted.

@@ -2,6 +2,7 @@
 //! second (the client list once a second: at thousands of players it is the costly part).
 
 use super::board::{audio_info, video_info, ClientStat, ForwardStat, ShardSnapshot, StreamStat};
+use super::cpu::ThreadCpu;
 use super::shard::Shard;
 use super::stream::Source;
 use std::rc::Rc;
@@ -44,8 +45,8 @@ pub fn client_stats(shard: &Shard, elapsed: Duration) -> Vec<ClientStat> {
     out
 }
 
-/// This shard's figures, with the client list given.
-pub fn snapshot(shard: &Shard, clients: Vec<ClientStat>) -> ShardSnapshot {
+/// This shard's figures, with the client list given and its CPU use.
+pub fn snapshot(shard: &Shard, clients: Vec<ClientStat>, cpu: f64) -> ShardSnapshot {
     let streams = shard
         .streams
         .borrow()
@@ -98,6 +99,7 @@ pub fn snapshot(shard: &Shard, clients: Vec<ClientStat>) -> ShardSnapshot {
         streams,
         clients,
         forwards,
+        cpu,
     }
 }
 
@@ -105,6 +107,8 @@ pub fn snapshot(shard: &Shard, clients: Vec<ClientStat>) -> ShardSnapshot {
 pub async fn run(shard: Rc<Shard>) {
     let mut last_clients = Instant::now();
     let mut tick = 0u32;
+    let mut meter = ThreadCpu::default();
+    let mut cpu = 0.0;
     while !shard.is_stopping() {
         // The first tick lists clients too, so a new server answers at once.
         let with_clients = tick.is_multiple_of(CLIENT_TICKS);
@@ -113,11 +117,12 @@ pub async fn run(shard: Rc<Shard>) {
             let now = Instant::now();
             let list = client_stats(&shard, now.duration_since(last_clients));
             last_clients = now;
+            cpu = meter.sample(now);
             list
         } else {
             Vec::new()
         };
-        let snap = snapshot(&shard, clients);
+        let snap = snapshot(&shard, clients, cpu);
         shard.global().board.publish(snap, with_clients);
         glommio::timer::sleep(TICK).await;
     }

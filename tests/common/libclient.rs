@@ -20,10 +20,21 @@ pub struct LibClient {
 
 impl LibClient {
     pub fn connect(port: u16, name: &str, role: ClientRole) -> io::Result<LibClient> {
+        LibClient::connect_with_prefix(port, name, role, &[])
+    }
+
+    /// Connect and send `prefix` (a PROXY protocol header) before the RTMP handshake.
+    pub fn connect_with_prefix(
+        port: u16,
+        name: &str,
+        role: ClientRole,
+        prefix: &[u8],
+    ) -> io::Result<LibClient> {
         let url = format!("rtmp://127.0.0.1:{port}/live/{name}");
         let cfg = ClientConfig::from_url(&url, role).expect("valid url");
-        let sock = TcpStream::connect(("127.0.0.1", port))?;
+        let mut sock = TcpStream::connect(("127.0.0.1", port))?;
         sock.set_nodelay(true)?;
+        sock.write_all(prefix)?;
         let seed = u64::from(sock.local_addr()?.port()) ^ 0x5eed_5eed;
         let mut c = LibClient {
             sock,
@@ -142,6 +153,16 @@ pub struct LibPlayer {
 impl LibPlayer {
     /// Start playing `live/NAME`; gives up by itself after `lifetime`.
     pub fn start(port: u16, name: &str, lifetime: Duration) -> LibPlayer {
+        LibPlayer::start_with_prefix(port, name, lifetime, Vec::new())
+    }
+
+    /// Like `start`, sending `prefix` (a PROXY protocol header) before the handshake.
+    pub fn start_with_prefix(
+        port: u16,
+        name: &str,
+        lifetime: Duration,
+        prefix: Vec<u8>,
+    ) -> LibPlayer {
         let video = Arc::new(AtomicU64::new(0));
         let audio = Arc::new(AtomicU64::new(0));
         let state = Arc::new(Mutex::new(PlayerState::default()));
@@ -149,10 +170,11 @@ impl LibPlayer {
         let stream = name.to_string();
         let worker = Worker::spawn(move |s| {
             let record = |x: Seen| st.lock().unwrap_or_else(|e| e.into_inner()).seen.push(x);
-            let mut c = match LibClient::connect(port, &stream, ClientRole::Play) {
-                Ok(c) => c,
-                Err(e) => return record(Seen::Ended(format!("connect: {e}"))),
-            };
+            let mut c =
+                match LibClient::connect_with_prefix(port, &stream, ClientRole::Play, &prefix) {
+                    Ok(c) => c,
+                    Err(e) => return record(Seen::Ended(format!("connect: {e}"))),
+                };
             st.lock().unwrap_or_else(|e| e.into_inner()).local_port = c.local_port();
             let deadline = Instant::now() + lifetime;
             while !s.load(Ordering::Relaxed) {
