@@ -3,9 +3,11 @@
 //! Every key has a default so an empty file is a valid config; unknown keys are errors so a typo
 //! never silently falls back to a default.
 
+pub mod cluster;
 pub mod forward;
 pub mod security;
 
+pub use cluster::{ClusterConfig, ClusterMode, OnRemote};
 pub use forward::{ForwardRule, ForwardTarget, GlobalForward};
 pub use security::{HooksConfig, SecurityConfig};
 use serde::Deserialize;
@@ -35,6 +37,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub rtmp: RtmpConfig,
     pub forward: GlobalForward,
+    /// `[cluster]`: origin or edge, origins, coworkers.
+    pub cluster: ClusterConfig,
     pub http: HttpConfig,
     pub security: SecurityConfig,
     pub hooks: HooksConfig,
@@ -77,6 +81,8 @@ impl Default for HttpConfig {
 pub struct VhostConfig {
     pub name: String,
     pub forward: Option<ForwardRule>,
+    /// Replaces the global `[cluster]` for this vhost.
+    pub cluster: Option<ClusterConfig>,
     /// Overrides `security.publish_secret` for this vhost.
     pub publish_secret: Option<String>,
     pub app: Vec<AppConfig>,
@@ -296,6 +302,12 @@ impl Config {
         if self.hooks.timeout_ms == 0 {
             return invalid("hooks.timeout_ms", "must be at least 1");
         }
+        let clusters = std::iter::once(&self.cluster)
+            .chain(self.vhost.iter().filter_map(|v| v.cluster.as_ref()));
+        for c in clusters {
+            c.validate()
+                .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+        }
         self.validate_forward()
     }
 
@@ -399,6 +411,15 @@ impl Config {
     /// Is `name` a configured vhost (so a tcUrl host may select it)?
     pub fn knows_vhost(&self, name: &str) -> bool {
         self.vhost.iter().any(|v| v.name == name)
+    }
+
+    /// The cluster settings for `vhost` (its own `[vhost.cluster]`, else the global one).
+    pub fn cluster_for(&self, vhost: &str) -> &ClusterConfig {
+        self.vhost
+            .iter()
+            .find(|v| v.name == vhost)
+            .and_then(|v| v.cluster.as_ref())
+            .unwrap_or(&self.cluster)
     }
 
     /// Where streams of `vhost/app` are forwarded: the most specific rule wins (app, then

@@ -21,6 +21,7 @@
 
 pub mod accept;
 pub mod board;
+pub mod cluster_gate;
 pub mod conn;
 pub mod conns;
 pub mod counters;
@@ -45,6 +46,8 @@ pub mod splice;
 pub mod stream;
 pub mod ticker;
 pub mod time;
+pub mod upstream;
+pub mod upstream_peer;
 pub mod writer;
 
 use crate::config::Config;
