@@ -3,11 +3,13 @@
 //! Every key has a default so an empty file is a valid config; unknown keys are errors so a typo
 //! never silently falls back to a default.
 
+pub mod cluster;
 pub mod forward;
 pub mod lb;
 pub mod security;
 
 use crate::lb::trust::ProxyMode;
+pub use cluster::{ClusterConfig, ClusterMode, OnRemote};
 pub use forward::{ForwardRule, ForwardTarget, GlobalForward};
 pub use lb::LbConfig;
 pub use security::{HooksConfig, SecurityConfig};
@@ -58,6 +60,8 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// `[forward]`: the global forward rule and forward retry settings.
     pub forward: GlobalForward,
+    /// `[cluster]`: origin or edge, origins, coworkers.
+    pub cluster: ClusterConfig,
     /// `[http]`: the HTTP API, metrics, HTTP-FLV and console.
     pub http: HttpConfig,
     /// `[security]`: allow/deny rules and the publish secret.
@@ -114,6 +118,8 @@ pub struct VhostConfig {
     pub name: String,
     /// Forward rule for this vhost's streams; overrides `[forward]`.
     pub forward: Option<ForwardRule>,
+    /// Replaces the global `[cluster]` for this vhost.
+    pub cluster: Option<ClusterConfig>,
     /// Overrides `security.publish_secret` for this vhost.
     pub publish_secret: Option<String>,
     /// `[[vhost.app]]`: per-app settings within this vhost.
@@ -358,6 +364,12 @@ impl Config {
         if self.hooks.timeout_ms == 0 {
             return invalid("hooks.timeout_ms", "must be at least 1");
         }
+        let clusters = std::iter::once(&self.cluster)
+            .chain(self.vhost.iter().filter_map(|v| v.cluster.as_ref()));
+        for c in clusters {
+            c.validate()
+                .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+        }
         self.validate_forward()
     }
 
@@ -462,6 +474,15 @@ impl Config {
     /// Is `name` a configured vhost (so a tcUrl host may select it)?
     pub fn knows_vhost(&self, name: &str) -> bool {
         self.vhost.iter().any(|v| v.name == name)
+    }
+
+    /// The cluster settings for `vhost` (its own `[vhost.cluster]`, else the global one).
+    pub fn cluster_for(&self, vhost: &str) -> &ClusterConfig {
+        self.vhost
+            .iter()
+            .find(|v| v.name == vhost)
+            .and_then(|v| v.cluster.as_ref())
+            .unwrap_or(&self.cluster)
     }
 
     /// Where streams of `vhost/app` are forwarded: the most specific rule wins (app, then

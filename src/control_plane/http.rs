@@ -21,9 +21,33 @@ pub(super) async fn serve(mut rx: mpsc::Receiver<Job>) {
         }
     };
     while let Some(job) = rx.recv().await {
+        let (call, reply) = match job {
+            Job::Http { call, reply } => (call, reply),
+            Job::Resolve {
+                host,
+                port,
+                timeout,
+                reply,
+            } => {
+                tokio::spawn(async move {
+                    let ms = timeout.as_millis() as u64;
+                    let found = tokio::time::timeout(
+                        timeout,
+                        tokio::net::lookup_host((host.as_str(), port)),
+                    )
+                    .await
+                    .map_err(|_| CallError::Timeout(ms))
+                    .and_then(|r| {
+                        r.map(|a| a.collect::<Vec<_>>())
+                            .map_err(|e| CallError::Connect(format!("cannot resolve {host}: {e}")))
+                    });
+                    let _ = reply.send(found);
+                });
+                continue;
+            }
+        };
         let client = client.clone();
         tokio::spawn(async move {
-            let Job { call, reply } = job;
             let url = call.url.clone();
             let result = run(&client, call).await;
             match reply {

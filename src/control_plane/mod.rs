@@ -101,9 +101,17 @@ enum Reply {
     Log(String),
 }
 
-struct Job {
-    call: HttpCall,
-    reply: Reply,
+/// Work for the control thread.
+enum Job {
+    /// An HTTP call.
+    Http { call: HttpCall, reply: Reply },
+    /// A name lookup (`host`, `port`), answered with its addresses.
+    Resolve {
+        host: String,
+        port: u16,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Vec<std::net::SocketAddr>, CallError>>,
+    },
 }
 
 /// A handle to the control thread: cheap to clone, usable from any shard or thread.
@@ -128,9 +136,29 @@ impl Calls {
     /// Make an HTTP call; the future may be awaited on any executor.
     pub async fn http(&self, call: HttpCall) -> Result<HttpAnswer, CallError> {
         let (reply, answer) = oneshot::channel();
-        self.queue(Job {
+        self.queue(Job::Http {
             call,
             reply: Reply::Wait(reply),
+        })?;
+        answer.await.unwrap_or(Err(CallError::Gone))
+    }
+
+    /// The addresses of `host` (a name or an IP literal), looked up on the control thread.
+    pub async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Vec<std::net::SocketAddr>, CallError> {
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            return Ok(vec![std::net::SocketAddr::new(ip, port)]);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue(Job::Resolve {
+            host: host.to_string(),
+            port,
+            timeout,
+            reply,
         })?;
         answer.await.unwrap_or(Err(CallError::Gone))
     }
@@ -138,7 +166,7 @@ impl Calls {
     /// Queue a call whose answer nobody waits for (a notice); a failure, or a status other
     /// than 2xx, is logged on the control thread under `label`.
     pub fn notify(&self, call: HttpCall, label: String) -> Result<(), CallError> {
-        self.queue(Job {
+        self.queue(Job::Http {
             call,
             reply: Reply::Log(label),
         })

@@ -273,6 +273,28 @@ pub fn error(code: u32, message: &str) -> Value {
     json!({ "code": code, "server": server_id(), "message": message })
 }
 
+/// SRS's `/api/v1/clusters`: does this node publish the stream? (coworker discovery)
+pub fn clusters(shard: &crate::server::shard::Shard, query: &str) -> Value {
+    use crate::cluster::coworkers::{clusters_answer, ClusterQuery, SelfNode};
+    let q = ClusterQuery::from_query(query);
+    let cfg = shard.cfg();
+    let vhost = if q.vhost.is_empty() {
+        crate::server::rtmp_conn::DEFAULT_VHOST
+    } else {
+        q.vhost.as_str()
+    };
+    let key = StreamKey::new(vhost, &q.app, &q.stream);
+    let published = shard.global().is_published(&key).then_some(vhost);
+    let listen = cfg.listen_addr().ok();
+    let node = SelfNode {
+        listen_host: listen.map(|a| a.ip().to_string()).unwrap_or_default(),
+        listen_port: listen.map(|a| a.port()).unwrap_or(1935),
+        api_listen: cfg.http.listen.clone(),
+        public_ip: None,
+    };
+    clusters_answer(&q, &node, published)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

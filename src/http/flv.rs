@@ -87,7 +87,14 @@ pub async fn serve(
         return;
     }
     let writer = shard.new_writer();
-    let wait = Duration::from_secs(cfg.http.flv_wait_timeout_secs);
+    // A stream pulled from elsewhere (edge, relaying origin) answers 404 when it brings no
+    // media within the cluster's start timeout.
+    let cluster = cfg.cluster_for(key.vhost());
+    let wait = if cluster.pulls() {
+        cluster.start_timeout()
+    } else {
+        Duration::from_secs(cfg.http.flv_wait_timeout_secs)
+    };
     if !wait.is_zero() {
         writer.hold();
     }
@@ -130,9 +137,13 @@ pub async fn serve(
         } else {
             shard.remove_player(&key, id, 1);
             warn!(
-                "shard={} client={id} peer={peer} play-flv stream={key}: not published within {} s, 404",
+                "shard={} client={id} peer={peer} play-flv stream={key}: not published within {}, 404",
                 shard.id(),
-                wait.as_secs()
+                if wait.subsec_millis() == 0 {
+                    format!("{} s", wait.as_secs())
+                } else {
+                    format!("{} ms", wait.as_millis())
+                }
             );
             writer.finish(Bytes::from(response(
                 404,

@@ -167,6 +167,9 @@ fn route(shard: &Shard, req: &Request) -> Reply {
             body: metrics::render(&board.read(), uptime).into_bytes(),
         },
         ("GET", ["api", "v1", "versions"]) => Reply::json(200, &api::versions()),
+        ("GET" | "POST", ["api", "v1", "clusters"]) => {
+            Reply::json(200, &api::clusters(shard, &req.query))
+        }
         ("GET", ["api", "v1", "summaries"]) => {
             Reply::json(200, &api::summaries(&board.read(), uptime))
         }

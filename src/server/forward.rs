@@ -41,6 +41,8 @@ pub async fn run(shard: Rc<Shard>, h: Rc<ForwardHandle>) {
         Duration::from_millis(f.backoff_max_ms),
         seed,
     );
+    // Destinations that failed in a row this round (an edge fails over between its origins).
+    let mut tried = 0;
     while !h.stopped.get() {
         h.state.set(ForwardState::Connecting);
         let started = Instant::now();
@@ -55,16 +57,33 @@ pub async fn run(shard: Rc<Shard>, h: Rc<ForwardHandle>) {
         // A session that published for a while starts the backoff over.
         if started.elapsed() > Duration::from_secs(10) {
             backoff.reset();
+            tried = 0;
+        }
+        h.reconnects.set(h.reconnects.get() + 1);
+        *h.last_error.borrow_mut() = cause.clone();
+        if h.targets.len() > 1 {
+            // An edge's origins: try the next one at once, back off after a whole round.
+            let failed = h.target().display.clone();
+            h.next_target();
+            tried += 1;
+            if tried < h.targets.len() {
+                warn!(
+                    "shard={} forward stream={} dest={failed} failed: {cause}; failing over to {}",
+                    shard.id(),
+                    h.key,
+                    h.target().display
+                );
+                continue;
+            }
+            tried = 0;
         }
         let delay = backoff.next_delay();
         h.state.set(ForwardState::Backoff);
-        h.reconnects.set(h.reconnects.get() + 1);
-        *h.last_error.borrow_mut() = cause.clone();
         warn!(
             "shard={} forward stream={} dest={} failed: {cause}; retry in {} ms",
             shard.id(),
             h.key,
-            h.target.display,
+            h.target().display,
             delay.as_millis()
         );
         futures_lite::future::or(glommio::timer::sleep(delay), h.stop.wait()).await;
@@ -74,7 +93,7 @@ pub async fn run(shard: Rc<Shard>, h: Rc<ForwardHandle>) {
         "shard={} forward stream={} dest={} stopped",
         shard.id(),
         h.key,
-        h.target.display
+        h.target().display
     );
 }
 
@@ -87,7 +106,7 @@ enum Wake {
 async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), ForwardError> {
     let f = &shard.cfg().forward;
     let connect_timeout = Duration::from_millis(f.connect_timeout_ms);
-    let mut stream = TcpStream::connect_timeout(h.target.addr, connect_timeout)
+    let mut stream = TcpStream::connect_timeout(h.target().addr, connect_timeout)
         .await
         .map_err(|e| ForwardError::Connect(e.to_string()))?;
     let _ = stream.set_nodelay(true);
@@ -99,7 +118,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
     );
     let io = ConnIo::open(&stream, writer.clone())?;
 
-    let (tc_url, app) = h.target.tc_url(h.key.app());
+    let (tc_url, app) = h.target().tc_url(h.key.app());
     let cfg = ClientConfig {
         app,
         tc_url,
@@ -162,7 +181,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
                     "shard={} forward stream={} dest={} publishing",
                     shard.id(),
                     h.key,
-                    h.target.display
+                    h.target().display
                 );
                 // From here on the peer takes the stream like a player: headers, GOP, live.
                 shard.add_player(

@@ -12,8 +12,10 @@ use std::rc::Rc;
 pub struct ForwardHandle {
     /// The stream forwarded.
     pub key: StreamKey,
-    /// Where to.
-    pub target: ForwardTarget,
+    /// Where to: one destination, or an edge's origins (tried in turn, the last good one kept).
+    pub targets: Vec<ForwardTarget>,
+    /// Index of the target in use.
+    pub current: Cell<usize>,
     /// Where the peer is in its life.
     pub state: Cell<ForwardState>,
     /// Reconnects so far.
@@ -28,10 +30,12 @@ pub struct ForwardHandle {
 
 impl ForwardHandle {
     /// A peer that has not connected yet.
-    pub fn new(key: StreamKey, target: ForwardTarget) -> Rc<ForwardHandle> {
+    pub fn new(key: StreamKey, targets: Vec<ForwardTarget>) -> Rc<ForwardHandle> {
+        assert!(!targets.is_empty(), "a forward peer needs a destination");
         Rc::new(ForwardHandle {
             key,
-            target,
+            targets,
+            current: Cell::new(0),
             state: Cell::new(ForwardState::Connecting),
             reconnects: Cell::new(0),
             bytes_out: Cell::new(0),
@@ -39,6 +43,18 @@ impl ForwardHandle {
             stopped: Cell::new(false),
             stop: LocalNotify::default(),
         })
+    }
+
+    /// The destination in use.
+    pub fn target(&self) -> &ForwardTarget {
+        &self.targets[self.current.get() % self.targets.len()]
+    }
+
+    /// Move on to the next destination (failover); true when that starts a new round.
+    pub fn next_target(&self) -> bool {
+        let next = (self.current.get() + 1) % self.targets.len();
+        self.current.set(next);
+        next == 0
     }
 
     /// The publish ended: unpublish at the destination and stop retrying.

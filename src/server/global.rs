@@ -2,9 +2,10 @@
 //! counters that admission and stream limits need over the whole process.
 
 use super::board::Board;
+use super::key::StreamKey;
 use super::lb_state::LbState;
 use crate::control_plane::Calls;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
@@ -23,6 +24,9 @@ pub struct Global {
     pub calls: Calls,
     /// Drain state, agent weight and start-up, for the balancer.
     pub lb: LbState,
+    /// Streams published in this process (changed on publish start and end only), for the
+    /// clusters API and redirect decisions.
+    published: Mutex<HashSet<StreamKey>>,
 }
 
 impl Global {
@@ -35,6 +39,25 @@ impl Global {
             live_streams: AtomicUsize::new(0),
             calls,
             lb: LbState::new(shards),
+            published: Mutex::default(),
         }
+    }
+
+    /// A publish of `key` started (`true`) or ended (`false`).
+    pub fn set_published(&self, key: &StreamKey, live: bool) {
+        let mut p = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if live {
+            p.insert(key.clone());
+        } else {
+            p.remove(key);
+        }
+    }
+
+    /// Is `key` published in this process?
+    pub fn is_published(&self, key: &StreamKey) -> bool {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
     }
 }

@@ -129,6 +129,22 @@ pub enum ConnError {
         /// Why.
         cause: Refusal,
     },
+    /// A pulled stream brought no media within `cluster.start_timeout_ms`.
+    #[error("stream {key} not found within {waited_ms} ms")]
+    StreamNotFound {
+        /// The stream.
+        key: StreamKey,
+        /// How long the player waited.
+        waited_ms: u64,
+    },
+    /// The play was redirected (RTMP 302) to a coworker that has the stream.
+    #[error("play of {key} redirected to {to}")]
+    Redirected {
+        /// The stream.
+        key: StreamKey,
+        /// Where to.
+        to: String,
+    },
     /// Writing to the peer failed (or it stalled past the stall timeout).
     #[error("write error: {0}")]
     Write(String),

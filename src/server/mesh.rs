@@ -61,6 +61,9 @@ pub enum OwnerMsg {
         claim_id: u64,
         /// The publish, if granted.
         publish_id: u64,
+        /// Fed by an upstream (pulled from an origin or coworker): never forwarded or pushed
+        /// back.
+        pulled: bool,
     },
     /// The publish ended.
     Release {
@@ -146,8 +149,8 @@ pub enum SinkMsg {
         key: StreamKey,
         /// Which destination of the stream.
         index: usize,
-        /// Where to.
-        target: ForwardTarget,
+        /// Where to: one destination, or an edge's origins to fail over between.
+        targets: Vec<ForwardTarget>,
     },
     /// The publish ended: stop forward peer `index` of `key`.
     ForwardStop {

@@ -24,6 +24,7 @@
 pub mod accept;
 pub mod agent;
 pub mod board;
+pub mod cluster_gate;
 pub mod conn;
 pub mod conns;
 pub mod counters;
@@ -51,6 +52,8 @@ pub mod splice;
 pub mod stream;
 pub mod ticker;
 pub mod time;
+pub mod upstream;
+pub mod upstream_peer;
 pub mod writer;
 
 use crate::config::Config;

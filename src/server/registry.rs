@@ -100,6 +100,11 @@ impl Registry {
         true
     }
 
+    /// How many shards have players for `key`.
+    pub fn subscribers(&self, key: &StreamKey) -> usize {
+        self.entries.get(key).map_or(0, |e| e.subscribers.len())
+    }
+
     /// The shard that publishes `key`, if any.
     pub fn publisher(&self, key: &StreamKey) -> Option<ShardId> {
         self.entries.get(key)?.publisher.map(|(s, _)| s)

@@ -2,6 +2,7 @@
 //! requests against the shard (claim, subscribe), and hands outgoing bytes to the connection's
 //! writer. Opening and closing are the shared lifecycle in `conn`.
 
+use super::cluster_gate;
 use super::conn::ClientConn;
 use super::conns::Slot;
 use super::ids::ConnId;
@@ -10,6 +11,7 @@ use super::kinds::{ClientKind, CloseReason, ConnError};
 use super::shard::Shard;
 use super::stream::{PlayerKind, PlayerRef};
 use super::writer::ConnWriter;
+use crate::cluster::redirect::redirect_bytes;
 use crate::policy::{self, ClientInfo};
 use crate::rtmp::amf0::DecodeLimits;
 use crate::rtmp::chunk::DecoderLimits;
@@ -41,6 +43,8 @@ struct Playing {
     stream_id: u32,
     key: StreamKey,
     query: String,
+    /// A pulled stream must bring media by then (edge, relaying origin).
+    start_deadline: Option<Instant>,
 }
 
 struct Conn {
@@ -129,12 +133,18 @@ impl Conn {
             }
         }
         loop {
+            let start_due = self.playing.iter().filter_map(|p| p.start_deadline).min();
             let timeout = if !self.session.handshake_done() {
                 let left = handshake_deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return CloseReason::Failed(ConnError::HandshakeTimeout);
                 }
                 Some(left)
+            } else if let Some(due) = start_due {
+                Some(
+                    due.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                )
             } else if self.playing.is_empty() {
                 Some(idle)
             } else {
@@ -152,6 +162,12 @@ impl Conn {
                     return CloseReason::ResetByPeer
                 }
                 Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut && start_due.is_some() => {
+                    if let Some(reason) = self.check_starts() {
+                        return reason;
+                    }
+                    continue;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     return CloseReason::Failed(if self.session.handshake_done() {
                         ConnError::IdleTimeout
@@ -208,6 +224,35 @@ impl Conn {
                 return Ok(());
             }
         }
+    }
+
+    /// Players of pulled streams past their start deadline: served ones stop waiting, the
+    /// others get `NetStream.Play.StreamNotFound` and the connection ends.
+    fn check_starts(&mut self) -> Option<CloseReason> {
+        let now = Instant::now();
+        let timeout = self.shard.cfg().cluster_for(&self.vhost).start_timeout();
+        for i in 0..self.playing.len() {
+            if self.playing[i].start_deadline.is_none_or(|d| d > now) {
+                continue;
+            }
+            if self.shard.stream_live(&self.playing[i].key) {
+                self.playing[i].start_deadline = None;
+                continue;
+            }
+            let p = &self.playing[i];
+            let (stream_id, key) = (p.stream_id, p.key.clone());
+            self.session.reject_play(
+                stream_id,
+                "NetStream.Play.StreamNotFound",
+                &format!("{} is not available", key.stream_name()),
+            );
+            self.flush();
+            return Some(CloseReason::Failed(ConnError::StreamNotFound {
+                key,
+                waited_ms: timeout.as_millis() as u64,
+            }));
+        }
+        None
     }
 
     fn flush(&mut self) {
@@ -288,7 +333,22 @@ impl Conn {
                     );
                     return Err(ConnError::PublishRefused { key, cause });
                 }
-                match Box::pin(sh.claim_publish(&key, self.id)).await {
+                if let Some(at) = Box::pin(cluster_gate::published_at_coworker(&sh, &key)).await {
+                    let why = format!("published at coworker {at}");
+                    self.session.reject_publish(
+                        stream_id,
+                        "NetStream.Publish.BadName",
+                        &format!("{name}: {why}"),
+                    );
+                    warn!(
+                        "shard={} client={} peer={} publish refused stream={key}: {why}",
+                        sh.id(),
+                        self.id,
+                        self.peer
+                    );
+                    return Ok(());
+                }
+                match Box::pin(sh.claim_publish(&key, self.id, false)).await {
                     Ok(publish_id) => {
                         self.session.accept_publish(stream_id);
                         info!(
@@ -342,6 +402,16 @@ impl Conn {
                         .reject_play(stream_id, "NetStream.Play.Failed", &cause.client);
                     return Err(ConnError::PlayRefused { key, cause });
                 }
+                if let Some(to) = Box::pin(cluster_gate::redirect_for(&sh, &key, &query)).await {
+                    // The 302 goes on message stream 0, as SRS sends it, not on `stream_id`.
+                    self.flush();
+                    let chunk = self.session.out_chunk_size();
+                    self.writer.send_control(redirect_bytes(chunk, &to));
+                    return Err(ConnError::Redirected {
+                        key,
+                        to: to.to_string(),
+                    });
+                }
                 self.session.accept_play(stream_id, reset, &name);
                 // Play.Start must reach the writer before the first media.
                 self.flush();
@@ -358,10 +428,12 @@ impl Conn {
                 );
                 self.client
                     .set_kind(ClientKind::RtmpPlay, Some(key.clone()));
+                let start_deadline = cluster_gate::start_deadline(&sh, &key);
                 self.playing.push(Playing {
                     stream_id,
                     key,
                     query,
+                    start_deadline,
                 });
             }
             SessionEvent::Media {

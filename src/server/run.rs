@@ -8,7 +8,7 @@ use super::inbox::ControlInbox;
 use super::mesh::ShardMsg;
 use super::roles::Effect;
 use super::shard::Shard;
-use super::{agent, forward, rtmp_conn, ticker};
+use super::{agent, forward, rtmp_conn, ticker, upstream};
 use crate::config::Config;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
@@ -51,6 +51,9 @@ fn apply(shard: &Rc<Shard>, effect: Effect) {
     match effect {
         Effect::SpawnForward(h) => {
             glommio::spawn_local(forward::run(shard.clone(), h)).detach();
+        }
+        Effect::SpawnUpstream(h) => {
+            glommio::spawn_local(upstream::run(shard.clone(), h)).detach();
         }
     }
 }

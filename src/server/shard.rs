@@ -162,7 +162,7 @@ impl Shard {
         match msg {
             ShardMsg::Owner(m) => {
                 let cfg = self.cfg();
-                self.owner.borrow_mut().handle(&self.links, &cfg, m);
+                return self.owner.borrow_mut().handle(&self.links, &cfg, m);
             }
             ShardMsg::Source(m) => {
                 let mut streams = self.streams.borrow_mut();
@@ -238,17 +238,20 @@ impl Shard {
     }
 
     /// Ask the owner for the right to publish `key`. Returns the publish id when granted.
+    /// Ask the owner for the right to publish `key` (`pulled`: for an upstream). Returns the
+    /// publish id when granted.
     pub async fn claim_publish(
         &self,
         key: &StreamKey,
         conn_id: ConnId,
+        pulled: bool,
     ) -> Result<u64, ClaimRefused> {
         let max = self.cfg().server.max_streams;
         let claim = {
             let streams = self.streams.borrow();
             self.source
                 .borrow_mut()
-                .claim(&self.links, &streams, key, conn_id, max)?
+                .claim(&self.links, &streams, key, conn_id, max, pulled)?
         };
         match claim.answer.recv().await {
             Some(Ok(())) => Ok(claim.publish_id),
@@ -287,6 +290,11 @@ impl Shard {
     pub fn remove_player(&self, key: &StreamKey, conn_id: ConnId, stream_id: u32) {
         let mut streams = self.streams.borrow_mut();
         sink::remove_player(&self.links, &mut streams, key, conn_id, stream_id);
+    }
+
+    /// Does a source feed `key` on this shard now?
+    pub fn stream_live(&self, key: &StreamKey) -> bool {
+        self.streams.borrow().get(key).is_some_and(|s| s.is_live())
     }
 
     /// Which shard publishes `key` as this shard's directory knows it, if it owns `key`.

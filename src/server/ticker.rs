@@ -76,7 +76,7 @@ pub fn snapshot(shard: &Shard, clients: Vec<ClientStat>, cpu: f64) -> ShardSnaps
         .map(|h| ForwardStat {
             key: h.key.clone(),
             shard: shard.id(),
-            dest: h.target.display.clone(),
+            dest: h.target().display.clone(),
             state: h.state.get(),
             reconnects: h.reconnects.get(),
             bytes_out: h.bytes_out.get(),

@@ -23,6 +23,9 @@ pub struct ServerOpts {
     pub http_extra: String,
     /// Whole extra sections appended at the end (`[forward]`, `[security]`, `[hooks]`, ...).
     pub extra: String,
+    /// Listen on these (RTMP, HTTP) ports instead of free ones picked at start (for servers
+    /// that must know each other's addresses before they start, like coworkers).
+    pub ports: Option<(u16, u16)>,
 }
 
 impl Default for ServerOpts {
@@ -34,6 +37,7 @@ impl Default for ServerOpts {
             http: false,
             http_extra: String::new(),
             extra: String::new(),
+            ports: None,
         }
     }
 }
@@ -63,8 +67,10 @@ impl Server {
         // The free port may be taken between probing and binding: try a few.
         let mut last = String::new();
         for _ in 0..3 {
-            let port = free_port();
-            let http_port = opts.http.then(free_port);
+            let (port, http_port) = match opts.ports {
+                Some((p, h)) => (p, opts.http.then_some(h)),
+                None => (free_port(), opts.http.then(free_port)),
+            };
             let dir = TempDir::new("server");
             let conf = dir.join("shardcast.toml");
             let http = match http_port {

@@ -17,6 +17,7 @@ pub mod source;
 use super::forward_peer::ForwardHandle;
 use super::key::StreamKey;
 use super::stream::LocalStream;
+use super::upstream_peer::UpstreamHandle;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -27,4 +28,6 @@ pub type StreamTable = HashMap<StreamKey, LocalStream>;
 pub enum Effect {
     /// Run this forward peer as a task on the shard.
     SpawnForward(Rc<ForwardHandle>),
+    /// Run this upstream (a pulled stream) as a task on the shard.
+    SpawnUpstream(Rc<UpstreamHandle>),
 }

@@ -2,13 +2,17 @@
 //! grants publishes (one publisher per stream), introduces subscribers to the publisher's
 //! shard, and places the stream's forward peers.
 
-use crate::config::Config;
+use super::Effect;
+use crate::cluster::linger::Event;
+use crate::config::{Config, OnRemote};
 use crate::server::ids::ShardId;
 use crate::server::key::StreamKey;
 use crate::server::links::Links;
 use crate::server::mesh::{ClaimRefused, OwnerMsg, ShardMsg, SinkMsg, SourceMsg};
 use crate::server::registry::Registry;
+use crate::server::upstream_peer::{UpstreamHandle, UpstreamKind};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// The owner's state.
 #[derive(Default)]
@@ -16,6 +20,8 @@ pub struct Owner {
     registry: Registry,
     /// Where each published stream's forward peers run: (shard, destination index).
     forward_placement: HashMap<StreamKey, Vec<(ShardId, usize)>>,
+    /// Streams pulled from elsewhere (edge or relay), one upstream each for the process.
+    upstreams: HashMap<StreamKey, Rc<UpstreamHandle>>,
 }
 
 impl Owner {
@@ -24,18 +30,65 @@ impl Owner {
         self.registry.publisher(key)
     }
 
-    /// Handle one directory message.
-    pub fn handle(&mut self, links: &Links, cfg: &Config, msg: OwnerMsg) {
+    /// The upstreams this shard runs, for the stats.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Rc<UpstreamHandle>> {
+        self.upstreams.values()
+    }
+
+    /// An upstream's task ended (no players, nothing running): forget it.
+    pub fn upstream_done(&mut self, h: &Rc<UpstreamHandle>) {
+        if self.upstreams.get(&h.key).is_some_and(|u| Rc::ptr_eq(u, h)) {
+            self.upstreams.remove(&h.key);
+        }
+    }
+
+    /// Does a play of `key` here pull it from elsewhere when nobody publishes it here?
+    fn pull_kind(cfg: &Config, key: &StreamKey) -> Option<UpstreamKind> {
+        let c = cfg.cluster_for(key.vhost());
+        if c.is_edge() {
+            Some(UpstreamKind::Edge)
+        } else if c.has_coworkers() && c.on_remote == OnRemote::Relay {
+            Some(UpstreamKind::Relay)
+        } else {
+            None
+        }
+    }
+
+    /// Handle one directory message; starting an upstream comes back as an effect.
+    pub fn handle(&mut self, links: &Links, cfg: &Config, msg: OwnerMsg) -> Option<Effect> {
         match msg {
             OwnerMsg::Subscribe { key, shard, epoch } => {
+                let before = self.registry.subscribers(&key);
                 let publisher = self.registry.subscribe(&key, shard, epoch);
+                let joined = self.registry.subscribers(&key) > before;
+                let mut effect = None;
+                let pulled = self.upstreams.get(&key).cloned();
+                if let Some(h) = pulled {
+                    if joined {
+                        h.push(Event::PlayerJoined);
+                    }
+                } else if let Some(kind) =
+                    Self::pull_kind(cfg, &key).filter(|_| publisher.is_none())
+                {
+                    let h = UpstreamHandle::new(key.clone(), kind);
+                    self.upstreams.insert(key.clone(), h.clone());
+                    h.push(Event::PlayerJoined);
+                    effect = Some(Effect::SpawnUpstream(h));
+                }
                 if let Some(p) = publisher.filter(|&p| p != shard) {
                     let m = SourceMsg::AddSubscriber { key, shard, epoch };
                     links.send(p, ShardMsg::Source(m));
                 }
+                return effect;
             }
             OwnerMsg::Unsubscribe { key, shard } => {
+                let before = self.registry.subscribers(&key);
                 let publisher = self.registry.unsubscribe(&key, shard);
+                if self.registry.subscribers(&key) < before {
+                    if let Some(h) = self.upstreams.get(&key) {
+                        h.push(Event::PlayerLeft);
+                    }
+                }
                 if let Some(p) = publisher.filter(|&p| p != shard) {
                     let m = SourceMsg::RemoveSubscriber { key, shard };
                     links.send(p, ShardMsg::Source(m));
@@ -46,12 +99,13 @@ impl Owner {
                 shard,
                 claim_id,
                 publish_id,
+                pulled,
             } => {
                 let result = self
                     .registry
                     .claim(&key, shard, publish_id)
                     .map_err(|_| ClaimRefused::AlreadyPublished);
-                if result.is_ok() {
+                if result.is_ok() && !pulled {
                     self.start_forwards(links, cfg, &key);
                 }
                 let m = SourceMsg::ClaimReply { claim_id, result };
@@ -63,23 +117,34 @@ impl Owner {
                 }
             }
         }
+        None
     }
 
     /// A publish was granted: place one forward peer per destination, spread over the shards.
     fn start_forwards(&mut self, links: &Links, cfg: &Config, key: &StreamKey) {
-        let targets = cfg.forward_targets(key.vhost(), key.app());
-        if targets.is_empty() {
+        let mut peers: Vec<Vec<_>> = cfg
+            .forward_targets(key.vhost(), key.app())
+            .into_iter()
+            .map(|t| vec![t])
+            .collect();
+        let cluster = cfg.cluster_for(key.vhost());
+        if cluster.is_edge() {
+            // A publish on an edge is pushed to its origins, failing over between them.
+            peers.push(cluster.origin_targets());
+        }
+        peers.retain(|p| !p.is_empty());
+        if peers.is_empty() {
             return;
         }
         let base = links.owner_of(key);
         let mut placed = Vec::new();
-        for (index, target) in targets.into_iter().enumerate() {
+        for (index, targets) in peers.into_iter().enumerate() {
             let shard = (base + 1 + index) % links.shards;
             placed.push((shard, index));
             let m = SinkMsg::ForwardStart {
                 key: key.clone(),
                 index,
-                target,
+                targets,
             };
             links.send(shard, ShardMsg::Sink(m));
         }

@@ -108,8 +108,12 @@ pub fn handle(
                 }
             }
         }
-        SinkMsg::ForwardStart { key, index, target } => {
-            return Some(forwards.start(key, index, target));
+        SinkMsg::ForwardStart {
+            key,
+            index,
+            targets,
+        } => {
+            return Some(forwards.start(key, index, targets));
         }
         SinkMsg::ForwardStop { key, index } => forwards.stop(key, index),
     }

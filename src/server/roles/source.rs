@@ -49,6 +49,7 @@ impl SourceRole {
         key: &StreamKey,
         conn_id: ConnId,
         max_streams: usize,
+        pulled: bool,
     ) -> Result<Claim, ClaimRefused> {
         if streams
             .get(key)
@@ -76,6 +77,7 @@ impl SourceRole {
             shard: links.id,
             claim_id,
             publish_id,
+            pulled,
         };
         links.send(links.owner_of(key), ShardMsg::Owner(m));
         Ok(Claim { publish_id, answer })
@@ -156,6 +158,7 @@ fn grant(
         return;
     }
     links.global.live_streams.fetch_add(1, Ordering::Relaxed);
+    links.global.set_published(&key, true);
     let s = streams
         .entry(key.clone())
         .or_insert_with(|| LocalStream::new(key.clone(), limits));
@@ -232,6 +235,7 @@ pub fn unpublish(links: &Links, streams: &mut StreamTable, key: &StreamKey, publ
     }
     s.end_source();
     links.global.live_streams.fetch_sub(1, Ordering::Relaxed);
+    links.global.set_published(key, false);
     if s.is_idle() {
         streams.remove(key);
     }
