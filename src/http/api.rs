@@ -279,7 +279,7 @@ pub fn clusters(shard: &crate::server::shard::Shard, query: &str) -> Value {
     let q = ClusterQuery::from_query(query);
     let cfg = shard.cfg();
     let vhost = if q.vhost.is_empty() {
-        crate::server::rtmp_conn::DEFAULT_VHOST
+        crate::server::key::DEFAULT_VHOST
     } else {
         q.vhost.as_str()
     };

@@ -2,9 +2,9 @@
 //! coworker (a publish here would make a second source), should a play be redirected there, and
 //! how long may a player wait for a stream that is pulled from elsewhere.
 
+use super::discovery::discover;
 use super::key::StreamKey;
 use super::shard::Shard;
-use super::upstream::discover;
 use crate::cluster::url::RtmpUrl;
 use crate::config::OnRemote;
 use std::time::Instant;

@@ -1,6 +1,9 @@
 //! Stream identity and which shard owns it.
 
 use std::fmt;
+
+/// The vhost used when a client names none (SRS's name for it).
+pub const DEFAULT_VHOST: &str = "__defaultVhost__";
 use std::sync::Arc;
 
 /// `vhost/app/stream`: the name a stream is registered under. Cheap to clone and to send to

@@ -29,6 +29,7 @@ pub mod conn;
 pub mod conns;
 pub mod counters;
 pub mod cpu;
+pub mod discovery;
 pub mod forward;
 pub mod forward_peer;
 pub mod global;

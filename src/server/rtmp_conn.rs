@@ -28,8 +28,7 @@ const READ_BUF_START: usize = 2048;
 const READ_BUF_PUBLISHER: usize = 64 * 1024;
 const READ_BUF_PLAYER: usize = 256;
 
-/// The vhost used when a client names none (SRS's name for it).
-pub const DEFAULT_VHOST: &str = "__defaultVhost__";
+pub use super::key::DEFAULT_VHOST;
 
 struct Publishing {
     stream_id: u32,

@@ -46,6 +46,8 @@ pub struct Shard {
     pub totals: Rc<IoTotals>,
     limits: StreamLimits,
     stopping: Cell<bool>,
+    /// Recent answers of coworkers (which origin publishes a stream).
+    pub coworker_cache: RefCell<crate::cluster::coworkers::CoworkerCache>,
     /// Woken once when shutdown starts (the accept loops wait on it).
     stop_notify: [LocalNotify; 3],
 }
@@ -63,6 +65,10 @@ impl Shard {
             gop_max_frames: cfg.rtmp.gop_cache_max_frames,
             gop_max_bytes: cfg.rtmp.gop_cache_max_bytes,
         };
+        // Positive coworker answers live `coworker_cache_ms`, negative ones a quarter of that
+        // (a stream that starts must be found soon).
+        let ttl = std::time::Duration::from_millis(cfg.cluster.coworker_cache_ms);
+        let coworker_cache = crate::cluster::coworkers::CoworkerCache::new(ttl, ttl / 4, 4096);
         Rc::new(Shard {
             links: Links {
                 id,
@@ -83,6 +89,7 @@ impl Shard {
             totals: Rc::new(IoTotals::default()),
             limits,
             stopping: Cell::new(false),
+            coworker_cache: RefCell::new(coworker_cache),
             stop_notify: Default::default(),
         })
     }

@@ -8,21 +8,20 @@
 //! stay attached and see one stream whose timestamps stay monotonic (the stream's smoother).
 //! Only the origin's own "unpublished" (or a wait past `start_timeout_ms`) is passed on.
 
+use super::discovery::discover;
 use super::ids::ConnId;
-use super::key::StreamKey;
+use super::key::{StreamKey, DEFAULT_VHOST};
 use super::notify::LocalNotify;
 use super::shard::Shard;
 use super::upstream_peer::{state_name, UpstreamHandle, UpstreamKind};
-use crate::cluster::coworkers::{parse_answer, ClusterQuery, OriginLocation, QueryPlan, SelfAddrs};
 use crate::cluster::linger::{EdgeUpstream, Effect, Event, State, UpstreamConfig};
 use crate::cluster::origins::OriginPicker;
 use crate::cluster::redirect::{RedirectError, RedirectFollower};
 use crate::cluster::url::RtmpUrl;
 use crate::config::ClusterConfig;
-use crate::control_plane::{CallError, HttpCall};
+use crate::control_plane::CallError;
 use crate::media::FrameKind;
 use crate::rtmp::client::{ClientConfig, ClientError, ClientEvent, ClientRole, ClientSession};
-use crate::server::rtmp_conn::DEFAULT_VHOST;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use log::{info, warn};
@@ -267,65 +266,6 @@ async fn start_url(
         stream: key.stream_name().to_string(),
         query,
     })
-}
-
-/// Ask every coworker at once which one publishes `key`; the first that has it wins.
-pub async fn discover(
-    shard: &Shard,
-    cl: &ClusterConfig,
-    key: &StreamKey,
-) -> Option<OriginLocation> {
-    let http_port = shard.cfg().http_addr().map(|a| a.port()).unwrap_or(0);
-    let me = SelfAddrs {
-        api_port: http_port,
-        hosts: Vec::new(),
-    };
-    let plan = QueryPlan::new(&cl.coworkers, &me);
-    let q = ClusterQuery {
-        ip: String::new(),
-        vhost: key.vhost().to_string(),
-        app: key.app().to_string(),
-        stream: key.stream_name().to_string(),
-        coworker: String::new(),
-    };
-    let timeout = ms(cl.coworker_timeout_ms);
-    let calls = shard.global().calls.clone();
-    let asks: Vec<_> = plan
-        .requests(&q)
-        .map(|(target, path)| {
-            let calls = calls.clone();
-            let url = format!("http://{target}{path}");
-            let target = target.to_string();
-            glommio::spawn_local(async move {
-                let answer = calls.http(HttpCall::get(&url, timeout)).await;
-                match answer {
-                    Ok(a) if a.status == 200 => match parse_answer(&a.body) {
-                        Ok(found) => found,
-                        Err(e) => {
-                            warn!("coworker {target} answered garbage: {e}");
-                            None
-                        }
-                    },
-                    Ok(a) => {
-                        warn!("coworker {target} answered HTTP {}", a.status);
-                        None
-                    }
-                    Err(e) => {
-                        warn!("coworker {target}: {e}");
-                        None
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut found = None;
-    for ask in asks {
-        let answer = ask.await;
-        if found.is_none() {
-            found = answer;
-        }
-    }
-    found
 }
 
 /// Connect (following redirects), play, and feed the local publish until the link ends.
