@@ -348,3 +348,29 @@ fn an_edge_player_of_a_stream_nobody_has_gets_stream_not_found_in_time() {
         "the other stream kept playing"
     );
 }
+
+#[test]
+fn token_traverse_checks_each_publish_at_the_origin_and_the_push_carries_the_token() {
+    let _g = serial();
+    let a = origin("[security]\npublish_secret = \"s3cret\"\n");
+    let e = edge(&[a.port], "token_traverse = true\n");
+    // The origin's secret: accepted at the edge, and the push to the origin carries it.
+    let good = SynthPublisher::start(e.port, "tok?secret=s3cret", 1500, 25, 25, LIFE);
+    assert!(
+        wait_until(WAIT, || good.sent() > 3),
+        "the edge accepted the publisher"
+    );
+    let at_a = LibPlayer::start(a.port, "tok", LIFE);
+    assert!(
+        at_a.wait_video_above(10, WAIT),
+        "the edge's push reached the secret-protected origin"
+    );
+    // A wrong secret is refused at the edge with the origin's own answer.
+    let mut c = LibClient::connect(e.port, "tok2?secret=wrong", ClientRole::Publish).unwrap();
+    let err = c
+        .pump_until(WAIT, |ev| matches!(ev, ClientEvent::PublishStarted))
+        .expect_err("refused");
+    assert!(err.contains("wrong publish secret"), "{err}");
+    e.expect_log(&["token traverse: origin", "refused"], WAIT);
+    assert!(good.ended().is_none(), "the good publisher is untouched");
+}

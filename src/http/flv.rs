@@ -118,6 +118,7 @@ pub async fn serve(
     shard.add_player(
         &key,
         PlayerRef::new(id, 1, writer.clone(), PlayerKind::HttpFlv),
+        &req.query,
     );
     info!(
         "shard={} client={id} peer={peer} play-flv stream={key} owner={}",

@@ -122,7 +122,11 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
     let cfg = ClientConfig {
         app,
         tc_url,
-        stream: h.key.stream_name().to_string(),
+        stream: if h.query.is_empty() {
+            h.key.stream_name().to_string()
+        } else {
+            format!("{}?{}", h.key.stream_name(), h.query)
+        },
         role: ClientRole::Publish,
         chunk_size: shard.cfg().rtmp.chunk_size,
         digest_handshake: false,
@@ -192,6 +196,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
                         writer.clone(),
                         PlayerKind::Forward,
                     ),
+                    "",
                 );
             }
         }

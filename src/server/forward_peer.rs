@@ -16,6 +16,8 @@ pub struct ForwardHandle {
     pub targets: Vec<ForwardTarget>,
     /// Index of the target in use.
     pub current: Cell<usize>,
+    /// Query published with (an edge's push carries its publisher's tokens).
+    pub query: String,
     /// Where the peer is in its life.
     pub state: Cell<ForwardState>,
     /// Reconnects so far.
@@ -30,12 +32,13 @@ pub struct ForwardHandle {
 
 impl ForwardHandle {
     /// A peer that has not connected yet.
-    pub fn new(key: StreamKey, targets: Vec<ForwardTarget>) -> Rc<ForwardHandle> {
+    pub fn new(key: StreamKey, targets: Vec<ForwardTarget>, query: String) -> Rc<ForwardHandle> {
         assert!(!targets.is_empty(), "a forward peer needs a destination");
         Rc::new(ForwardHandle {
             key,
             targets,
             current: Cell::new(0),
+            query,
             state: Cell::new(ForwardState::Connecting),
             reconnects: Cell::new(0),
             bytes_out: Cell::new(0),

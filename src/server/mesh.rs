@@ -43,6 +43,8 @@ pub enum OwnerMsg {
         shard: ShardId,
         /// Its subscription's epoch (stale snapshots are told apart by it).
         epoch: u64,
+        /// The first player's stream query (tokens), for a pull from an origin.
+        query: String,
     },
     /// `shard` has no more players for `key`.
     Unsubscribe {
@@ -64,6 +66,8 @@ pub enum OwnerMsg {
         /// Fed by an upstream (pulled from an origin or coworker): never forwarded or pushed
         /// back.
         pulled: bool,
+        /// The publisher's stream query (tokens), passed on when an edge pushes to an origin.
+        query: String,
     },
     /// The publish ended.
     Release {
@@ -151,6 +155,8 @@ pub enum SinkMsg {
         index: usize,
         /// Where to: one destination, or an edge's origins to fail over between.
         targets: Vec<ForwardTarget>,
+        /// Query to publish with (an edge's push carries its publisher's tokens).
+        query: String,
     },
     /// The publish ended: stop forward peer `index` of `key`.
     ForwardStop {

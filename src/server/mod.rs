@@ -53,6 +53,7 @@ pub mod splice;
 pub mod stream;
 pub mod ticker;
 pub mod time;
+pub mod traverse;
 pub mod upstream;
 pub mod upstream_peer;
 pub mod writer;

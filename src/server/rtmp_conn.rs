@@ -10,11 +10,13 @@ use super::key::StreamKey;
 use super::kinds::{ClientKind, CloseReason, ConnError};
 use super::shard::Shard;
 use super::stream::{PlayerKind, PlayerRef};
+use super::traverse::{self, TraverseError};
 use super::writer::ConnWriter;
 use crate::cluster::redirect::redirect_bytes;
-use crate::policy::{self, ClientInfo};
+use crate::policy::{self, ClientInfo, Refusal};
 use crate::rtmp::amf0::DecodeLimits;
 use crate::rtmp::chunk::DecoderLimits;
+use crate::rtmp::client::ClientRole;
 use crate::rtmp::session::{ServerSession, SessionConfig, SessionEvent};
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
@@ -225,6 +227,28 @@ impl Conn {
         }
     }
 
+    /// On an edge with `token_traverse`, replay this client's connect and publish/play to an
+    /// origin first (nothing to do elsewhere).
+    async fn traverse(
+        &self,
+        name: &str,
+        query: &str,
+        role: ClientRole,
+    ) -> Result<(), TraverseError> {
+        let cfg = self.shard.cfg();
+        let cl = cfg.cluster_for(&self.vhost);
+        if !(cl.is_edge() && cl.token_traverse) {
+            return Ok(());
+        }
+        let tc_query = self.tc_url.split_once('?').map_or("", |(_, q)| q);
+        let stream = if query.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}?{query}")
+        };
+        traverse::check(&self.shard, cl, &self.app, tc_query, &stream, role).await
+    }
+
     /// Players of pulled streams past their start deadline: served ones stop waiting, the
     /// others get `NetStream.Play.StreamNotFound` and the connection ends.
     fn check_starts(&mut self) -> Option<CloseReason> {
@@ -332,6 +356,11 @@ impl Conn {
                     );
                     return Err(ConnError::PublishRefused { key, cause });
                 }
+                if let Err(e) = Box::pin(self.traverse(&name, &query, ClientRole::Publish)).await {
+                    let (code, cause) = traverse_refusal(e, "NetStream.Publish.Denied");
+                    self.session.reject_publish(stream_id, &code, &cause.client);
+                    return Err(ConnError::PublishRefused { key, cause });
+                }
                 if let Some(at) = Box::pin(cluster_gate::published_at_coworker(&sh, &key)).await {
                     let why = format!("published at coworker {at}");
                     self.session.reject_publish(
@@ -347,7 +376,7 @@ impl Conn {
                     );
                     return Ok(());
                 }
-                match Box::pin(sh.claim_publish(&key, self.id, false)).await {
+                match Box::pin(sh.claim_publish(&key, self.id, false, &query)).await {
                     Ok(publish_id) => {
                         self.session.accept_publish(stream_id);
                         info!(
@@ -401,6 +430,11 @@ impl Conn {
                         .reject_play(stream_id, "NetStream.Play.Failed", &cause.client);
                     return Err(ConnError::PlayRefused { key, cause });
                 }
+                if let Err(e) = Box::pin(self.traverse(&name, &query, ClientRole::Play)).await {
+                    let (code, cause) = traverse_refusal(e, "NetStream.Play.Failed");
+                    self.session.reject_play(stream_id, &code, &cause.client);
+                    return Err(ConnError::PlayRefused { key, cause });
+                }
                 if let Some(to) = Box::pin(cluster_gate::redirect_for(&sh, &key, &query)).await {
                     // The 302 goes on message stream 0, as SRS sends it, not on `stream_id`.
                     self.flush();
@@ -417,6 +451,7 @@ impl Conn {
                 sh.add_player(
                     &key,
                     PlayerRef::new(self.id, stream_id, self.writer.clone(), PlayerKind::Rtmp),
+                    &query,
                 );
                 info!(
                     "shard={} client={} peer={} play stream={key} owner={}",
@@ -525,4 +560,23 @@ impl Conn {
             tc_url: &self.tc_url,
         }
     }
+}
+
+/// The status code and refusal to give a client the origin did not accept.
+fn traverse_refusal(e: TraverseError, fallback: &str) -> (String, Refusal) {
+    let code = match &e {
+        TraverseError::Refused { code, .. } if !code.is_empty() => code.clone(),
+        _ => fallback.to_string(),
+    };
+    let client = match &e {
+        TraverseError::Refused { description, .. } => description.clone(),
+        TraverseError::NoOrigin(_) => "no origin could check the request".to_string(),
+    };
+    (
+        code,
+        Refusal {
+            client,
+            log: format!("token traverse: {e}"),
+        },
+    )
 }

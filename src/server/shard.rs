@@ -12,7 +12,7 @@ use super::mesh::{ClaimRefused, ControlMsg, Outbox, ShardMsg};
 use super::notify::LocalNotify;
 use super::roles::forward_host::ForwardHost;
 use super::roles::owner::Owner;
-use super::roles::source::SourceRole;
+use super::roles::source::{ClaimRequest, SourceRole};
 use super::roles::{sink, source, Effect, StreamTable};
 use super::splice::SpliceFanout;
 use super::stream::{PlayerRef, StreamLimits};
@@ -244,7 +244,6 @@ impl Shard {
         hit.len()
     }
 
-    /// Ask the owner for the right to publish `key`. Returns the publish id when granted.
     /// Ask the owner for the right to publish `key` (`pulled`: for an upstream). Returns the
     /// publish id when granted.
     pub async fn claim_publish(
@@ -252,13 +251,19 @@ impl Shard {
         key: &StreamKey,
         conn_id: ConnId,
         pulled: bool,
+        query: &str,
     ) -> Result<u64, ClaimRefused> {
         let max = self.cfg().server.max_streams;
+        let req = ClaimRequest {
+            conn_id,
+            pulled,
+            query,
+        };
         let claim = {
             let streams = self.streams.borrow();
             self.source
                 .borrow_mut()
-                .claim(&self.links, &streams, key, conn_id, max, pulled)?
+                .claim(&self.links, &streams, key, req, max)?
         };
         match claim.answer.recv().await {
             Some(Ok(())) => Ok(claim.publish_id),
@@ -288,9 +293,10 @@ impl Shard {
     }
 
     /// Add a player of `key` on this shard.
-    pub fn add_player(&self, key: &StreamKey, player: PlayerRef) {
+    /// `query` is the player's stream query (used if the stream is pulled from an origin).
+    pub fn add_player(&self, key: &StreamKey, player: PlayerRef, query: &str) {
         let mut streams = self.streams.borrow_mut();
-        sink::add_player(&self.links, &mut streams, &self.limits, key, player);
+        sink::add_player(&self.links, &mut streams, &self.limits, key, player, query);
     }
 
     /// Remove a player of `key` from this shard.

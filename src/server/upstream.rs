@@ -237,11 +237,10 @@ async fn start_url(
     origin: &str,
 ) -> Result<RtmpUrl, PullError> {
     let key = &h.key;
-    let query = if key.vhost() == DEFAULT_VHOST {
-        String::new()
-    } else {
-        format!("vhost={}", key.vhost())
-    };
+    let mut query = h.query.clone();
+    if key.vhost() != DEFAULT_VHOST && crate::cluster::url::query_get(&query, "vhost").is_none() {
+        crate::cluster::url::query_push(&mut query, "vhost", key.vhost());
+    }
     let (host, port) = match h.kind {
         UpstreamKind::Edge => {
             let t = cl
@@ -397,7 +396,7 @@ async fn play(
                         Some(pid) => pid,
                         None => {
                             let pid = shard
-                                .claim_publish(&feed.key, feed.conn_id, true)
+                                .claim_publish(&feed.key, feed.conn_id, true, "")
                                 .await
                                 .map_err(|_| PullError::Claimed)?;
                             feed.publish.set(Some(pid));

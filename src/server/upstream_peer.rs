@@ -46,6 +46,8 @@ pub struct UpstreamHandle {
     pub key: StreamKey,
     /// Edge or relay.
     pub kind: UpstreamKind,
+    /// The first player's stream query (tokens), passed on to the origin.
+    pub query: String,
     events: RefCell<VecDeque<Event>>,
     wake: LocalNotify,
     /// Where the upstream is (for stats).
@@ -64,10 +66,11 @@ pub struct UpstreamHandle {
 
 impl UpstreamHandle {
     /// A new, idle upstream.
-    pub fn new(key: StreamKey, kind: UpstreamKind) -> Rc<UpstreamHandle> {
+    pub fn new(key: StreamKey, kind: UpstreamKind, query: String) -> Rc<UpstreamHandle> {
         Rc::new(UpstreamHandle {
             key,
             kind,
+            query,
             events: RefCell::default(),
             wake: LocalNotify::default(),
             state: Cell::new(State::Idle),

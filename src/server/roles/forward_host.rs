@@ -15,8 +15,14 @@ pub struct ForwardHost {
 
 impl ForwardHost {
     /// Start peer `index` of `key` (replacing a stale one); the run loop spawns its task.
-    pub fn start(&mut self, key: StreamKey, index: usize, targets: Vec<ForwardTarget>) -> Effect {
-        let h = ForwardHandle::new(key.clone(), targets);
+    pub fn start(
+        &mut self,
+        key: StreamKey,
+        index: usize,
+        targets: Vec<ForwardTarget>,
+        query: String,
+    ) -> Effect {
+        let h = ForwardHandle::new(key.clone(), targets, query);
         if let Some(old) = self.peers.insert((key, index), h.clone()) {
             old.stop();
         }

@@ -57,7 +57,12 @@ impl Owner {
     /// Handle one directory message; starting an upstream comes back as an effect.
     pub fn handle(&mut self, links: &Links, cfg: &Config, msg: OwnerMsg) -> Option<Effect> {
         match msg {
-            OwnerMsg::Subscribe { key, shard, epoch } => {
+            OwnerMsg::Subscribe {
+                key,
+                shard,
+                epoch,
+                query,
+            } => {
                 let before = self.registry.subscribers(&key);
                 let publisher = self.registry.subscribe(&key, shard, epoch);
                 let joined = self.registry.subscribers(&key) > before;
@@ -70,7 +75,7 @@ impl Owner {
                 } else if let Some(kind) =
                     Self::pull_kind(cfg, &key).filter(|_| publisher.is_none())
                 {
-                    let h = UpstreamHandle::new(key.clone(), kind);
+                    let h = UpstreamHandle::new(key.clone(), kind, query);
                     self.upstreams.insert(key.clone(), h.clone());
                     h.push(Event::PlayerJoined);
                     effect = Some(Effect::SpawnUpstream(h));
@@ -100,13 +105,14 @@ impl Owner {
                 claim_id,
                 publish_id,
                 pulled,
+                query,
             } => {
                 let result = self
                     .registry
                     .claim(&key, shard, publish_id)
                     .map_err(|_| ClaimRefused::AlreadyPublished);
                 if result.is_ok() && !pulled {
-                    self.start_forwards(links, cfg, &key);
+                    self.start_forwards(links, cfg, &key, &query);
                 }
                 let m = SourceMsg::ClaimReply { claim_id, result };
                 links.send(shard, ShardMsg::Source(m));
@@ -121,30 +127,32 @@ impl Owner {
     }
 
     /// A publish was granted: place one forward peer per destination, spread over the shards.
-    fn start_forwards(&mut self, links: &Links, cfg: &Config, key: &StreamKey) {
-        let mut peers: Vec<Vec<_>> = cfg
+    fn start_forwards(&mut self, links: &Links, cfg: &Config, key: &StreamKey, query: &str) {
+        let mut peers: Vec<(Vec<_>, String)> = cfg
             .forward_targets(key.vhost(), key.app())
             .into_iter()
-            .map(|t| vec![t])
+            .map(|t| (vec![t], String::new()))
             .collect();
         let cluster = cfg.cluster_for(key.vhost());
         if cluster.is_edge() {
-            // A publish on an edge is pushed to its origins, failing over between them.
-            peers.push(cluster.origin_targets());
+            // A publish on an edge is pushed to its origins, failing over between them, with
+            // the publisher's query (an origin checks the stream's token where its secret is).
+            peers.push((cluster.origin_targets(), query.to_string()));
         }
-        peers.retain(|p| !p.is_empty());
+        peers.retain(|(p, _)| !p.is_empty());
         if peers.is_empty() {
             return;
         }
         let base = links.owner_of(key);
         let mut placed = Vec::new();
-        for (index, targets) in peers.into_iter().enumerate() {
+        for (index, (targets, query)) in peers.into_iter().enumerate() {
             let shard = (base + 1 + index) % links.shards;
             placed.push((shard, index));
             let m = SinkMsg::ForwardStart {
                 key: key.clone(),
                 index,
                 targets,
+                query,
             };
             links.send(shard, ShardMsg::Sink(m));
         }

@@ -16,6 +16,7 @@ pub fn add_player(
     limits: &StreamLimits,
     key: &StreamKey,
     player: PlayerRef,
+    query: &str,
 ) {
     let s = streams
         .entry(key.clone())
@@ -26,6 +27,7 @@ pub fn add_player(
             key: key.clone(),
             shard: links.id,
             epoch: s.epoch,
+            query: query.to_string(),
         };
         links.send(links.owner_of(key), ShardMsg::Owner(m));
     }
@@ -112,8 +114,9 @@ pub fn handle(
             key,
             index,
             targets,
+            query,
         } => {
-            return Some(forwards.start(key, index, targets));
+            return Some(forwards.start(key, index, targets, query));
         }
         SinkMsg::ForwardStop { key, index } => forwards.stop(key, index),
     }

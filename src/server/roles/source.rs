@@ -39,6 +39,17 @@ pub struct Claim {
     pub answer: LocalReceiver<ClaimAnswer>,
 }
 
+/// Who asks to publish, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// The publishing connection (or upstream).
+    pub conn_id: ConnId,
+    /// Fed by an upstream: never forwarded or pushed back.
+    pub pulled: bool,
+    /// The publisher's stream query (an edge's push carries it).
+    pub query: &'a str,
+}
+
 impl SourceRole {
     /// Ask the owner for the right to publish `key`; refused at once when this shard publishes
     /// it already or `max_streams` are live.
@@ -47,10 +58,14 @@ impl SourceRole {
         links: &Links,
         streams: &StreamTable,
         key: &StreamKey,
-        conn_id: ConnId,
+        req: ClaimRequest<'_>,
         max_streams: usize,
-        pulled: bool,
     ) -> Result<Claim, ClaimRefused> {
+        let ClaimRequest {
+            conn_id,
+            pulled,
+            query,
+        } = req;
         if streams
             .get(key)
             .is_some_and(|s| matches!(s.source, Source::Local { .. }))
@@ -78,6 +93,7 @@ impl SourceRole {
             claim_id,
             publish_id,
             pulled,
+            query: query.to_string(),
         };
         links.send(links.owner_of(key), ShardMsg::Owner(m));
         Ok(Claim { publish_id, answer })
