@@ -21,6 +21,8 @@ load options:
                      chunked or plain FLV body) instead of RTMP
   --http-url URL     fanout: players play HTTP-FLV from this http:// URL (`{i}` = publisher i)
                      while the publishers stay on the rtmp:// --url; latency is measured the same
+  --play-url URL     fanout: players play from this URL (rtmp:// or http://, `{i}` = publisher
+                     i), e.g. an edge of the origin the publishers publish to
   --file FLV         media the publishers loop (publish, fanout)
   -n, --players N    play: total players; fanout: players per stream        [1]
   -m, --publishers M publish/fanout: publishers, one stream each            [1]
@@ -234,9 +236,15 @@ impl LoadArgs {
             if self.mode != Mode::Fanout {
                 return bad("--http-url is for fanout; play takes http:// URLs in --url");
             }
-            if crate::httpflv::split_url(&u.replace("{i}", "0")).is_none() {
+            let probe = u.replace("{i}", "0");
+            let rtmp = shardcast::rtmp::client::ClientConfig::from_url(
+                &probe,
+                shardcast::rtmp::client::ClientRole::Play,
+            )
+            .is_some();
+            if !rtmp && crate::httpflv::split_url(&probe).is_none() {
                 return Err(ArgError::Invalid(format!(
-                    "--http-url `{u}` is not an http://host[:port]/app/stream.flv URL"
+                    "--play-url `{u}` is not an rtmp://host[:port]/app/stream or http://host[:port]/app/stream.flv URL"
                 )));
             }
             if self.publishers > 1 && !u.contains("{i}") {
@@ -358,7 +366,7 @@ where
     while let Some(arg) = p.next()? {
         match arg {
             Long("url") => a.urls.push(string(&mut p)?),
-            Long("http-url") => a.http_url = Some(string(&mut p)?),
+            Long("http-url") | Long("play-url") => a.http_url = Some(string(&mut p)?),
             Long("file") => a.file = Some(p.value()?.into()),
             Short('n') | Long("players") => a.players = num(&mut p, "--players")?,
             Short('m') | Long("publishers") => a.publishers = num(&mut p, "--publishers")?,
