@@ -98,16 +98,9 @@ pub async fn serve(
     if !wait.is_zero() {
         writer.hold();
     }
-    let mut client = match ClientConn::open(shard.clone(), &stream, id, peer, slot, writer.clone())
-    {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(
-                "shard={} client={id} peer={peer} error: dup failed: {e}",
-                shard.id()
-            );
-            return;
-        }
+    let Some(mut client) = ClientConn::open(shard.clone(), &stream, id, peer, slot, writer.clone())
+    else {
+        return;
     };
     client.set_kind(ClientKind::FlvPlay, Some(key.clone()));
     // The path only: the query may hold a token.

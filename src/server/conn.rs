@@ -57,7 +57,8 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    /// Open the writer half of `stream` and list the client.
+    /// Open the writer half of `stream` and list the client; `None` (logged) when the socket
+    /// cannot be duplicated (out of descriptors): the connection is dropped.
     pub fn open(
         shard: Rc<Shard>,
         stream: &TcpStream,
@@ -65,12 +66,21 @@ impl ClientConn {
         peer: SocketAddr,
         slot: Slot,
         writer: Rc<ConnWriter>,
-    ) -> std::io::Result<ClientConn> {
-        let io = ConnIo::open(stream, writer.clone())?;
+    ) -> Option<ClientConn> {
+        let io = match ConnIo::open(stream, writer.clone()) {
+            Ok(io) => io,
+            Err(e) => {
+                warn!(
+                    "shard={} client={id} peer={peer} error: dup failed: {e}",
+                    shard.id()
+                );
+                return None;
+            }
+        };
         shard
             .conns
             .insert(id, ConnEntry::new(stream.as_raw_fd(), peer, writer));
-        Ok(ClientConn {
+        Some(ClientConn {
             shard,
             id,
             peer,

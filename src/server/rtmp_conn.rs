@@ -75,15 +75,9 @@ pub async fn serve(
 ) {
     let cfg = shard.cfg();
     let writer = shard.new_writer();
-    let client = match ClientConn::open(shard.clone(), &stream, id, peer, slot, writer.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(
-                "shard={} client={id} peer={peer} error: dup failed: {e}",
-                shard.id()
-            );
-            return;
-        }
+    let Some(client) = ClientConn::open(shard.clone(), &stream, id, peer, slot, writer.clone())
+    else {
+        return;
     };
     let _ = stream.set_nodelay(true);
     let session_cfg = SessionConfig {
@@ -227,6 +221,22 @@ impl Conn {
         }
     }
 
+    /// Refuse a publish with `NetStream.Publish.BadName` (the connection stays open).
+    fn bad_name(&mut self, stream_id: u32, key: &StreamKey, why: &str) {
+        let name = key.stream_name();
+        self.session.reject_publish(
+            stream_id,
+            "NetStream.Publish.BadName",
+            &format!("{name}: {why}"),
+        );
+        warn!(
+            "shard={} client={} peer={} publish refused stream={key}: {why}",
+            self.shard.id(),
+            self.id,
+            self.peer
+        );
+    }
+
     /// On an edge with `token_traverse`, replay this client's connect and publish/play to an
     /// origin first (nothing to do elsewhere).
     async fn traverse(
@@ -362,18 +372,7 @@ impl Conn {
                     return Err(ConnError::PublishRefused { key, cause });
                 }
                 if let Some(at) = Box::pin(cluster_gate::published_at_coworker(&sh, &key)).await {
-                    let why = format!("published at coworker {at}");
-                    self.session.reject_publish(
-                        stream_id,
-                        "NetStream.Publish.BadName",
-                        &format!("{name}: {why}"),
-                    );
-                    warn!(
-                        "shard={} client={} peer={} publish refused stream={key}: {why}",
-                        sh.id(),
-                        self.id,
-                        self.peer
-                    );
+                    self.bad_name(stream_id, &key, &format!("published at coworker {at}"));
                     return Ok(());
                 }
                 match Box::pin(sh.claim_publish(&key, self.id, false, &query)).await {
@@ -394,19 +393,7 @@ impl Conn {
                             query,
                         });
                     }
-                    Err(why) => {
-                        self.session.reject_publish(
-                            stream_id,
-                            "NetStream.Publish.BadName",
-                            &format!("{name}: {why}"),
-                        );
-                        warn!(
-                            "shard={} client={} peer={} publish refused stream={key}: {why}",
-                            sh.id(),
-                            self.id,
-                            self.peer
-                        );
-                    }
+                    Err(why) => self.bad_name(stream_id, &key, &why.to_string()),
                 }
             }
             SessionEvent::PlayRequested {
