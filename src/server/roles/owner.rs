@@ -70,7 +70,7 @@ impl Owner {
                 } else if let Some(kind) =
                     Self::pull_kind(cfg, &key).filter(|_| publisher.is_none())
                 {
-                    let h = UpstreamHandle::new(key.clone(), kind);
+                    let h = UpstreamHandle::new(key.clone(), kind, links.ids.next());
                     self.upstreams.insert(key.clone(), h.clone());
                     h.push(Event::PlayerJoined);
                     effect = Some(Effect::SpawnUpstream(h));
