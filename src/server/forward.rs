@@ -122,7 +122,7 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
     let cfg = ClientConfig {
         app,
         tc_url,
-        stream: h.key.stream_name().to_string(),
+        stream: h.target().stream_name(h.key.stream_name()),
         role: ClientRole::Publish,
         chunk_size: shard.cfg().rtmp.chunk_size,
         digest_handshake: false,

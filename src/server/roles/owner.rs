@@ -4,7 +4,7 @@
 
 use super::Effect;
 use crate::cluster::linger::Event;
-use crate::config::{Config, OnRemote};
+use crate::config::{Config, ForwardTarget, OnRemote};
 use crate::server::ids::ShardId;
 use crate::server::key::StreamKey;
 use crate::server::links::Links;
@@ -116,6 +116,21 @@ impl Owner {
                     self.stop_forwards(links, &key);
                 }
             }
+            OwnerMsg::AddForwards {
+                key,
+                publish_id,
+                targets,
+            } => {
+                // The backend may answer after the publisher left: nothing to forward then.
+                if self.registry.is_current(&key, publish_id) {
+                    self.place_forwards(links, &key, targets);
+                } else {
+                    log::info!(
+                        "shard={} forward backend answer for stream={key} came after its publish ended",
+                        links.id
+                    );
+                }
+            }
         }
         None
     }
@@ -132,13 +147,25 @@ impl Owner {
             // A publish on an edge is pushed to its origins, failing over between them.
             peers.push(cluster.origin_targets());
         }
+        self.place_forwards(links, key, peers);
+    }
+
+    /// Place one forward peer per entry of `peers`, spread over the shards after the owner,
+    /// numbered after the stream's peers so far (so `stop_forwards` stops them all).
+    fn place_forwards(
+        &mut self,
+        links: &Links,
+        key: &StreamKey,
+        mut peers: Vec<Vec<ForwardTarget>>,
+    ) {
         peers.retain(|p| !p.is_empty());
         if peers.is_empty() {
             return;
         }
         let base = links.owner_of(key);
-        let mut placed = Vec::new();
-        for (index, targets) in peers.into_iter().enumerate() {
+        let placed = self.forward_placement.entry(key.clone()).or_default();
+        let first = placed.iter().map(|&(_, i)| i + 1).max().unwrap_or(0);
+        for (index, targets) in (first..).zip(peers) {
             let shard = (base + 1 + index) % links.shards;
             placed.push((shard, index));
             let m = SinkMsg::ForwardStart {
@@ -148,7 +175,6 @@ impl Owner {
             };
             links.send(shard, ShardMsg::Sink(m));
         }
-        self.forward_placement.insert(key.clone(), placed);
     }
 
     fn stop_forwards(&mut self, links: &Links, key: &StreamKey) {
