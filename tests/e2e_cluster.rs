@@ -49,6 +49,17 @@ fn clients_of_type(server: &Server, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The `source` object `/api/v1/streams` gives for `live/NAME` (null when not listed).
+fn stream_source(server: &Server, name: &str) -> serde_json::Value {
+    let (status, v) = api_call(server.http_port.unwrap(), "GET", "/api/v1/streams");
+    assert_eq!(status, 200, "{v}");
+    v["streams"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == name && s["app"] == "live"))
+        .map(|s| s["source"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 fn synth(server: &Server, name: &str) -> SynthPublisher {
     let p = SynthPublisher::start(server.port, name, 1500, 25, 25, LIFE);
     assert!(
@@ -125,6 +136,17 @@ fn edge_players_survive_an_origin_dying_while_the_encoder_moves_on() {
     for p in &players {
         assert!(p.wait_video_above(10, WAIT));
     }
+    // The edge's API names where the stream comes from; origin A's names its publisher.
+    let from_a = format!("127.0.0.1:{}", a.port);
+    assert!(
+        wait_until(WAIT, || stream_source(&e, "fo")
+            == serde_json::json!({"type": "edge", "from": from_a})),
+        "edge source: {}",
+        stream_source(&e, "fo")
+    );
+    let at_a = stream_source(&a, "fo");
+    assert_eq!(at_a["type"], "publisher", "{at_a}");
+    assert!(at_a["client"].is_string(), "{at_a}");
     // Origin A dies; the encoder re-publishes to origin B.
     pub_a.stop();
     a.crash();
@@ -146,6 +168,43 @@ fn edge_players_survive_an_origin_dying_while_the_encoder_moves_on() {
     e.expect_log(
         &["upstream stream=", "playing from", &format!(":{}", b.port)],
         WAIT,
+    );
+    let from_b = format!("127.0.0.1:{}", b.port);
+    e.expect_log(
+        &[
+            "upstream stream=",
+            &format!("failover from {from_a} to {from_b}"),
+        ],
+        WAIT,
+    );
+    assert_eq!(
+        stream_source(&e, "fo"),
+        serde_json::json!({"type": "edge", "from": from_b})
+    );
+    // /metrics (parsed strictly) counts the failover and the two connects.
+    let m = get_metrics(e.http_port.unwrap());
+    let stream = Server::key("fo");
+    let of = |name: &str| -> f64 {
+        m.iter()
+            .filter(|s| s.name == name && s.labels.get("stream") == Some(&stream))
+            .map(|s| s.value)
+            .sum()
+    };
+    assert!(of("shardcast_upstream_failovers_total") >= 1.0, "{m:#?}");
+    assert!(of("shardcast_upstream_connects_total") >= 2.0, "{m:#?}");
+    assert!(of("shardcast_upstream_bytes_in_total") > 0.0, "{m:#?}");
+    let playing = m.iter().find(|s| {
+        s.name == "shardcast_upstream_state"
+            && s.labels.get("stream") == Some(&stream)
+            && s.labels.get("state").map(String::as_str) == Some("playing")
+    });
+    assert_eq!(playing.map(|s| s.value), Some(1.0), "{m:#?}");
+    assert_eq!(
+        m.iter()
+            .find(|s| s.name == "shardcast_upstream_failovers_total")
+            .and_then(|s| s.labels.get("kind"))
+            .map(String::as_str),
+        Some("edge")
     );
     // Timestamps stayed monotonic for each player.
     for p in &players {
@@ -260,6 +319,11 @@ fn an_origin_relays_a_stream_its_coworker_has_and_refuses_a_second_source() {
         wait_until(WAIT, || clients_of_type(&a, "rtmp-play").len() == 1),
         "B pulls once from A: {:#?}",
         clients_of_type(&a, "rtmp-play")
+    );
+    let from_a = format!("127.0.0.1:{}", a.port);
+    assert_eq!(
+        stream_source(&b, "rel"),
+        serde_json::json!({"type": "relay", "from": from_a})
     );
     // A second publisher of the same stream at B is refused: the cluster keeps one source.
     let mut c = LibClient::connect(b.port, "rel", ClientRole::Publish).unwrap();

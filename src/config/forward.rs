@@ -1,6 +1,7 @@
 //! Forward settings: where every published stream is sent on to (SRS "forward", nginx-rtmp
 //! "push"), globally and per vhost/app.
 
+use crate::cluster::url::{query_get, RtmpUrl};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
@@ -21,6 +22,12 @@ pub struct GlobalForward {
     pub queue_ms: u32,
     /// Time allowed to connect and get `NetStream.Publish.Start`.
     pub connect_timeout_ms: u64,
+    /// SRS `forward.backend`: an http:// URL asked (POST `on_forward`) on each publish for
+    /// that stream's extra destinations; empty: none asked.
+    pub backend: String,
+    /// How long the backend (and the lookup of the hosts it names) may take; past it the
+    /// publish has no dynamic destinations.
+    pub backend_timeout_ms: u64,
 }
 
 impl Default for GlobalForward {
@@ -32,6 +39,8 @@ impl Default for GlobalForward {
             backoff_max_ms: 30_000,
             queue_ms: 5000,
             connect_timeout_ms: 5000,
+            backend: String::new(),
+            backend_timeout_ms: 2000,
         }
     }
 }
@@ -68,6 +77,9 @@ pub struct ForwardTarget {
     pub vhost: Option<String>,
     /// The destination as configured, for logs and stats.
     pub display: String,
+    /// Stream name (with its query) to publish as; `None` keeps the source's name. A forward
+    /// backend's URL names one.
+    pub stream: Option<String>,
 }
 
 impl ForwardTarget {
@@ -111,7 +123,32 @@ impl ForwardTarget {
             app,
             vhost,
             display: s.to_string(),
+            stream: None,
         })
+    }
+
+    /// A destination a forward backend named, at an address looked up already.
+    pub fn from_url(url: &RtmpUrl, addr: SocketAddr, display: &str) -> ForwardTarget {
+        let host = if url.host.contains(':') {
+            format!("[{}]", url.host)
+        } else {
+            url.host.clone()
+        };
+        ForwardTarget {
+            addr: SocketAddr::new(addr.ip(), url.port),
+            host,
+            app: Some(url.app.clone()),
+            vhost: query_get(&url.query, "vhost"),
+            display: display.to_string(),
+            stream: Some(url.stream_with_query()),
+        }
+    }
+
+    /// The stream name to publish `source_stream` as at this destination.
+    pub fn stream_name(&self, source_stream: &str) -> String {
+        self.stream
+            .clone()
+            .unwrap_or_else(|| source_stream.to_string())
     }
 
     /// True when this destination is the server listening on `listen` itself.
@@ -160,6 +197,30 @@ mod tests {
         let (url, app) = t.tc_url("live");
         assert_eq!(app, "other");
         assert_eq!(url, "rtmp://127.0.0.1:1937/other?vhost=v.example");
+    }
+
+    #[test]
+    fn a_backend_url_names_app_stream_and_vhost() {
+        let u = RtmpUrl::parse("rtmp://127.0.0.1:1940/other/cam2?vhost=v.example&k=1").unwrap();
+        let t = ForwardTarget::from_url(&u, "127.0.0.1:0".parse().unwrap(), "raw");
+        assert_eq!(t.addr, "127.0.0.1:1940".parse().unwrap());
+        assert_eq!(t.stream_name("cam"), "cam2?vhost=v.example&k=1");
+        assert_eq!(
+            t.tc_url("live"),
+            (
+                "rtmp://127.0.0.1:1940/other?vhost=v.example".into(),
+                "other".into()
+            )
+        );
+        let u = RtmpUrl::parse("rtmp://[::1]:1941/live/s").unwrap();
+        let t = ForwardTarget::from_url(&u, "[::1]:0".parse().unwrap(), "raw");
+        assert_eq!(t.tc_url("x").0, "rtmp://[::1]:1941/live");
+        assert_eq!(
+            ForwardTarget::parse("127.0.0.1:1")
+                .unwrap()
+                .stream_name("s"),
+            "s"
+        );
     }
 
     #[test]

@@ -427,6 +427,20 @@ impl Config {
                 reason: "must be at least 100".into(),
             });
         }
+        if !f.backend.is_empty() {
+            crate::control_plane::http::check_url(&f.backend).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "forward.backend",
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        if f.backend_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "forward.backend_timeout_ms",
+                reason: "must be at least 1".into(),
+            });
+        }
         let listen = self.listen_addr()?;
         let rules = std::iter::once(("forward.destinations", &f.destinations)).chain(
             self.vhost.iter().flat_map(|v| {

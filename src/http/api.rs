@@ -1,7 +1,7 @@
 //! The HTTP API in SRS's shape (`/api/v1/...`, `{"code":0,...}`), built from the shards'
 //! snapshots. Streams and clients are summed over all shards here, on the reader's side.
 
-use crate::server::board::{AudioInfo, ClientStat, ShardSnapshot, VideoInfo};
+use crate::server::board::{AudioInfo, ClientStat, ShardSnapshot, StreamSource, VideoInfo};
 use crate::server::key::StreamKey;
 use crate::server::time::unix_ms;
 use serde_json::{json, Value};
@@ -39,6 +39,8 @@ pub struct StreamView {
     pub audio: Option<AudioInfo>,
     /// When the current publish started (unix ms).
     pub live_since_ms: u64,
+    /// What feeds it (a client, an edge or relay upstream), if anything does.
+    pub source: Option<StreamSource>,
 }
 
 /// Streams over all shards, sorted by key.
@@ -61,11 +63,13 @@ pub fn stream_views(snaps: &[ShardSnapshot]) -> Vec<StreamView> {
                     video: None,
                     audio: None,
                     live_since_ms: 0,
+                    source: None,
                 });
             v.live |= s.live;
             v.players += s.players;
             if s.publisher.is_some() {
                 v.publisher = s.publisher;
+                v.source = s.source.clone();
                 v.frames = s.frames_in;
                 v.live_since_ms = s.live_since_ms;
             }
@@ -120,8 +124,24 @@ pub fn versions() -> Value {
     })
 }
 
+/// `{"type":"publisher","client":"id"}`, `{"type":"edge"|"relay","from":"host:port"}` or null.
+fn source_json(s: Option<&StreamSource>) -> Value {
+    match s {
+        Some(StreamSource::Publisher { client }) => {
+            json!({ "type": "publisher", "client": client.to_string() })
+        }
+        Some(StreamSource::Pulled { kind, from }) => json!({ "type": kind.as_str(), "from": from }),
+        None => Value::Null,
+    }
+}
+
 fn stream_json(v: &StreamView) -> Value {
     let now = unix_ms();
+    // An upstream's publish is not a client's: no client id to look up under /clients.
+    let cid = match &v.source {
+        Some(StreamSource::Pulled { .. }) => None,
+        _ => v.publisher.map(|p| p.to_string()),
+    };
     json!({
         "id": v.key.api_id(),
         "name": v.key.stream_name(),
@@ -137,8 +157,9 @@ fn stream_json(v: &StreamView) -> Value {
         "kbps": { "recv_30s": v.kbps_recv, "send_30s": v.kbps_send },
         "publish": {
             "active": v.live,
-            "cid": v.publisher.map(|p| p.to_string()),
+            "cid": cid,
         },
+        "source": source_json(v.source.as_ref()),
         "video": v.video.as_ref().map(|x| json!({
             "codec": x.codec, "width": x.width, "height": x.height,
         })),
@@ -316,6 +337,7 @@ mod tests {
             video: None,
             audio: None,
             live_since_ms: 1,
+            source: publisher.map(|client| StreamSource::Publisher { client }),
         });
         for i in 0..players {
             s.clients.push(ClientStat {
@@ -344,10 +366,29 @@ mod tests {
         assert_eq!(s["clients"], 3, "players over both shards");
         assert_eq!(s["send_bytes"], 300);
         assert_eq!(s["publish"]["cid"], "4");
+        assert_eq!(s["source"], json!({"type": "publisher", "client": "4"}));
         assert_eq!(s["name"], "s");
         let id = s["id"].as_str().unwrap();
         assert!(stream(&snaps, id).is_some());
         assert!(stream(&snaps, "nope").is_none());
+    }
+
+    #[test]
+    fn a_pulled_stream_names_its_origin_not_a_client() {
+        let mut snaps = vec![snap(0, 1, Some(9)), snap(1, 0, None)];
+        snaps[0].streams[0].source = Some(StreamSource::Pulled {
+            kind: crate::server::kinds::UpstreamKind::Edge,
+            from: "10.0.0.1:1935".into(),
+        });
+        let s = &streams(&snaps)["streams"][0];
+        assert_eq!(
+            s["source"],
+            json!({"type": "edge", "from": "10.0.0.1:1935"})
+        );
+        assert!(s["publish"]["cid"].is_null(), "{s}");
+        assert_eq!(s["publish"]["active"], true);
+        let idle = vec![snap(0, 1, None)];
+        assert!(streams(&idle)["streams"][0]["source"].is_null());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::api::stream_views;
 use crate::server::board::ShardSnapshot;
-use crate::server::kinds::ForwardState;
+use crate::server::kinds::{ForwardState, UpstreamState};
 use std::fmt::Write;
 
 /// Label values escaped as the format asks (backslash, quote, newline).
@@ -183,7 +183,63 @@ pub fn render(snaps: &[ShardSnapshot], uptime_secs: u64) -> String {
         let labels = [("stream", f.key.as_str()), ("dest", f.dest.as_str())];
         o.sample("shardcast_forward_bytes_sent_total", &labels, f.bytes_out);
     }
+    upstreams(&mut o, snaps);
     o.0
+}
+
+/// Pulled streams (edge and relay upstreams): state and counters, labelled by stream, kind
+/// and (for counters) the origin pulled from now.
+fn upstreams(o: &mut Out, snaps: &[ShardSnapshot]) {
+    let ups: Vec<_> = snaps.iter().flat_map(|s| &s.upstreams).collect();
+    o.family(
+        "shardcast_upstream_state",
+        "gauge",
+        "Upstream (pulled stream) state (1 for the current state).",
+    );
+    for u in &ups {
+        for st in UpstreamState::ALL {
+            let labels = [
+                ("stream", u.key.as_str()),
+                ("kind", u.kind.as_str()),
+                ("state", st.as_str()),
+            ];
+            o.sample("shardcast_upstream_state", &labels, u8::from(u.state == st));
+        }
+    }
+    type Count = fn(&crate::server::board::UpstreamStat) -> u64;
+    let counters: [(&str, &str, Count); 4] = [
+        (
+            "shardcast_upstream_connects_total",
+            "Upstream connections that reached NetStream.Play.Start.",
+            |u| u.connects,
+        ),
+        (
+            "shardcast_upstream_failovers_total",
+            "Times an upstream moved to another origin after one failed.",
+            |u| u.failovers,
+        ),
+        (
+            "shardcast_upstream_redirects_total",
+            "RTMP 302 redirects an upstream followed.",
+            |u| u.redirects,
+        ),
+        (
+            "shardcast_upstream_bytes_in_total",
+            "Bytes an upstream read from origins.",
+            |u| u.bytes_in,
+        ),
+    ];
+    for (name, help, f) in counters {
+        o.family(name, "counter", help);
+        for u in &ups {
+            let labels = [
+                ("stream", u.key.as_str()),
+                ("kind", u.kind.as_str()),
+                ("origin", u.origin.as_str()),
+            ];
+            o.sample(name, &labels, f(u));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -204,5 +260,45 @@ mod tests {
         assert!(t.contains("shardcast_bytes_sent_total{shard=\"1\"} 42\n"));
         assert!(t.contains("shardcast_uptime_seconds 7\n"));
         assert_eq!(esc("a\"b\\c"), "a\\\"b\\\\c");
+    }
+
+    #[test]
+    fn upstream_families() {
+        use crate::server::board::UpstreamStat;
+        use crate::server::key::StreamKey;
+        use crate::server::kinds::UpstreamKind;
+        let snaps = vec![ShardSnapshot {
+            shard: 0,
+            upstreams: vec![UpstreamStat {
+                key: StreamKey::new("__defaultVhost__", "live", "s"),
+                shard: 0,
+                kind: UpstreamKind::Edge,
+                state: UpstreamState::Playing,
+                origin: "127.0.0.1:1935".into(),
+                source: 3,
+                connects: 2,
+                failovers: 1,
+                redirects: 0,
+                bytes_in: 99,
+            }],
+            ..Default::default()
+        }];
+        let t = render(&snaps, 1);
+        let l = "stream=\"__defaultVhost__/live/s\",kind=\"edge\"";
+        assert!(t.contains("# TYPE shardcast_upstream_state gauge\n"));
+        assert!(t.contains(&format!(
+            "shardcast_upstream_state{{{l},state=\"playing\"}} 1\n"
+        )));
+        assert!(t.contains(&format!(
+            "shardcast_upstream_state{{{l},state=\"backoff\"}} 0\n"
+        )));
+        let o = format!("{l},origin=\"127.0.0.1:1935\"");
+        assert!(
+            t.contains(&format!("shardcast_upstream_failovers_total{{{o}}} 1\n")),
+            "{t}"
+        );
+        assert!(t.contains(&format!("shardcast_upstream_connects_total{{{o}}} 2\n")));
+        assert!(t.contains(&format!("shardcast_upstream_bytes_in_total{{{o}}} 99\n")));
+        assert!(t.contains("# TYPE shardcast_upstream_redirects_total counter\n"));
     }
 }

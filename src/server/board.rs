@@ -4,7 +4,7 @@
 //! board slot, taken by the ticker and by readers, never by the media path.
 
 use super::key::StreamKey;
-use super::kinds::{ClientKind, ForwardState};
+use super::kinds::{ClientKind, ForwardState, UpstreamKind, UpstreamState};
 use crate::media::{audio_codec_name, avc_dimensions, parse_audio_tag, parse_video_tag};
 use crate::media::{video_codec_name, Frame};
 use serde::Serialize;
@@ -54,6 +54,51 @@ pub struct StreamStat {
     pub audio: Option<AudioInfo>,
     /// When the current publish started here (unix ms).
     pub live_since_ms: u64,
+    /// What feeds it, when the feed is on this shard.
+    pub source: Option<StreamSource>,
+}
+
+/// What feeds a stream: a client publishing here, or an upstream pulling it from elsewhere
+/// (whose publish id is not a client's, so the API must not call it one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSource {
+    /// A client's publish.
+    Publisher {
+        /// The client's id.
+        client: u64,
+    },
+    /// An upstream (edge or relay).
+    Pulled {
+        /// Edge or relay.
+        kind: UpstreamKind,
+        /// The origin (or coworker) it pulls from now, `host:port`.
+        from: String,
+    },
+}
+
+/// One upstream (a stream pulled from an origin or a coworker) on its owner shard.
+#[derive(Debug, Clone)]
+pub struct UpstreamStat {
+    /// The stream pulled.
+    pub key: StreamKey,
+    /// The shard it runs on.
+    pub shard: usize,
+    /// Edge or relay.
+    pub kind: UpstreamKind,
+    /// Where it is in its life.
+    pub state: UpstreamState,
+    /// The origin (or coworker) it pulls from now.
+    pub origin: String,
+    /// The id its local publish is held under.
+    pub source: u64,
+    /// Connections that reached `Play.Start`.
+    pub connects: u64,
+    /// Moves to another origin after one failed.
+    pub failovers: u64,
+    /// RTMP 302 redirects followed.
+    pub redirects: u64,
+    /// Bytes read from origins.
+    pub bytes_in: u64,
 }
 
 /// One client connection.
@@ -127,6 +172,8 @@ pub struct ShardSnapshot {
     pub clients: Vec<ClientStat>,
     /// Its forward peers.
     pub forwards: Vec<ForwardStat>,
+    /// Its upstreams (pulled streams it owns).
+    pub upstreams: Vec<UpstreamStat>,
     /// Its thread's CPU use over the last second, 0.0 to 1.0.
     pub cpu: f64,
 }

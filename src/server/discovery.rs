@@ -59,22 +59,26 @@ async fn ask(shard: &Shard, cl: &ClusterConfig, key: &StreamKey) -> Option<Origi
             let calls = calls.clone();
             let url = format!("http://{target}{path}");
             let target = target.to_string();
+            let (shard_id, stream) = (shard.id(), key.clone());
             glommio::spawn_local(async move {
                 let answer = calls.http(HttpCall::get(&url, timeout)).await;
                 match answer {
                     Ok(a) if a.status == 200 => match parse_answer(&a.body) {
                         Ok(found) => found,
                         Err(e) => {
-                            warn!("coworker {target} answered garbage: {e}");
+                            warn!("shard={shard_id} coworker {target} stream={stream} answered garbage: {e}");
                             None
                         }
                     },
                     Ok(a) => {
-                        warn!("coworker {target} answered HTTP {}", a.status);
+                        warn!(
+                            "shard={shard_id} coworker {target} stream={stream} answered HTTP {}",
+                            a.status
+                        );
                         None
                     }
                     Err(e) => {
-                        warn!("coworker {target}: {e}");
+                        warn!("shard={shard_id} coworker {target} stream={stream}: {e}");
                         None
                     }
                 }

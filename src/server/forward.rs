@@ -122,10 +122,13 @@ async fn publish_once(shard: &Rc<Shard>, h: &Rc<ForwardHandle>) -> Result<(), Fo
     let cfg = ClientConfig {
         app,
         tc_url,
-        stream: if h.query.is_empty() {
-            h.key.stream_name().to_string()
-        } else {
-            format!("{}?{}", h.key.stream_name(), h.query)
+        stream: {
+            let name = h.target().stream_name(h.key.stream_name());
+            if h.query.is_empty() {
+                name
+            } else {
+                format!("{name}?{}", h.query)
+            }
         },
         role: ClientRole::Publish,
         chunk_size: shard.cfg().rtmp.chunk_size,

@@ -98,6 +98,67 @@ impl ForwardState {
     }
 }
 
+/// Where an upstream pulls from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// An edge pulling from its configured origins.
+    Edge,
+    /// An origin relaying a stream a coworker publishes.
+    Relay,
+}
+
+impl UpstreamKind {
+    /// The name the API, metrics and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamKind::Edge => "edge",
+            UpstreamKind::Relay => "relay",
+        }
+    }
+}
+
+/// Where an upstream is in its life, as the API and metrics name it (the machine's own states
+/// carry deadlines; these are what an operator reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamState {
+    /// Nothing running, no players.
+    Idle,
+    /// Connecting to an origin and asking to play.
+    Connecting,
+    /// Every origin failed this round: waiting to retry.
+    Backoff,
+    /// Media flows from an origin.
+    Playing,
+    /// No players left: kept for `idle_linger_ms`.
+    Lingering,
+    /// The pull is being closed.
+    Closing,
+}
+
+impl UpstreamState {
+    /// Every state, for gauges that show 1 for the current one.
+    pub const ALL: [UpstreamState; 6] = [
+        UpstreamState::Idle,
+        UpstreamState::Connecting,
+        UpstreamState::Backoff,
+        UpstreamState::Playing,
+        UpstreamState::Lingering,
+        UpstreamState::Closing,
+    ];
+
+    /// The name the API, metrics and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamState::Idle => "idle",
+            UpstreamState::Connecting => "connecting",
+            UpstreamState::Backoff => "backoff",
+            UpstreamState::Playing => "playing",
+            UpstreamState::Lingering => "lingering",
+            UpstreamState::Closing => "closing",
+        }
+    }
+}
+
 /// Why a connection was ended by the server side.
 #[derive(Debug, Error)]
 pub enum ConnError {

@@ -76,6 +76,16 @@ pub enum OwnerMsg {
         /// The publish that ended (a stale one is ignored).
         publish_id: u64,
     },
+    /// A forward backend named more destinations for this publish (placed like static ones,
+    /// and only while `publish_id` is still the stream's publish).
+    AddForwards {
+        /// The stream.
+        key: StreamKey,
+        /// The publish asked about.
+        publish_id: u64,
+        /// One forward peer per entry (each entry: the destinations it fails over between).
+        targets: Vec<Vec<ForwardTarget>>,
+    },
 }
 
 /// Why the owner refused a publish.

@@ -17,7 +17,9 @@
 //! - [`proxy_prelude`]: a connection's PROXY header, when its listener reads one.
 //! - [`shard`]: one shard's state and message dispatch.
 //! - [`conn`]: the one connection lifecycle (open the writer half, close with a reason).
-//! - tasks on top: [`rtmp_conn`] (an RTMP client), [`forward`] (a forward peer), [`ticker`]
+//! - tasks on top: [`rtmp_conn`] (an RTMP client), [`forward`] (a forward peer),
+//!   [`forward_backend`] (asks `forward.backend` where else a publish goes), [`upstream`] (a
+//!   pulled stream), [`ticker`]
 //!   (stats), [`agent`] (HAProxy agent-check and the load behind it), [`accept`], [`inbox`] (control from other threads), [`run`] (a shard's tasks).
 //! - [`start`]: the whole server in this process, as `runtime::run` and the tests use it.
 
@@ -31,6 +33,7 @@ pub mod counters;
 pub mod cpu;
 pub mod discovery;
 pub mod forward;
+pub mod forward_backend;
 pub mod forward_peer;
 pub mod global;
 pub mod ids;

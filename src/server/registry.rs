@@ -110,6 +110,14 @@ impl Registry {
         self.entries.get(key)?.publisher.map(|(s, _)| s)
     }
 
+    /// Is `publish_id` the stream's publish now (not ended, not replaced)?
+    pub fn is_current(&self, key: &StreamKey, publish_id: u64) -> bool {
+        self.entries
+            .get(key)
+            .and_then(|e| e.publisher)
+            .is_some_and(|(_, id)| id == publish_id)
+    }
+
     fn gc(&mut self, key: &StreamKey) {
         if let Some(e) = self.entries.get(key) {
             if e.publisher.is_none() && e.subscribers.is_empty() {
@@ -125,6 +133,17 @@ mod tests {
 
     fn k() -> StreamKey {
         StreamKey::new("v", "live", "s")
+    }
+
+    #[test]
+    fn only_the_current_publish_is_current() {
+        let mut r = Registry::new();
+        assert!(!r.is_current(&k(), 7));
+        r.claim(&k(), 0, 7).unwrap();
+        assert!(r.is_current(&k(), 7));
+        assert!(!r.is_current(&k(), 8));
+        assert!(r.release(&k(), 7));
+        assert!(!r.is_current(&k(), 7));
     }
 
     #[test]

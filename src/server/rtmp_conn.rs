@@ -5,6 +5,7 @@
 use super::cluster_gate;
 use super::conn::ClientConn;
 use super::conns::Slot;
+use super::forward_backend;
 use super::ids::ConnId;
 use super::key::StreamKey;
 use super::kinds::{ClientKind, CloseReason, ConnError};
@@ -386,6 +387,7 @@ impl Conn {
                         );
                         self.client
                             .set_kind(ClientKind::FmlePublish, Some(key.clone()));
+                        forward_backend::spawn(&sh, &key, publish_id, &self.info(), &query);
                         self.publishing.push(Publishing {
                             stream_id,
                             key,

@@ -1,10 +1,12 @@
 //! Each shard's stats ticker: copies the shard's figures onto the shared board a few times a
 //! second (the client list once a second: at thousands of players it is the costly part).
 
-use super::board::{audio_info, video_info, ClientStat, ForwardStat, ShardSnapshot, StreamStat};
+use super::board::{audio_info, video_info, ClientStat, ForwardStat, ShardSnapshot};
+use super::board::{StreamSource, StreamStat, UpstreamStat};
 use super::cpu::ThreadCpu;
 use super::shard::Shard;
 use super::stream::Source;
+use super::upstream_peer::public_state;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -47,19 +49,46 @@ pub fn client_stats(shard: &Shard, elapsed: Duration) -> Vec<ClientStat> {
 
 /// This shard's figures, with the client list given and its CPU use.
 pub fn snapshot(shard: &Shard, clients: Vec<ClientStat>, cpu: f64) -> ShardSnapshot {
+    let upstreams: Vec<UpstreamStat> = shard
+        .owner
+        .borrow()
+        .upstreams()
+        .map(|h| UpstreamStat {
+            key: h.key.clone(),
+            shard: shard.id(),
+            kind: h.kind,
+            state: public_state(h.state.get()),
+            origin: h.origin.borrow().clone(),
+            source: h.source.get(),
+            connects: h.connects.get(),
+            failovers: h.failovers.get(),
+            redirects: h.redirects.get(),
+            bytes_in: h.bytes_in.get(),
+        })
+        .collect();
+    // An upstream feeds its stream on this (its owner) shard under its own id.
+    let source_of = |id: u64| match upstreams.iter().find(|u| u.source == id) {
+        Some(u) => StreamSource::Pulled {
+            kind: u.kind,
+            from: u.origin.clone(),
+        },
+        None => StreamSource::Publisher { client: id },
+    };
     let streams = shard
         .streams
         .borrow()
         .values()
         .map(|s| {
             let h = s.headers();
+            let publisher = match s.source {
+                Source::Local { conn_id, .. } => Some(conn_id.get()),
+                _ => None,
+            };
             StreamStat {
                 key: s.key.clone(),
                 live: s.is_live(),
-                publisher: match s.source {
-                    Source::Local { conn_id, .. } => Some(conn_id.get()),
-                    _ => None,
-                },
+                publisher,
+                source: publisher.map(source_of),
                 players: s.players.len(),
                 frames_in: s.frames_in,
                 bytes_in: s.bytes_in,
@@ -99,6 +128,7 @@ pub fn snapshot(shard: &Shard, clients: Vec<ClientStat>, cpu: f64) -> ShardSnaps
         streams,
         clients,
         forwards,
+        upstreams,
         cpu,
     }
 }

@@ -13,7 +13,7 @@ use super::ids::ConnId;
 use super::key::{StreamKey, DEFAULT_VHOST};
 use super::notify::LocalNotify;
 use super::shard::Shard;
-use super::upstream_peer::{state_name, UpstreamHandle, UpstreamKind};
+use super::upstream_peer::{UpstreamHandle, UpstreamKind};
 use crate::cluster::linger::{EdgeUpstream, Effect, Event, State, UpstreamConfig};
 use crate::cluster::origins::OriginPicker;
 use crate::cluster::redirect::{RedirectError, RedirectFollower};
@@ -125,7 +125,7 @@ pub async fn run(shard: Rc<Shard>, h: Rc<UpstreamHandle>) {
     let mut machine = EdgeUpstream::new(linger, picker);
     let feed = Rc::new(Feed {
         key: h.key.clone(),
-        conn_id: shard.new_conn_id(),
+        conn_id: h.source,
         publish: Cell::new(None),
     });
     let mut pulls: HashMap<u64, Rc<PullStop>> = HashMap::new();
@@ -158,8 +158,13 @@ pub async fn run(shard: Rc<Shard>, h: Rc<UpstreamHandle>) {
             for fx in machine.handle(now, ev) {
                 match fx {
                     Effect::StartUpstream { origin, attempt } => {
-                        if last_origin.as_ref().is_some_and(|o| *o != origin) {
+                        if let Some(from) = last_origin.as_ref().filter(|o| **o != origin) {
                             h.failovers.set(h.failovers.get() + 1);
+                            info!(
+                                "shard={} upstream stream={} failover from {from} to {origin}",
+                                shard.id(),
+                                h.key
+                            );
                         }
                         last_origin = Some(origin.clone());
                         *h.origin.borrow_mut() = origin.clone();
@@ -423,9 +428,4 @@ async fn play(
 fn is_sample_access(frame: &crate::media::Frame) -> bool {
     // AMF0 string marker, 16-bit length, then the name.
     frame.payload.get(3..20) == Some(&b"|RtmpSampleAccess"[..])
-}
-
-/// The upstream's state name (for stats).
-pub fn describe(h: &UpstreamHandle) -> &'static str {
-    state_name(h.state.get())
 }

@@ -2,6 +2,7 @@
 //! coworker that has it (relaying origin), its events in and its figures out. The decisions are
 //! `cluster::linger::EdgeUpstream`'s; the task that carries them out is `upstream`.
 
+use super::ids::ConnId;
 use super::key::StreamKey;
 use super::notify::LocalNotify;
 use crate::cluster::linger::{Event, State};
@@ -9,34 +10,17 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-/// Where an upstream pulls from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamKind {
-    /// An edge pulling from its configured origins.
-    Edge,
-    /// An origin relaying a stream a coworker publishes.
-    Relay,
-}
+pub use super::kinds::{UpstreamKind, UpstreamState};
 
-impl UpstreamKind {
-    /// The name the API and metrics use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamKind::Edge => "edge",
-            UpstreamKind::Relay => "relay",
-        }
-    }
-}
-
-/// The state's name for the API and metrics.
-pub fn state_name(s: State) -> &'static str {
+/// The state as the API and metrics name it.
+pub fn public_state(s: State) -> UpstreamState {
     match s {
-        State::Idle => "idle",
-        State::Connecting { .. } => "connecting",
-        State::Waiting { .. } => "backoff",
-        State::Playing { .. } => "playing",
-        State::Lingering { .. } => "lingering",
-        State::Closing { .. } => "closing",
+        State::Idle => UpstreamState::Idle,
+        State::Connecting { .. } => UpstreamState::Connecting,
+        State::Waiting { .. } => UpstreamState::Backoff,
+        State::Playing { .. } => UpstreamState::Playing,
+        State::Lingering { .. } => UpstreamState::Lingering,
+        State::Closing { .. } => UpstreamState::Closing,
     }
 }
 
@@ -46,6 +30,8 @@ pub struct UpstreamHandle {
     pub key: StreamKey,
     /// Edge or relay.
     pub kind: UpstreamKind,
+    /// The id its local publish is held under (the stats tell it from a client publisher).
+    pub source: ConnId,
     /// The first player's stream query (tokens), passed on to the origin.
     pub query: String,
     events: RefCell<VecDeque<Event>>,
@@ -66,10 +52,16 @@ pub struct UpstreamHandle {
 
 impl UpstreamHandle {
     /// A new, idle upstream.
-    pub fn new(key: StreamKey, kind: UpstreamKind, query: String) -> Rc<UpstreamHandle> {
+    pub fn new(
+        key: StreamKey,
+        kind: UpstreamKind,
+        source: ConnId,
+        query: String,
+    ) -> Rc<UpstreamHandle> {
         Rc::new(UpstreamHandle {
             key,
             kind,
+            source,
             query,
             events: RefCell::default(),
             wake: LocalNotify::default(),

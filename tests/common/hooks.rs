@@ -33,6 +33,8 @@ pub enum HookReply {
     Status(u16),
     /// No answer: hold the connection open until the hook server is dropped (at most 30 s).
     Hold,
+    /// HTTP 200 with this body, after waiting this long (a slow peer).
+    Delay(Duration, String),
 }
 
 type HookScript = dyn Fn(&str, &serde_json::Value) -> HookReply + Send + Sync;
@@ -161,6 +163,13 @@ fn serve_hook(
     let (status, text) = match reply {
         HookReply::Ok(text) => (200, text),
         HookReply::Status(s) => (s, String::new()),
+        HookReply::Delay(wait, text) => {
+            let until = Instant::now() + wait;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                thread::sleep(Duration::from_millis(10));
+            }
+            (200, text)
+        }
         HookReply::Hold => {
             let until = Instant::now() + Duration::from_secs(30);
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {

@@ -4,7 +4,7 @@
 
 use super::Effect;
 use crate::cluster::linger::Event;
-use crate::config::{Config, OnRemote};
+use crate::config::{Config, ForwardTarget, OnRemote};
 use crate::server::ids::ShardId;
 use crate::server::key::StreamKey;
 use crate::server::links::Links;
@@ -75,7 +75,7 @@ impl Owner {
                 } else if let Some(kind) =
                     Self::pull_kind(cfg, &key).filter(|_| publisher.is_none())
                 {
-                    let h = UpstreamHandle::new(key.clone(), kind, query);
+                    let h = UpstreamHandle::new(key.clone(), kind, links.ids.next(), query);
                     self.upstreams.insert(key.clone(), h.clone());
                     h.push(Event::PlayerJoined);
                     effect = Some(Effect::SpawnUpstream(h));
@@ -122,6 +122,22 @@ impl Owner {
                     self.stop_forwards(links, &key);
                 }
             }
+            OwnerMsg::AddForwards {
+                key,
+                publish_id,
+                targets,
+            } => {
+                // The backend may answer after the publisher left: nothing to forward then.
+                if self.registry.is_current(&key, publish_id) {
+                    let peers = targets.into_iter().map(|t| (t, String::new())).collect();
+                    self.place_forwards(links, &key, peers);
+                } else {
+                    log::info!(
+                        "shard={} forward backend answer for stream={key} came after its publish ended",
+                        links.id
+                    );
+                }
+            }
         }
         None
     }
@@ -139,13 +155,25 @@ impl Owner {
             // the publisher's query (an origin checks the stream's token where its secret is).
             peers.push((cluster.origin_targets(), query.to_string()));
         }
+        self.place_forwards(links, key, peers);
+    }
+
+    /// Place one forward peer per entry of `peers`, spread over the shards after the owner,
+    /// numbered after the stream's peers so far (so `stop_forwards` stops them all).
+    fn place_forwards(
+        &mut self,
+        links: &Links,
+        key: &StreamKey,
+        mut peers: Vec<(Vec<ForwardTarget>, String)>,
+    ) {
         peers.retain(|(p, _)| !p.is_empty());
         if peers.is_empty() {
             return;
         }
         let base = links.owner_of(key);
-        let mut placed = Vec::new();
-        for (index, (targets, query)) in peers.into_iter().enumerate() {
+        let placed = self.forward_placement.entry(key.clone()).or_default();
+        let first = placed.iter().map(|&(_, i)| i + 1).max().unwrap_or(0);
+        for (index, (targets, query)) in (first..).zip(peers) {
             let shard = (base + 1 + index) % links.shards;
             placed.push((shard, index));
             let m = SinkMsg::ForwardStart {
@@ -156,7 +184,6 @@ impl Owner {
             };
             links.send(shard, ShardMsg::Sink(m));
         }
-        self.forward_placement.insert(key.clone(), placed);
     }
 
     fn stop_forwards(&mut self, links: &Links, key: &StreamKey) {
