@@ -438,3 +438,37 @@ fn token_traverse_checks_each_publish_at_the_origin_and_the_push_carries_the_tok
     e.expect_log(&["token traverse: origin", "refused"], WAIT);
     assert!(good.ended().is_none(), "the good publisher is untouched");
 }
+
+#[test]
+fn an_origin_that_goes_quiet_after_play_start_costs_one_start_timeout_then_fails_over() {
+    use shardcast::media::Frame;
+    let _g = serial();
+    let a = origin("");
+    let b = origin("");
+    let e = edge(&[a.port, b.port], "start_timeout_ms = 1500\n");
+    // At A: a publisher that sends a keyframe, then nothing, and stays connected.
+    let mut quiet = LibClient::connect(a.port, "hush", ClientRole::Publish).unwrap();
+    quiet
+        .pump_until(WAIT, |ev| matches!(ev, ClientEvent::PublishStarted))
+        .expect("publish at A");
+    quiet
+        .send_frame(&Frame::video(0, synth::avc_sequence_header()))
+        .unwrap();
+    quiet
+        .send_frame(&Frame::video(0, synth::avc_frame(true, 1)))
+        .unwrap();
+    // At B: the same stream, live.
+    let _live = synth(&b, "hush");
+    let p = LibPlayer::start(e.port, "hush", LIFE);
+    let t0 = Instant::now();
+    assert!(
+        p.wait_video_above(25, WAIT),
+        "the edge player got B's stream after A went quiet ({} frames)",
+        p.video_frames()
+    );
+    let took = t0.elapsed();
+    e.expect_log(&["upstream stream=", "origin sent nothing for"], WAIT);
+    assert!(took < Duration::from_secs(8), "failed over after {took:?}");
+    assert!(p.ended().is_none(), "no disconnect: {:?}", p.ended());
+    drop(quiet);
+}

@@ -57,6 +57,8 @@ enum PullError {
     Claimed,
     #[error("origin closed the connection")]
     Closed,
+    #[error("origin sent nothing for {0:?}")]
+    Silent(Duration),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -348,11 +350,17 @@ async fn play(
             stream.write_all(&b).await?;
         }
         if started {
-            let _ = stream.set_read_timeout(None);
+            // An origin that goes quiet (its publisher gone without a word, or a half-dead
+            // link) costs the players at most one start timeout before the next origin is tried.
+            let _ = stream.set_read_timeout(Some(cl.start_timeout()));
         } else {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(PullError::StartTimeout(connect_timeout));
+                return Err(if started {
+                    PullError::Silent(cl.start_timeout())
+                } else {
+                    PullError::StartTimeout(connect_timeout)
+                });
             }
             let _ = stream.set_read_timeout(Some(left));
         }
@@ -369,7 +377,11 @@ async fn play(
             Wake::Read(Ok(0)) => return Err(PullError::Closed),
             Wake::Read(Ok(n)) => n,
             Wake::Read(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(PullError::StartTimeout(connect_timeout))
+                return Err(if started {
+                    PullError::Silent(cl.start_timeout())
+                } else {
+                    PullError::StartTimeout(connect_timeout)
+                })
             }
             Wake::Read(Err(e)) => return Err(e.into()),
         };
