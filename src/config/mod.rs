@@ -183,6 +183,10 @@ pub struct RtmpConfig {
     /// players once the oldest of it has waited this long, so larger windows mean fewer syscalls
     /// and more latency. 0 writes as soon as the shard is idle.
     pub mw_latency_ms: u64,
+    /// Merged reads for publishers (SRS `mr`): after each read a publisher's socket is left to
+    /// fill for this many milliseconds, so one read takes several messages instead of one
+    /// (fewer syscalls and wake-ups per message; adds up to this much latency). 0 reads at once.
+    pub mr_latency_ms: u64,
     /// Merged writes of at least this many bytes reach players through a pipe (tee + splice:
     /// the kernel copies the batch once, not once per player); 0 turns this off.
     pub splice_min_bytes: usize,
@@ -226,6 +230,7 @@ impl Default for RtmpConfig {
             max_message_size: 8 * 1024 * 1024,
             max_chunk_streams: 64,
             mw_latency_ms: 0,
+            mr_latency_ms: 0,
             splice_min_bytes: 16 * 1024,
             player_queue_ms: 5000,
             player_stall_timeout_secs: 30,
@@ -330,6 +335,9 @@ impl Config {
         }
         if !(8..=65599).contains(&self.rtmp.max_chunk_streams) {
             return invalid("rtmp.max_chunk_streams", "must be between 8 and 65599");
+        }
+        if self.rtmp.mr_latency_ms > 2000 {
+            return invalid("rtmp.mr_latency_ms", "must be at most 2000");
         }
         if self.rtmp.mw_latency_ms > 5000 {
             return invalid("rtmp.mw_latency_ms", "must be at most 5000");

@@ -179,6 +179,11 @@ impl Conn {
             if let Err(reason) = self.take_input(&buf[..n]).await {
                 return reason;
             }
+            // Merged reads: let a publisher's socket fill before the next read.
+            let mr = self.shard.cfg().rtmp.mr_latency_ms;
+            if mr > 0 && !self.publishing.is_empty() && n < buf.len() {
+                glommio::timer::sleep(Duration::from_millis(mr)).await;
+            }
             let want = if !self.publishing.is_empty() {
                 READ_BUF_PUBLISHER
             } else if !self.playing.is_empty() {
