@@ -5,6 +5,7 @@
 //! shard, and a full queue fails that call at once instead of piling up.
 
 pub mod http;
+pub mod redis_store;
 pub mod registry;
 
 use bytes::Bytes;
