@@ -42,6 +42,8 @@
 //! | `RefreshUrl` | `EVAL` [`LUA_REFRESH`] `1 srs-proxy-url:{key} {value} {ttl}` | `Count` 1/0 |
 //! | `ReplaceUrl` | `EVAL` [`LUA_REPLACE`] `1 srs-proxy-url:{key} {expected} {value} {ttl}` | `Count` 1/0 |
 //! | `ReleaseUrl` | `EVAL` [`LUA_RELEASE`] `1 srs-proxy-url:{key} {value}` | `Count` 1/0 |
+//! | `ScanUrls` | `SCAN {cursor} MATCH srs-proxy-url:* COUNT 500` | `Page` |
+//! | `GetUrls` | `MGET srs-proxy-url:{key}...` | `Values` |
 //!
 //! Refresh, replace and release must only touch a claim that is still ours (it may have expired
 //! and been won by another proxy); GET-then-compare-then-PEXPIRE from the client would race, so
@@ -269,6 +271,16 @@ pub enum Command {
         /// Our encoded [`Mapping`].
         value: String,
     },
+    /// One page of claimed stream keys (`SCAN`), for listing.
+    ScanUrls {
+        /// `0` to start; the previous page's cursor after.
+        cursor: u64,
+    },
+    /// The claims on these streams (None where gone).
+    GetUrls {
+        /// Stream keys (`vhost/app/stream`).
+        keys: Vec<String>,
+    },
 }
 
 /// How a command is sent to Redis: its calls, and whether they form one MULTI/EXEC.
@@ -370,6 +382,17 @@ impl Command {
                 url(key),
                 value.clone(),
             ]),
+            Command::ScanUrls { cursor } => one(vec![
+                s("SCAN"),
+                cursor.to_string(),
+                s("MATCH"),
+                format!("{URL_KEY_PREFIX}*"),
+                s("COUNT"),
+                s("500"),
+            ]),
+            Command::GetUrls { keys } => one(std::iter::once(s("MGET"))
+                .chain(keys.iter().map(|k| url(k)))
+                .collect()),
         }
     }
 
@@ -385,6 +408,8 @@ impl Command {
             Command::RefreshUrl { .. } => "RefreshUrl",
             Command::ReplaceUrl { .. } => "ReplaceUrl",
             Command::ReleaseUrl { .. } => "ReleaseUrl",
+            Command::ScanUrls { .. } => "ScanUrls",
+            Command::GetUrls { .. } => "GetUrls",
         }
     }
 }
@@ -404,6 +429,13 @@ pub enum Reply {
     Score(Option<u64>),
     /// An integer reply.
     Count(u64),
+    /// A `SCAN` page: the next cursor (0: done) and stream keys (prefix removed).
+    Page {
+        /// Next cursor; 0 when the scan is complete.
+        cursor: u64,
+        /// Stream keys on this page.
+        keys: Vec<String>,
+    },
 }
 
 /// The store failed or answered nonsense.
@@ -1167,6 +1199,20 @@ impl RegistryStore for MemoryStore {
                     Reply::Count(0)
                 }
             }
+            // One page holds everything.
+            Command::ScanUrls { .. } => Reply::Page {
+                cursor: 0,
+                keys: self
+                    .live_keys(now_ms)
+                    .into_iter()
+                    .filter_map(|k| k.strip_prefix(URL_KEY_PREFIX).map(str::to_string))
+                    .collect(),
+            },
+            Command::GetUrls { keys } => Reply::Values(
+                keys.iter()
+                    .map(|k| self.get(&url(k), now_ms).cloned())
+                    .collect(),
+            ),
         })
     }
 }

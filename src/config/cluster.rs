@@ -3,6 +3,7 @@
 //! each played stream from an origin on demand and pushes publishes to one.
 
 use super::forward::ForwardTarget;
+use super::proxy::RegisterConfig;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -15,6 +16,9 @@ pub enum ClusterMode {
     Origin,
     /// Streams come from `origins`, pulled when played; publishes are pushed to them.
     Edge,
+    /// A stateless front door: each publish and play is relayed to the origin the shared
+    /// registry names (`[proxy]`).
+    Proxy,
 }
 
 /// What an origin does for a play of a stream a coworker has.
@@ -33,7 +37,7 @@ pub enum OnRemote {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `origin` (default) or `edge`.
+    /// `origin` (default), `edge` or `proxy` (global `[cluster]` only).
     pub mode: ClusterMode,
     /// Edge: the origins' RTMP addresses (`host:port`), tried in order; the last one that
     /// worked is kept.
@@ -60,6 +64,8 @@ pub struct ClusterConfig {
     pub coworker_timeout_ms: u64,
     /// Origin: how long a coworker's answer is reused.
     pub coworker_cache_ms: u64,
+    /// Origin: heartbeats to the proxy tier (`[cluster.register]`).
+    pub register: RegisterConfig,
 }
 
 impl Default for ClusterConfig {
@@ -77,6 +83,7 @@ impl Default for ClusterConfig {
             on_remote: OnRemote::Relay,
             coworker_timeout_ms: 1_000,
             coworker_cache_ms: 1_000,
+            register: RegisterConfig::default(),
         }
     }
 }

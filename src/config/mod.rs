@@ -6,12 +6,14 @@
 pub mod cluster;
 pub mod forward;
 pub mod lb;
+pub mod proxy;
 pub mod security;
 
 use crate::lb::trust::ProxyMode;
 pub use cluster::{ClusterConfig, ClusterMode, OnRemote};
 pub use forward::{ForwardRule, ForwardTarget, GlobalForward};
 pub use lb::LbConfig;
+pub use proxy::{ProxyConfig, RegisterConfig, RegistryKind};
 pub use security::{HooksConfig, SecurityConfig};
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -70,6 +72,8 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// Behind a load balancer: trusted proxies, the agent-check port.
     pub lb: LbConfig,
+    /// `[proxy]`: the system API, the registry and timeouts of a proxy node.
+    pub proxy: ProxyConfig,
     /// Named vhosts with their own settings; a client's tcUrl host selects one by name.
     pub vhost: Vec<VhostConfig>,
 }
@@ -369,6 +373,7 @@ impl Config {
                 .map_err(|reason| ConfigError::Invalid { key, reason })?;
         }
         self.validate_lb()?;
+        self.validate_proxy()?;
         if self.hooks.timeout_ms == 0 {
             return invalid("hooks.timeout_ms", "must be at least 1");
         }

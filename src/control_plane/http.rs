@@ -7,8 +7,19 @@ use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Run calls until every sender is gone.
-pub(super) async fn serve(mut rx: mpsc::Receiver<Job>) {
+/// Run calls until every sender is gone; registry requests go to `registry` (proxies).
+pub(super) async fn serve(
+    mut rx: mpsc::Receiver<Job>,
+    registry: Option<std::sync::Arc<super::registry::Service>>,
+) {
+    if let Some(svc) = registry.clone() {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(svc.maintain_every()).await;
+                svc.maintain().await;
+            }
+        });
+    }
     let client = match reqwest::Client::builder()
         .user_agent(concat!("shardcast/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(30))
@@ -23,6 +34,24 @@ pub(super) async fn serve(mut rx: mpsc::Receiver<Job>) {
     while let Some(job) = rx.recv().await {
         let (call, reply) = match job {
             Job::Http { call, reply } => (call, reply),
+            Job::Registry { req, reply } => {
+                let Some(svc) = registry.clone() else {
+                    let _ = reply.send(Err(super::registry::RegistryFailure::Disabled));
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let bound = svc.timeout();
+                    let r = tokio::time::timeout(bound, svc.handle(req))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(super::registry::RegistryFailure::Unavailable(format!(
+                                "no answer within {bound:?}"
+                            )))
+                        });
+                    let _ = reply.send(r);
+                });
+                continue;
+            }
             Job::Resolve {
                 host,
                 port,

@@ -5,8 +5,12 @@
 //! shard, and a full queue fails that call at once instead of piling up.
 
 pub mod http;
+pub mod redis_store;
+pub mod registry;
 
 use bytes::Bytes;
+use registry::{RegistryAnswer, RegistryFailure, RegistryRequest, RegistrySetup, RegistryStats};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -112,25 +116,81 @@ enum Job {
         timeout: Duration,
         reply: oneshot::Sender<Result<Vec<std::net::SocketAddr>, CallError>>,
     },
+    /// A registry request (proxies).
+    Registry {
+        req: RegistryRequest,
+        reply: oneshot::Sender<Result<RegistryAnswer, RegistryFailure>>,
+    },
 }
 
 /// A handle to the control thread: cheap to clone, usable from any shard or thread.
 #[derive(Clone)]
 pub struct Calls {
     tx: mpsc::Sender<Job>,
+    registry: Option<(Arc<RegistryStats>, Duration)>,
 }
 
 impl Calls {
     /// Start the control thread. It ends when every handle is dropped.
     pub fn start() -> std::io::Result<Calls> {
+        Calls::start_with(None)
+    }
+
+    /// Start the control thread, with the proxy registry when `registry` is set.
+    pub fn start_with(registry: Option<RegistrySetup>) -> std::io::Result<Calls> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let service = match registry {
+            None => None,
+            Some(setup) => {
+                // The lazy Redis connection manager needs the runtime it will run on.
+                let _guard = rt.enter();
+                Some(Arc::new(
+                    registry::Service::new(setup).map_err(std::io::Error::other)?,
+                ))
+            }
+        };
+        let stats = service
+            .as_ref()
+            .map(|s| (s.stats.clone(), s.timeout() + Duration::from_millis(100)));
         std::thread::Builder::new()
             .name("control-plane".into())
-            .spawn(move || rt.block_on(http::serve(rx)))?;
-        Ok(Calls { tx })
+            .spawn(move || rt.block_on(http::serve(rx, service)))?;
+        Ok(Calls {
+            tx,
+            registry: stats,
+        })
+    }
+
+    /// The registry's figures, on a proxy.
+    pub fn registry_stats(&self) -> Option<&Arc<RegistryStats>> {
+        self.registry.as_ref().map(|(s, _)| s)
+    }
+
+    /// Ask the proxy registry (on a glommio executor); bounded by its timeout, time in the
+    /// queue included.
+    pub async fn registry(&self, req: RegistryRequest) -> Result<RegistryAnswer, RegistryFailure> {
+        let Some((_, bound)) = self.registry else {
+            return Err(RegistryFailure::Disabled);
+        };
+        let (reply, answer) = oneshot::channel();
+        self.queue(Job::Registry { req, reply })
+            .map_err(|e| RegistryFailure::Unavailable(e.to_string()))?;
+        let gone = || RegistryFailure::Unavailable(CallError::Gone.to_string());
+        let timed_out = || RegistryFailure::Unavailable(format!("no answer within {bound:?}"));
+        // Awaited on a shard: the control thread bounds each request itself, and this bounds
+        // the wait, a backlog in the queue included.
+        let timer = async {
+            glommio::timer::sleep(bound).await;
+            Err(timed_out())
+        };
+        futures_lite::future::or(
+            async { answer.await.unwrap_or_else(|_| Err(gone())) },
+            timer,
+        )
+        .await
     }
 
     /// Make an HTTP call; the future may be awaited on any executor.
@@ -170,6 +230,14 @@ impl Calls {
             call,
             reply: Reply::Log(label),
         })
+    }
+
+    /// Queue a registry request nobody waits for (a release).
+    pub fn registry_notice(&self, req: RegistryRequest) {
+        if self.registry.is_some() {
+            let (reply, _) = oneshot::channel();
+            let _ = self.queue(Job::Registry { req, reply });
+        }
     }
 
     fn queue(&self, job: Job) -> Result<(), CallError> {

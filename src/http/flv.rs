@@ -176,6 +176,8 @@ mod tests {
             path: path.into(),
             query: query.into(),
             keep_alive: false,
+            content_length: None,
+            chunked: false,
         }
     }
 

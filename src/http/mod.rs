@@ -8,6 +8,7 @@ pub mod flv;
 pub mod lb;
 pub mod metrics;
 pub mod request;
+pub mod sysapi;
 
 use crate::server::conns::Slot;
 use crate::server::ids::ConnId;
@@ -118,7 +119,12 @@ pub async fn serve(
         }
         // HEAD is answered like GET, without the body.
         let head_only = req.method == "HEAD";
-        let reply = if req.path.starts_with("/control/") {
+        let reply = if req.path.starts_with("/api/v1/proxy/") {
+            match Box::pin(sysapi::introspect(&shard, &req)).await {
+                Some(r) => r,
+                None => Reply::json(404, &api::error(404, "not found")),
+            }
+        } else if req.path.starts_with("/control/") {
             let target = format!("{}?{}", req.path, req.query);
             lb::control_drop(&shard, &target).await
         } else if head_only {
@@ -161,11 +167,17 @@ fn route(shard: &Shard, req: &Request) -> Reply {
         ("DELETE", ["api", "v1", "lb", "drain"]) => lb::set_drain(shard, false),
         ("GET", [""]) | ("GET", ["console"]) => console::page(),
         ("GET", ["static", name]) => console::static_file(&shard.cfg().http.static_dir, name),
-        ("GET", ["metrics"]) => Reply {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: metrics::render(&board.read(), uptime).into_bytes(),
-        },
+        ("GET", ["metrics"]) => {
+            let mut text = metrics::render(&board.read(), uptime);
+            if let Some(r) = shard.global().calls.registry_stats() {
+                text.push_str(&r.render());
+            }
+            Reply {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: text.into_bytes(),
+            }
+        }
         ("GET", ["api", "v1", "versions"]) => Reply::json(200, &api::versions()),
         ("GET" | "POST", ["api", "v1", "clusters"]) => {
             Reply::json(200, &api::clusters(shard, &req.query))

@@ -13,6 +13,10 @@ pub struct Request {
     pub query: String,
     /// Keep the connection open after the response (HTTP/1.1 default, or per `Connection`).
     pub keep_alive: bool,
+    /// `Content-Length`, when sent (and a number).
+    pub content_length: Option<usize>,
+    /// `Transfer-Encoding: chunked` was sent.
+    pub chunked: bool,
 }
 
 /// Why a request head was refused.
@@ -63,6 +67,14 @@ pub fn parse_head(buf: &[u8], max: usize) -> Result<Option<(Request, usize)>, He
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("connection"))
         .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let content_length = header("content-length").and_then(|v| v.parse().ok());
+    let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
     let keep_alive = match connection.as_deref() {
         Some(v) if v.contains("close") => false,
         Some(v) if v.contains("keep-alive") => true,
@@ -74,6 +86,8 @@ pub fn parse_head(buf: &[u8], max: usize) -> Result<Option<(Request, usize)>, He
             path: path.to_string(),
             query: query.to_string(),
             keep_alive,
+            content_length,
+            chunked,
         },
         len,
     )))
@@ -89,6 +103,8 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -99,7 +115,7 @@ pub fn reason(status: u16) -> &'static str {
 /// A whole response with a body.
 pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nServer: shardcast/{}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: GET, DELETE, OPTIONS\r\nCache-Control: no-cache\r\nConnection: {}\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\nServer: shardcast/{}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: GET, POST, DELETE, OPTIONS\r\nCache-Control: no-cache\r\nConnection: {}\r\n\r\n",
         reason(status),
         env!("CARGO_PKG_VERSION"),
         body.len(),

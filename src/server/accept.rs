@@ -23,6 +23,8 @@ pub enum Listener {
     Rtmp = 0,
     /// The HTTP port.
     Http = 1,
+    /// A proxy's system API port (index 2 is the agent-check's).
+    Api = 3,
 }
 
 impl Listener {
@@ -36,6 +38,10 @@ impl Listener {
             ),
             Listener::Http => (
                 cfg.http.proxy_protocol,
+                Duration::from_secs(cfg.http.header_timeout_secs),
+            ),
+            Listener::Api => (
+                ProxyMode::Off,
                 Duration::from_secs(cfg.http.header_timeout_secs),
             ),
         }

@@ -209,6 +209,14 @@ pub enum ConnError {
     /// Writing to the peer failed (or it stalled past the stall timeout).
     #[error("write error: {0}")]
     Write(String),
+    /// A proxy's origin leg failed or ended.
+    #[error("origin {origin}: {why}")]
+    Upstream {
+        /// The origin (`host:port`).
+        origin: String,
+        /// What happened.
+        why: String,
+    },
 }
 
 /// How a connection ended, as the close line says it.

@@ -19,8 +19,11 @@
 //! - [`conn`]: the one connection lifecycle (open the writer half, close with a reason).
 //! - tasks on top: [`rtmp_conn`] (an RTMP client), [`forward`] (a forward peer),
 //!   [`forward_backend`] (asks `forward.backend` where else a publish goes), [`upstream`] (a
-//!   pulled stream), [`ticker`]
-//!   (stats), [`agent`] (HAProxy agent-check and the load behind it), [`accept`], [`inbox`] (control from other threads), [`run`] (a shard's tasks).
+//!   pulled stream: edge or relay), [`traverse`] (an edge's token check at an origin),
+//!   [`ticker`] (stats), [`agent`] (HAProxy agent-check and the load behind it), [`heartbeat`]
+//!   (an origin's register heartbeats to the proxy tier), [`proxy_conn`] (a proxy's client,
+//!   relayed to its origin over [`proxy_upstream`]), [`accept`], [`inbox`] (control from other
+//!   threads), [`run`] (a shard's tasks).
 //! - [`start`]: the whole server in this process, as `runtime::run` and the tests use it.
 
 pub mod accept;
@@ -36,6 +39,7 @@ pub mod forward;
 pub mod forward_backend;
 pub mod forward_peer;
 pub mod global;
+pub mod heartbeat;
 pub mod ids;
 pub mod inbox;
 pub mod key;
@@ -46,7 +50,9 @@ pub mod mesh;
 pub mod notify;
 pub mod packet;
 pub mod player_queue;
+pub mod proxy_conn;
 pub mod proxy_prelude;
+pub mod proxy_upstream;
 pub mod registry;
 pub mod roles;
 pub mod rtmp_conn;
@@ -184,6 +190,8 @@ pub struct Handle {
     pub http_addr: Option<SocketAddr>,
     /// Where the agent-check responder listens, when enabled.
     pub agent_addr: Option<SocketAddr>,
+    /// Where a proxy's system API listens.
+    pub api_addr: Option<SocketAddr>,
     controller: Controller,
     global: Arc<Global>,
     pool: Option<PoolThreadHandles<Result<(), ShardError>>>,
@@ -220,6 +228,13 @@ pub fn start(cfg: Config) -> Result<Handle, StartError> {
         Some(Ok(addr)) => Some(bind_group(addr, 1)?.remove(0)),
     };
     let agent_addr = agent.as_ref().and_then(|a| a.local_addr().ok());
+    let api = if cfg.is_proxy() {
+        Some(bind_group(cfg.proxy_api_addr()?, shards)?)
+    } else {
+        None
+    };
+    let api_addr = api.as_ref().and_then(|a| a[0].local_addr().ok());
+    let mut api = api.map(|v| v.into_iter());
     let mut senders = Vec::new();
     let mut slots = Vec::new();
     let mut meshes = Vec::new();
@@ -233,6 +248,7 @@ pub fn start(cfg: Config) -> Result<Handle, StartError> {
             rtmp,
             http: http.as_mut().and_then(|h| h.next()),
             agent: agent.take(),
+            api: api.as_mut().and_then(|a| a.next()),
         };
         slots.push(Some((sockets, inbox)));
         // glommio's MeshBuilder shares an `Rc` between its clones, so cloning or dropping one
@@ -245,7 +261,10 @@ pub fn start(cfg: Config) -> Result<Handle, StartError> {
         senders,
         generation: Arc::new(AtomicU64::new(0)),
     };
-    let calls = crate::control_plane::Calls::start().map_err(StartError::Control)?;
+    let registry = cfg
+        .is_proxy()
+        .then(|| crate::control_plane::registry::RegistrySetup::from_config(&cfg.proxy));
+    let calls = crate::control_plane::Calls::start_with(registry).map_err(StartError::Control)?;
     let global = Arc::new(Global::new(shards, calls));
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -284,6 +303,7 @@ pub fn start(cfg: Config) -> Result<Handle, StartError> {
         rtmp_addr,
         http_addr,
         agent_addr,
+        api_addr,
         controller,
         global,
         pool: Some(pool),

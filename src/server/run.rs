@@ -8,7 +8,7 @@ use super::inbox::ControlInbox;
 use super::mesh::ShardMsg;
 use super::roles::Effect;
 use super::shard::Shard;
-use super::{agent, forward, rtmp_conn, ticker, upstream};
+use super::{agent, forward, heartbeat, proxy_conn, rtmp_conn, ticker, upstream};
 use crate::config::Config;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
@@ -34,6 +34,8 @@ pub struct ShardSockets {
     pub http: Option<std::net::TcpListener>,
     /// The agent-check listener (shard 0 only, when `lb.agent_listen` is set).
     pub agent: Option<std::net::TcpListener>,
+    /// A proxy's system API listener.
+    pub api: Option<std::net::TcpListener>,
 }
 
 /// What each shard takes once it knows its id: its sockets and its control inbox (the
@@ -135,8 +137,30 @@ pub async fn run_shard(
         }
         glommio::spawn_local(agent::serve(shard.clone(), l))
     });
+    let api_task = sockets.api.map(|a| {
+        let l = listener(a);
+        if let Ok(addr) = l.local_addr() {
+            info!("shard={id} system api listening on {addr}");
+        }
+        glommio::spawn_local(accept_loop(
+            shard.clone(),
+            Listener::Api,
+            l,
+            crate::http::sysapi::serve,
+        ))
+    });
+    if id == 0 && cfg.cluster.register.enabled() {
+        glommio::spawn_local(heartbeat::run(shard.clone())).detach();
+    }
     shard.global().lb.shard_ready();
-    accept_loop(shard.clone(), Listener::Rtmp, rtmp, rtmp_conn::serve).await;
+    if cfg.is_proxy() {
+        accept_loop(shard.clone(), Listener::Rtmp, rtmp, proxy_conn::serve).await;
+    } else {
+        accept_loop(shard.clone(), Listener::Rtmp, rtmp, rtmp_conn::serve).await;
+    }
+    if let Some(a) = api_task {
+        a.await;
+    }
     if let Some(a) = agent_task {
         a.await;
     }

@@ -49,7 +49,7 @@ pub struct Shard {
     /// Recent answers of coworkers (which origin publishes a stream).
     pub coworker_cache: RefCell<crate::cluster::coworkers::CoworkerCache>,
     /// Woken once when shutdown starts (the accept loops wait on it).
-    stop_notify: [LocalNotify; 3],
+    stop_notify: [LocalNotify; 4],
 }
 
 impl Shard {

@@ -9,7 +9,7 @@
 //! [`process`] child processes and the CLI, [`server`] the server under test, [`ffmpeg`]
 //! ffmpeg / ffprobe, [`libclient`] RTMP clients on the crate's session, [`raw`] hand-made RTMP
 //! bytes, [`http`] HTTP and HTTP-FLV (on the bench crate's parsers), [`metrics`] the Prometheus
-//! text, [`hooks`] an HTTP hook receiver. Each test binary compiles all of it and uses a part.
+//! text, [`hooks`] an HTTP hook receiver, [`redis_server`] a real redis-server. Each test binary compiles all of it and uses a part.
 #![allow(dead_code)]
 
 pub mod ffmpeg;
@@ -19,12 +19,14 @@ pub mod libclient;
 pub mod metrics;
 pub mod process;
 pub mod raw;
+pub mod redis_server;
 pub mod server;
 
 // Each test binary uses a part of these.
 #[allow(unused_imports)]
 pub use self::{
-    ffmpeg::*, hooks::*, http::*, libclient::*, metrics::*, process::*, raw::*, server::*,
+    ffmpeg::*, hooks::*, http::*, libclient::*, metrics::*, process::*, raw::*, redis_server::*,
+    server::*,
 };
 
 use std::fs;

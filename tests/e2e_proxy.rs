@@ -1,0 +1,397 @@
+//! The proxy cluster with real processes on loopback: a real `redis-server`, two shardcast
+//! proxies sharing it, and shardcast origins heartbeating to both (SRS's register API).
+//! Publishes are placed and claimed in Redis (SET NX + TTL), plays go where their stream is,
+//! dead origins get no new streams and their players are refused at once.
+
+mod common;
+
+use common::*;
+use shardcast::rtmp::client::{ClientEvent, ClientRole};
+use std::time::{Duration, Instant};
+
+const LIFE: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(15);
+/// Origins heartbeat this often in the tests (dead after three missed).
+const BEAT_MS: u64 = 300;
+
+/// A proxy on Redis `redis_url` with its system API on `api`.
+fn proxy(api: u16, redis_url: &str, extra: &str) -> Server {
+    Server::start_with(ServerOpts {
+        http: true,
+        extra: format!(
+            "[cluster]\nmode = \"proxy\"\n[proxy]\napi_listen = \"127.0.0.1:{api}\"\nregistry = \"redis\"\nredis_url = \"{redis_url}\"\nheartbeat_interval_ms = {BEAT_MS}\nclaim_ttl_ms = 3000\nconnect_timeout_ms = 1500\n{extra}\n"
+        ),
+        ..ServerOpts::default()
+    })
+}
+
+/// An origin registering with the proxies whose system APIs are `apis`.
+fn origin(apis: &[u16]) -> Server {
+    let urls: Vec<String> = apis
+        .iter()
+        .map(|p| format!("\"http://127.0.0.1:{p}/api/v1/srs/register\""))
+        .collect();
+    Server::start_with(ServerOpts {
+        http: true,
+        extra: format!(
+            "[cluster.register]\nurls = [{}]\ninterval_ms = {BEAT_MS}\n",
+            urls.join(", ")
+        ),
+        ..ServerOpts::default()
+    })
+}
+
+/// `GET /api/v1/proxy/origins` on the proxy's system API: (rtmp address, alive) pairs.
+fn origins_seen(api: u16) -> Vec<(String, bool)> {
+    let (status, v) = api_call(api, "GET", "/api/v1/proxy/origins");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["code"], 0, "{v}");
+    v["origins"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|o| {
+            (
+                o["rtmp"].as_str().unwrap_or_default().to_string(),
+                o["alive"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn wait_alive(api: u16, n: usize) {
+    assert!(
+        wait_until(WAIT, || origins_seen(api).iter().filter(|o| o.1).count()
+            == n),
+        "proxy api {api} never saw {n} live origins: {:?}",
+        origins_seen(api)
+    );
+}
+
+/// The origin (`127.0.0.1:port`) a proxy logged for `verb` (publish/play) of `name`.
+fn routed_to(p: &Server, verb: &str, name: &str) -> Option<String> {
+    let key = Server::key(name);
+    let line = p.wait_for_log(&[&format!("proxy {verb} stream={key} ")], WAIT)?;
+    let open = line.rfind('(')?;
+    Some(line[open + 1..].trim_end_matches(')').to_string())
+}
+
+/// POST `body` to `path` on `port`.
+fn post(port: u16, path: &str, body: &[u8]) -> HttpResponse {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    http_send(port, &req, Duration::from_secs(10)).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+/// Try a publish with the library client: `Ok` once publishing, `Err(why)` when refused.
+fn try_publish(port: u16, name: &str) -> Result<LibClient, String> {
+    let mut c = LibClient::connect(port, name, ClientRole::Publish).map_err(|e| e.to_string())?;
+    c.pump_until(WAIT, |e| *e == ClientEvent::PublishStarted)?;
+    Ok(c)
+}
+
+/// Try a play: how long the answer took and the refusal, if any.
+fn try_play(port: u16, name: &str) -> (Duration, Result<(), String>) {
+    let t0 = Instant::now();
+    let r = LibClient::connect(port, name, ClientRole::Play)
+        .map_err(|e| e.to_string())
+        .and_then(|mut c| {
+            c.pump_until(WAIT, |e| *e == ClientEvent::PlayStarted)
+                .map(drop)
+        });
+    (t0.elapsed(), r)
+}
+
+#[test]
+fn publish_through_one_proxy_and_play_through_the_other() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let (api1, api2) = (free_port(), free_port());
+    let p1 = proxy(api1, &redis.url(), "");
+    let p2 = proxy(api2, &redis.url(), "");
+    let a = origin(&[api1, api2]);
+    let b = origin(&[api1, api2]);
+    wait_alive(api1, 2);
+    wait_alive(api2, 2);
+    // Redis keeps the origins in a sorted set by heartbeat and each record with a TTL.
+    assert_eq!(redis.cli(&["ZCARD", "shardcast-proxy-origins"]), "2");
+
+    let key = Server::key("px1");
+    let _enc =
+        try_ffmpeg_publish(&p1, &p1.url("px1"), &key, WAIT).expect_accepted("publish via p1");
+    let placed = routed_to(&p1, "publish", "px1").expect("p1 logged the origin");
+    let ports = [a.port, b.port];
+    assert!(
+        ports.iter().any(|p| placed.ends_with(&format!(":{p}"))),
+        "placed on {placed}, origins {ports:?}"
+    );
+    let url_key = format!("srs-proxy-url:{key}");
+    let pttl: i64 = redis.cli(&["PTTL", &url_key]).parse().unwrap_or(-3);
+    assert!(pttl > 0, "the mapping has a TTL: {pttl}");
+
+    let streams = ffprobe_streams(&p2.url("px1"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ffprobe through p2: {e}"));
+    assert_test_streams(&streams, "ffprobe through proxy 2");
+    assert_eq!(
+        routed_to(&p2, "play", "px1").as_deref(),
+        Some(placed.as_str())
+    );
+
+    // Both proxies list the stream, with the proxy holding the publish.
+    let (status, v) = api_call(api2, "GET", "/api/v1/proxy/streams");
+    assert_eq!(status, 200, "{v}");
+    let s = &v["streams"][0];
+    assert_eq!(s["stream"], key.as_str(), "{v}");
+    assert_ne!(s["proxy"], v["proxy"], "p1 holds it, not p2: {v}");
+    // The registry figures are on /metrics.
+    let m = http_get(p1.http_port.unwrap(), "/metrics").text();
+    assert!(m.contains("shardcast_registry_up 1"), "{m}");
+    assert!(m.contains("shardcast_registry_claims_total 1"), "{m}");
+}
+
+#[test]
+fn two_publishers_of_a_new_stream_through_two_proxies_one_wins() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let (api1, api2) = (free_port(), free_port());
+    let p1 = proxy(api1, &redis.url(), "");
+    let p2 = proxy(api2, &redis.url(), "");
+    let _a = origin(&[api1, api2]);
+    let _b = origin(&[api1, api2]);
+    wait_alive(api1, 2);
+    for round in 0..3 {
+        let name = format!("race{round}");
+        let (port1, port2) = (p1.port, p2.port);
+        let (n1, n2) = (name.clone(), name.clone());
+        let t1 = std::thread::spawn(move || try_publish(port1, &n1));
+        let t2 = std::thread::spawn(move || try_publish(port2, &n2));
+        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
+        let (won, lost) = match (&r1, &r2) {
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => (true, e.clone()),
+            _ => (
+                false,
+                format!("{:?} / {:?}", r1.as_ref().err(), r2.as_ref().err()),
+            ),
+        };
+        assert!(won, "round {round}: exactly one publisher wins: {lost}");
+        assert!(
+            lost.contains("NetStream.Publish.BadName"),
+            "round {round}: {lost}"
+        );
+        let keys = redis.cli(&["KEYS", &format!("srs-proxy-url:*{name}")]);
+        assert_eq!(keys.lines().count(), 1, "one mapping: {keys}");
+        let pttl: i64 = redis.cli(&["PTTL", keys.trim()]).parse().unwrap_or(-3);
+        assert!(pttl > 0 && pttl <= 3000, "mapping TTL {pttl}");
+        drop((r1, r2));
+    }
+}
+
+#[test]
+fn a_silent_origin_gets_no_new_streams_and_its_players_are_refused_at_once() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let api = free_port();
+    let p = proxy(api, &redis.url(), "");
+    let a = origin(&[api]);
+    let b = origin(&[api]);
+    wait_alive(api, 2);
+    let _pub = synth_through(&p, "dead1");
+    let placed = routed_to(&p, "publish", "dead1").expect("placed");
+    let (silent, live) = if placed.ends_with(&format!(":{}", a.port)) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let (took, r) = try_play(p.port, "dead1");
+    assert!(
+        r.is_ok(),
+        "play before the origin stops: {r:?} after {took:?}"
+    );
+    // Freeze the origin: no heartbeats, its sockets stay open.
+    silent.signal(libc::SIGSTOP);
+    let _resume = Resume(silent.pid());
+    wait_alive(api, 1);
+    let (took, r) = try_play(p.port, "dead1");
+    let why = r.expect_err("a player of a dead origin's stream is refused");
+    assert!(why.contains("NetStream.Play.StreamNotFound"), "{why}");
+    assert!(
+        took < Duration::from_secs(2),
+        "refused at once, took {took:?}"
+    );
+    // New publishes go to the live origin only, the dead one's stream included.
+    for name in ["dead2", "dead3", "dead1"] {
+        let c = try_publish(p.port, name);
+        assert!(c.is_ok(), "publish {name}: {:?}", c.err());
+        let to = routed_to_nth(&p, "publish", name);
+        assert!(
+            to.ends_with(&format!(":{}", live.port)),
+            "{name} placed on {to}"
+        );
+    }
+}
+
+/// The last origin a proxy logged for `verb` of `name`.
+fn routed_to_nth(p: &Server, verb: &str, name: &str) -> String {
+    let want = format!("proxy {verb} stream={} ", Server::key(name));
+    let mut last = None;
+    wait_until(WAIT, || {
+        last = p
+            .log()
+            .lines()
+            .rev()
+            .find(|l| l.contains(&want))
+            .map(str::to_string);
+        last.is_some()
+    });
+    let line = last.unwrap_or_else(|| panic!("no `{want}` line"));
+    line[line.rfind('(').unwrap() + 1..]
+        .trim_end_matches(')')
+        .to_string()
+}
+
+/// SIGCONT on drop (a frozen origin must not outlive the test).
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a child of this test.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+fn synth_through(p: &Server, name: &str) -> SynthPublisher {
+    let s = SynthPublisher::start(p.port, name, 1500, 25, 25, LIFE);
+    assert!(
+        wait_until(WAIT, || s.sent() > 3),
+        "publisher through the proxy runs"
+    );
+    s
+}
+
+#[test]
+fn the_system_api_refuses_bad_input_and_a_mute_origin_fails_fast() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let api = free_port();
+    let p = proxy(api, &redis.url(), "");
+    let path = "/api/v1/srs/register";
+    let cases: [(&[u8], u16, &str); 5] = [
+        (b"{not json", 400, "not JSON"),
+        (b"[1,2]", 400, "not a JSON object"),
+        (
+            br#"{"ip":"127.0.0.1","server":"s","service":"v","pid":"1"}"#,
+            400,
+            "rtmp",
+        ),
+        (
+            br#"{"ip":"127.0.0.1","server":"s","service":"v","pid":"1","rtmp":["x:y"]}"#,
+            400,
+            "rtmp",
+        ),
+        (
+            br#"{"ip":"","server":"s","service":"v","pid":"1","rtmp":["1935"]}"#,
+            400,
+            "ip",
+        ),
+    ];
+    for (body, status, word) in cases {
+        let r = post(api, path, body);
+        assert_eq!(r.status, status, "{}", r.text());
+        let v = r.json().unwrap();
+        assert_ne!(v["code"], 0, "{v}");
+        assert!(v["error"].as_str().unwrap_or("").contains(word), "{v}");
+    }
+    // A huge body is refused from its Content-Length, before it is sent.
+    let t0 = Instant::now();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{{",
+        64 << 20
+    );
+    let r = http_send(api, head.as_bytes(), Duration::from_secs(5)).expect("answered");
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    // No length at all.
+    let r = http_send(
+        api,
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            .as_bytes(),
+        Duration::from_secs(5),
+    )
+    .expect("answered");
+    assert_eq!(r.status, 411, "{}", r.text());
+    assert_eq!(
+        redis.cli(&["KEYS", "srs-proxy-server:*"]),
+        "",
+        "nothing stored"
+    );
+    assert_eq!(redis.cli(&["EXISTS", "shardcast-proxy-origins"]), "0");
+
+    // A register flood from 4 threads while the API keeps answering others quickly.
+    let flood: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let body = format!(
+                        r#"{{"ip":"127.0.0.1","server":"flood{t}","service":"s{i}","pid":"1","rtmp":["9"]}}"#
+                    );
+                    let _ = post(api, "/api/v1/srs/register", body.as_bytes());
+                }
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        let (status, _) = api_call(api, "GET", "/api/v1/proxy/origins");
+        assert_eq!(status, 200);
+        slowest = slowest.max(t0.elapsed());
+    }
+    for f in flood {
+        f.join().unwrap();
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "introspection took {slowest:?} under a flood"
+    );
+    // Registered origins expire from placement after three missed heartbeats.
+    std::thread::sleep(Duration::from_millis(4 * BEAT_MS));
+
+    // An origin that accepts TCP and never answers: the publisher is refused within the
+    // connect timeout, and the proxy keeps serving others meanwhile.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_port = mute.local_addr().unwrap().port();
+    let beat = format!(
+        r#"{{"ip":"127.0.0.1","server":"mute","service":"s","pid":"1","rtmp":["{mute_port}"]}}"#
+    );
+    let _beater = Worker::spawn(move |stop| {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = post(api, "/api/v1/srs/register", beat.as_bytes());
+            std::thread::sleep(Duration::from_millis(BEAT_MS));
+        }
+    });
+    assert!(wait_until(WAIT, || origins_seen(api)
+        .iter()
+        .any(|o| o.1 && o.0.ends_with(&format!(":{mute_port}")))));
+    let t0 = Instant::now();
+    let port = p.port;
+    let stuck = std::thread::spawn(move || try_publish(port, "mute1").err());
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, _) = api_call(p.http_port.unwrap(), "GET", "/api/v1/summaries");
+    assert_eq!(
+        status, 200,
+        "the shard serves others while a client waits on a mute origin"
+    );
+    let why = stuck.join().unwrap().expect("refused");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(1500 + 1500),
+        "refused in {took:?}: {why}"
+    );
+    assert!(why.contains("NetStream.Publish"), "{why}");
+    drop(mute);
+}
