@@ -147,3 +147,26 @@ impl ClientConn {
         );
     }
 }
+
+/// The RTMP server session for connection `id`, with the limits of `cfg` (RTMP clients and the
+/// proxy's clients alike).
+pub fn rtmp_session(
+    cfg: &crate::config::Config,
+    id: ConnId,
+) -> crate::rtmp::session::ServerSession {
+    use crate::rtmp::amf0::DecodeLimits;
+    use crate::rtmp::chunk::DecoderLimits;
+    use crate::rtmp::session::{ServerSession, SessionConfig};
+    let session_cfg = SessionConfig {
+        out_chunk_size: cfg.rtmp.chunk_size,
+        window_ack_size: cfg.rtmp.window_ack_size,
+        decoder_limits: DecoderLimits {
+            max_chunk_size: cfg.rtmp.max_incoming_chunk_size,
+            max_message_len: cfg.rtmp.max_message_size,
+            max_chunk_streams: cfg.rtmp.max_chunk_streams,
+        },
+        amf_limits: DecodeLimits::default(),
+    };
+    let seed = id.get().rotate_left(32) ^ super::time::time_seed();
+    ServerSession::new(session_cfg, seed, 0)
+}

@@ -19,10 +19,8 @@ use super::shard::Shard;
 use super::writer::ConnWriter;
 use crate::control_plane::registry::{RegistryAnswer, RegistryFailure, RegistryRequest};
 use crate::policy::Refusal;
-use crate::rtmp::amf0::DecodeLimits;
-use crate::rtmp::chunk::DecoderLimits;
 use crate::rtmp::client::{ClientConfig, ClientRole};
-use crate::rtmp::session::{ServerSession, SessionConfig, SessionEvent};
+use crate::rtmp::session::{ServerSession, SessionEvent};
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use log::info;
@@ -77,23 +75,12 @@ pub async fn serve(
         return;
     };
     let _ = stream.set_nodelay(true);
-    let session_cfg = SessionConfig {
-        out_chunk_size: cfg.rtmp.chunk_size,
-        window_ack_size: cfg.rtmp.window_ack_size,
-        decoder_limits: DecoderLimits {
-            max_chunk_size: cfg.rtmp.max_incoming_chunk_size,
-            max_message_len: cfg.rtmp.max_message_size,
-            max_chunk_streams: cfg.rtmp.max_chunk_streams,
-        },
-        amf_limits: DecodeLimits::default(),
-    };
-    let seed = id.get().rotate_left(32) ^ super::time::time_seed();
     let mut conn = Conn {
         client,
         shard: shard.clone(),
         id,
         peer,
-        session: ServerSession::new(session_cfg, seed, 0),
+        session: super::conn::rtmp_session(&cfg, id),
         writer,
         client_fd: stream.as_raw_fd(),
         app: String::new(),

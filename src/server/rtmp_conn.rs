@@ -15,10 +15,8 @@ use super::traverse::{self, TraverseError};
 use super::writer::ConnWriter;
 use crate::cluster::redirect::redirect_bytes;
 use crate::policy::{self, ClientInfo, Refusal};
-use crate::rtmp::amf0::DecodeLimits;
-use crate::rtmp::chunk::DecoderLimits;
 use crate::rtmp::client::ClientRole;
-use crate::rtmp::session::{ServerSession, SessionConfig, SessionEvent};
+use crate::rtmp::session::{ServerSession, SessionEvent};
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use log::{debug, info, warn};
@@ -81,23 +79,12 @@ pub async fn serve(
         return;
     };
     let _ = stream.set_nodelay(true);
-    let session_cfg = SessionConfig {
-        out_chunk_size: cfg.rtmp.chunk_size,
-        window_ack_size: cfg.rtmp.window_ack_size,
-        decoder_limits: DecoderLimits {
-            max_chunk_size: cfg.rtmp.max_incoming_chunk_size,
-            max_message_len: cfg.rtmp.max_message_size,
-            max_chunk_streams: cfg.rtmp.max_chunk_streams,
-        },
-        amf_limits: DecodeLimits::default(),
-    };
-    let seed = id.get().rotate_left(32) ^ super::time::time_seed();
     let mut conn = Conn {
         client,
         shard: shard.clone(),
         id,
         peer,
-        session: ServerSession::new(session_cfg, seed, 0),
+        session: super::conn::rtmp_session(&cfg, id),
         writer,
         app: String::new(),
         vhost: DEFAULT_VHOST.to_string(),
