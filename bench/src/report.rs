@@ -29,6 +29,9 @@ pub struct Summary {
     pub generator: GeneratorSummary,
     /// Distinct error messages and how often each happened.
     pub errors: BTreeMap<String, usize>,
+    /// Per-node figures, with --node-api.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<crate::nodes::NodesSummary>,
     /// Per-player figures, with --per-player.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_player: Option<Vec<PlayerReport>>,
@@ -262,6 +265,10 @@ pub fn summarize(args: &LoadArgs, out: &RunOutput, per_player: bool) -> Summary 
             }
         },
         errors,
+        nodes: out
+            .nodes
+            .as_ref()
+            .map(|w| crate::nodes::summarize(w, ps, window_s)),
         per_player: per_player.then(|| ps.clone()),
     }
 }
@@ -398,8 +405,49 @@ pub fn table(s: &Summary) -> String {
             ),
         );
     }
+    if let Some(n) = &s.nodes {
+        node_table(&mut t, n);
+    }
     for (e, n) in &s.errors {
         let _ = writeln!(t, "  error x{n}: {e}");
     }
     t
+}
+
+/// The per-node part of the table (`--node-api`).
+fn node_table(t: &mut String, n: &crate::nodes::NodesSummary) {
+    let _ = writeln!(
+        t,
+        "  per node (players found by their local ip:port): {} matched, {} on no node ({} of them kept up)",
+        n.matched, n.unmatched, n.unmatched_kept_up
+    );
+    let _ = writeln!(
+        t,
+        "    {:<22} {:>7} {:>16} {:>13} {:>13} {:>9}",
+        "node", "players", "kept up", "players Mb/s", "node Mbit/s", "weight"
+    );
+    for node in &n.nodes {
+        let kept = match node.kept_up_fraction {
+            Some(f) => format!("{} ({:.1}%)", node.kept_up, f * 100.0),
+            None => "-".to_string(),
+        };
+        let weight = match (node.weight_start, node.weight_end) {
+            (Some(a), Some(b)) => format!("{a}->{b}"),
+            (None, Some(b)) => b.to_string(),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            t,
+            "    {:<22} {:>7} {:>16} {:>13.1} {:>13} {:>9}",
+            crate::nodes::short(&node.api),
+            node.players,
+            kept,
+            node.players_mbit_s,
+            opt(node.egress_mbit_s, 1),
+            weight
+        );
+        if let Some(e) = &node.error {
+            let _ = writeln!(t, "      error: {e}");
+        }
+    }
 }
