@@ -38,6 +38,9 @@ pub struct LbPoint {
     /// Server-side CPU (every --server-pid) per second of window: cores busy.
     pub server_cores: Option<f64>,
     pub generator_utilisation: Option<f64>,
+    /// Busy cores of the machine that were neither the server nor the generator (another
+    /// build or load on the machine, the run's separate publishers).
+    pub other_cores: Option<f64>,
 }
 
 impl LbPoint {
@@ -88,6 +91,7 @@ impl LbPoint {
             disconnects: f("/players/disconnects").unwrap_or(0.0) as u64,
             server_cores: f("/server/cpu_s").zip(window).map(|(c, w)| c / w),
             generator_utilisation: f("/generator/utilisation"),
+            other_cores: f("/host/other_cores"),
         })
     }
 
@@ -168,7 +172,7 @@ pub fn table(points: &[LbPoint], held: &[Held], threshold: f64) -> String {
             "weight"
         );
     }
-    let _ = writeln!(t, " | {:>6} {:>6}", "server", "gen");
+    let _ = writeln!(t, " | {:>6} {:>6} {:>6}", "server", "gen", "other");
     for p in points {
         let _ = write!(
             t,
@@ -197,20 +201,21 @@ pub fn table(points: &[LbPoint], held: &[Held], threshold: f64) -> String {
                 }
             }
         }
+        let cores = |v: Option<f64>| v.map_or("-".into(), |c| format!("{:.0}%", c * 100.0));
         let _ = writeln!(
             t,
-            " | {:>6} {:>6}",
-            p.server_cores
-                .map_or("-".into(), |c| format!("{:.0}%", c * 100.0)),
-            p.generator_utilisation
-                .map_or("-".into(), |u| format!("{:.0}%", u * 100.0)),
+            " | {:>6} {:>6} {:>6}",
+            cores(p.server_cores),
+            cores(p.generator_utilisation),
+            cores(p.other_cores),
         );
     }
     let _ = writeln!(
         t,
         "\n(node Mbit/s: the node's own byte counter over the window; weight: the agent's, \
-         lowest..at the end; server: CPU of nodes + HAProxy, in cores; gen: the load generator's \
-         own CPU)"
+         lowest..at the end (HAProxy applies it only in agent mode); server: CPU of the nodes and \
+         HAProxy, gen: the load generator's own, other: the rest of the machine, each in % of \
+         one core over the window)"
     );
     let _ = writeln!(
         t,
@@ -369,6 +374,7 @@ mod tests {
             disconnects: 0,
             server_cores: Some(0.5),
             generator_utilisation: Some(0.4),
+            other_cores: Some(0.1),
         }
     }
 
@@ -380,6 +386,7 @@ mod tests {
                         "errors": 0, "disconnects": 2, "window_s": 10.0},
             "server": {"cpu_s": 5.0},
             "generator": {"utilisation": 0.3},
+            "host": {"busy_cores": 1.5, "cores": 2.0, "other_cores": 0.25},
             "nodes": {"matched": 298, "unmatched": 2, "nodes": [
                 {"api": "http://127.0.0.1:1", "players": 200, "kept_up_fraction": 1.0,
                  "players_mbit_s": 400.0, "egress_mbit_s": 410.0, "weight_end": 60},
@@ -391,6 +398,7 @@ mod tests {
         let p = LbPoint::from_summary(&v).unwrap();
         assert_eq!((p.mode.as_str(), p.players, p.unmatched), ("agent", 300, 2));
         assert_eq!(p.server_cores, Some(0.5));
+        assert_eq!(p.other_cores, Some(0.25));
         assert_eq!(p.nodes[0].weight_min, Some(60));
         assert_eq!(p.nodes[1].weight_min, Some(12));
         assert_eq!(p.nodes[1].egress_mbit_s, None);

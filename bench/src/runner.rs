@@ -427,6 +427,9 @@ pub struct ServerSamples {
     /// This process over the same window: is the generator itself near saturation?
     pub own_start: Option<ProcSample>,
     pub own_end: Option<ProcSample>,
+    /// The whole machine over the same window.
+    pub host_start: Option<procstat::HostSample>,
+    pub host_end: Option<procstat::HostSample>,
 }
 
 /// Everything the report needs.
@@ -605,10 +608,12 @@ fn watch(shared: &Shared, quiet: bool, pids: &[i32], server: &mut ServerSamples)
         if server.own_start.is_none() && now >= epoch + s.window_start {
             server.window_start = procstat::sample(pids);
             server.own_start = procstat::sample(&me);
+            server.host_start = procstat::host();
         }
         if server.own_end.is_none() && now >= epoch + s.window_end {
             server.window_end = procstat::sample(pids);
             server.own_end = procstat::sample(&me);
+            server.host_end = procstat::host();
         }
         if shared
             .counters
