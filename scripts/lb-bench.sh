@@ -18,16 +18,16 @@
 # player kept up (>= 99%) per mode. Holds the exclusive flock on /tmp/shardcast-load.lock that
 # scripts/bench-compare.sh takes, so two loads never run together.
 #
-#   scripts/lb-bench.sh                     # N = 800 1200 1600 2000, ramp 50/s, 10 s window
+#   scripts/lb-bench.sh                     # N = 1000 1500 2000 2500, ramp 60/s, 10 s window
 #   scripts/lb-bench.sh --quick             # N = 200 400, 5 s window (smoke test)
 #   scripts/lb-bench.sh --steps "600 1200" --egress-mbps 3000 --ramp 40
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-STEPS="800 1200 1600 2000"
+STEPS="1000 1500 2000 2500"
 MODES="leastconn agent"
-RAMP=50
+RAMP=60
 WARMUP=5
 WINDOW=10
 EGRESS=4000
