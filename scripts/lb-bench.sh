@@ -322,6 +322,12 @@ for mode in $MODES; do
     case "$(basename "$f")" in "$mode"-*) ordered+=("$f") ;; esac
   done
 done
+echo "$SETUP" | fold -s -w 100
+echo
 "$BENCH_BIN" lb-report --setup "$SETUP" --out "bench/results/$stamp-lb.json" \
   --svg "bench/results/$stamp-lb.svg" "${ordered[@]}"
+fold -s -w 100 <<'NOTE'
+
+What this arrangement can show: on two cores the nodes share CPU 0 with HAProxy, which relays every byte and is most of that core's work, so node-2's extra cost per player is bytes, and the balancing comes from the egress term of the agent's weight (each node's own shard CPU stays low). What it cannot: per-node capacity (a core or a NIC each): both nodes run out together when CPU 0 is full. A 'gen' near 90% or more means the figures may be limited by the load generator's one core; 'other' is work on the machine outside this run (another build or load).
+NOTE
 log "wrote bench/results/$stamp-lb.json and bench/results/$stamp-lb.svg"
