@@ -8,11 +8,17 @@ use thiserror::Error;
 
 pub const USAGE: &str = "usage: shardcast-bench <play|publish|fanout> [options]
        shardcast-bench compare --out FILE.json [--svg FILE.svg] [--baseline LABEL] RUN.json...
+       shardcast-bench lb-report --out FILE.json [--svg FILE.svg] [--setup TEXT]
+                                 [--threshold F] RUN.json...
 
 modes:
   play      N players (RTMP or HTTP-FLV) of one or many URLs (spread round-robin)
   publish   M publishers looping an FLV file in real time
   fanout    M publishers x N players per stream in one process, with end-to-end latency
+  compare   fold runs of scripts/bench-compare.sh into a table, JSON and SVG
+  lb-report fold runs with --node-api (scripts/lb-bench.sh; label = balancing mode) into a
+            table per mode and player count, JSON and SVG; --threshold is the kept-up
+            fraction a step must reach to count as every player keeping up     [0.99]
 
 load options:
   --url URL          stream URL; repeatable for play. `{i}` is replaced by the stream index
@@ -41,6 +47,13 @@ load options:
   --chunk-size N     publisher chunk size                                   [4096]
   --buffer-ms N      buffer length players announce                         [1000]
   --per-player       include every player's figures in the JSON
+  --node-api URL     play/fanout behind a balancer: a node's HTTP API (http://host:port),
+                     repeatable. At the window's edges the bench reads each node's /api/v1/
+                     clients, summaries and lb, finds its players on the nodes by their local
+                     ip:port (the nodes see it through PROXY headers) and reports per node:
+                     players landed, kept up, egress Mbit/s and the agent's weight
+  --node-every S     with --node-api, also read every node each S seconds (progress line and
+                     JSON `nodes.ticks`)                                  [window edges only]
   -q, --quiet        no progress line
   -h, --help         this text";
 
@@ -48,7 +61,7 @@ load options:
 pub enum ArgError {
     #[error("{0}")]
     Parse(#[from] lexopt::Error),
-    #[error("missing mode: play, publish, fanout or compare")]
+    #[error("missing mode: play, publish, fanout, compare or lb-report")]
     NoMode,
     #[error("unknown mode `{0}`")]
     UnknownMode(String),
@@ -99,6 +112,10 @@ pub struct LoadArgs {
     pub chunk_size: u32,
     pub buffer_ms: u32,
     pub per_player: bool,
+    /// Nodes' HTTP APIs for the per-node report (players behind a balancer).
+    pub node_apis: Vec<String>,
+    /// Seconds between periodic node reads (`None`: window edges only).
+    pub node_every: Option<f64>,
     #[serde(skip)]
     pub quiet: bool,
 }
@@ -113,9 +130,21 @@ pub struct CompareArgs {
 }
 
 #[derive(Debug, Clone)]
+pub struct LbReportArgs {
+    pub out: PathBuf,
+    pub svg: Option<PathBuf>,
+    /// How the runs were arranged (CPUs, nodes, balancer), copied into the JSON.
+    pub setup: Option<String>,
+    /// Kept-up fraction a step must reach to count as every player keeping up.
+    pub threshold: f64,
+    pub runs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
 pub enum Command {
     Load(Box<LoadArgs>),
     Compare(CompareArgs),
+    LbReport(LbReportArgs),
     Help,
 }
 
@@ -143,6 +172,8 @@ impl LoadArgs {
             chunk_size: 4096,
             buffer_ms: 1000,
             per_player: false,
+            node_apis: Vec::new(),
+            node_every: None,
             quiet: false,
         }
     }
@@ -298,6 +329,24 @@ impl LoadArgs {
         if self.cores.as_ref().is_some_and(Vec::is_empty) {
             return bad("--cores lists no CPU");
         }
+        if !self.node_apis.is_empty() && !self.mode.has_players() {
+            return bad("--node-api is for play and fanout (it finds the players on the nodes)");
+        }
+        for u in &self.node_apis {
+            if crate::nodes::api_hostport(u).is_none() {
+                return Err(ArgError::Invalid(format!(
+                    "--node-api `{u}` is not an http://host[:port] URL"
+                )));
+            }
+        }
+        if let Some(e) = self.node_every {
+            if self.node_apis.is_empty() {
+                return bad("--node-every needs --node-api");
+            }
+            if !(0.5..=3600.0).contains(&e) {
+                return bad("--node-every must be between 0.5 and 3600 seconds");
+            }
+        }
         if !(128..=65536).contains(&self.chunk_size) {
             return bad("--chunk-size must be between 128 and 65536");
         }
@@ -359,6 +408,7 @@ where
         "publish" => Mode::Publish,
         "fanout" => Mode::Fanout,
         "compare" => return parse_compare(p),
+        "lb-report" => return parse_lb_report(p),
         "help" => return Ok(Command::Help),
         _ => return Err(ArgError::UnknownMode(mode)),
     };
@@ -385,6 +435,8 @@ where
             Long("chunk-size") => a.chunk_size = num(&mut p, "--chunk-size")?,
             Long("buffer-ms") => a.buffer_ms = num(&mut p, "--buffer-ms")?,
             Long("per-player") => a.per_player = true,
+            Long("node-api") => a.node_apis.push(string(&mut p)?),
+            Long("node-every") => a.node_every = Some(num(&mut p, "--node-every")?),
             Short('q') | Long("quiet") => a.quiet = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(arg.unexpected().into()),
@@ -420,6 +472,44 @@ fn parse_compare(mut p: lexopt::Parser) -> Result<Command, ArgError> {
         out,
         svg,
         baseline,
+        runs,
+    }))
+}
+
+fn parse_lb_report(mut p: lexopt::Parser) -> Result<Command, ArgError> {
+    use lexopt::prelude::*;
+    let mut out = None;
+    let mut svg = None;
+    let mut setup = None;
+    let mut threshold = 0.99;
+    let mut runs = Vec::new();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("out") => out = Some(p.value()?.into()),
+            Long("svg") => svg = Some(p.value()?.into()),
+            Long("setup") => setup = Some(string(&mut p)?),
+            Long("threshold") => threshold = num(&mut p, "--threshold")?,
+            Value(v) => runs.push(v.into()),
+            Short('h') | Long("help") => return Ok(Command::Help),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let out = out.ok_or_else(|| ArgError::Invalid("lb-report needs --out FILE.json".into()))?;
+    if !(threshold > 0.0 && threshold <= 1.0) {
+        return Err(ArgError::Invalid(
+            "--threshold must be above 0 and at most 1".into(),
+        ));
+    }
+    if runs.is_empty() {
+        return Err(ArgError::Invalid(
+            "lb-report needs at least one run JSON".into(),
+        ));
+    }
+    Ok(Command::LbReport(LbReportArgs {
+        out,
+        svg,
+        setup,
+        threshold,
         runs,
     }))
 }
@@ -576,6 +666,54 @@ mod tests {
     }
 
     #[test]
+    fn node_apis() {
+        let a = load(&[
+            "play",
+            "--url",
+            "rtmp://127.0.0.1:1935/live/s",
+            "--node-api",
+            "http://127.0.0.1:19861",
+            "--node-api",
+            "http://127.0.0.1:19862/",
+            "--node-every",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(a.node_apis.len(), 2);
+        assert_eq!(a.node_every, Some(2.0));
+        let url = ["--url", "rtmp://h/live/s"];
+        let with = |extra: &[&str]| {
+            let mut v = vec!["play"];
+            v.extend_from_slice(&url);
+            v.extend_from_slice(extra);
+            load(&v)
+        };
+        assert!(
+            with(&["--node-api", "127.0.0.1:19861"]).is_err(),
+            "no scheme"
+        );
+        assert!(
+            with(&["--node-api", "http://h:1/api/v1"]).is_err(),
+            "a path"
+        );
+        assert!(with(&["--node-every", "2"]).is_err(), "no --node-api");
+        assert!(with(&["--node-api", "http://h:1", "--node-every", "0.1"]).is_err());
+        assert!(
+            load(&[
+                "publish",
+                "--url",
+                "rtmp://h/live/s",
+                "--file",
+                "f",
+                "--node-api",
+                "http://h:1"
+            ])
+            .is_err(),
+            "publishers only"
+        );
+    }
+
+    #[test]
     fn cpu_lists() {
         assert_eq!(parse_cpu_list("1").unwrap(), vec![1]);
         assert_eq!(parse_cpu_list("0-3").unwrap(), vec![0, 1, 2, 3]);
@@ -595,5 +733,29 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(["compare", "a.json"]).is_err());
+    }
+
+    #[test]
+    fn lb_report_command() {
+        match parse([
+            "lb-report",
+            "--out",
+            "o.json",
+            "--setup",
+            "2 cores",
+            "a.json",
+        ])
+        .unwrap()
+        {
+            Command::LbReport(c) => {
+                assert_eq!(c.runs.len(), 1);
+                assert_eq!(c.threshold, 0.99);
+                assert_eq!(c.setup.as_deref(), Some("2 cores"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(["lb-report", "a.json"]).is_err(), "no --out");
+        assert!(parse(["lb-report", "--out", "o", "--threshold", "2", "a"]).is_err());
+        assert!(parse(["lb-report", "--out", "o"]).is_err(), "no runs");
     }
 }

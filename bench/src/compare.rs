@@ -189,7 +189,7 @@ fn axis_label(v: f64, y_max: f64) -> String {
 }
 
 /// Rounds up to 1, 2 or 5 times a power of ten, for axis limits.
-fn nice_ceiling(v: f64) -> f64 {
+pub(crate) fn nice_ceiling(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
@@ -201,23 +201,21 @@ fn nice_ceiling(v: f64) -> f64 {
         .unwrap_or(10.0 * p)
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-/// One panel: `value` of every label against players.
-#[allow(clippy::too_many_arguments)]
-fn panel(
+/// One panel: `value(label, players)` of every label against players (`None`: no point).
+pub(crate) fn panel(
     svg: &mut String,
     x0: f64,
     title: &str,
-    points: &[RunPoint],
     labels: &[String],
     ns: &[u64],
     y_max: f64,
-    value: &dyn Fn(&RunPoint) -> Option<f64>,
+    value: &dyn Fn(&str, u64) -> Option<f64>,
 ) {
     let (w, h, top, left, bottom) = (420.0, 300.0, 40.0, 60.0, 50.0);
     let pw = w - left - 20.0;
@@ -275,13 +273,7 @@ fn panel(
         let pts: Vec<(f64, f64)> = ns
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| {
-                points
-                    .iter()
-                    .find(|p| &p.label == label && p.players == *n)
-                    .and_then(value)
-                    .map(|v| (xs(i), ys(v)))
-            })
+            .filter_map(|(i, n)| value(label, *n).map(|v| (xs(i), ys(v))))
             .collect();
         if pts.len() > 1 {
             let d: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
@@ -325,38 +317,42 @@ pub fn svg(points: &[RunPoint]) -> String {
             .filter_map(|p| p.cpu_s_per_gb)
             .fold(0.0, f64::max),
     );
+    let find = |label: &str, n: u64| points.iter().find(|p| p.label == label && p.players == n);
     panel(
         &mut s,
         0.0,
         "server CPU seconds per GB delivered",
-        points,
         &labels,
         &ns,
         cpu_max,
-        &|p| p.cpu_s_per_gb,
+        &|l, n| find(l, n).and_then(|p| p.cpu_s_per_gb),
     );
     panel(
         &mut s,
         430.0,
         "fraction of players kept up",
-        points,
         &labels,
         &ns,
         1.0,
-        &|p| Some(p.kept_up_fraction),
+        &|l, n| find(l, n).map(|p| p.kept_up_fraction),
     );
+    legend(&mut s, &labels, 305.0);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// One line of the legend per label, from `y0` down, in the panels' colours and dashes.
+pub(crate) fn legend(svg: &mut String, labels: &[String], y0: f64) {
     for (li, label) in labels.iter().enumerate() {
-        let y = 305.0 + 20.0 * li as f64;
+        let y = y0 + 20.0 * li as f64;
         let color = COLORS[li % COLORS.len()];
         let dash = DASHES[li % DASHES.len()];
         let _ = writeln!(
-            s,
+            svg,
             r#"<line x1="56" y1="{y:.1}" x2="86" y2="{y:.1}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><text x="94" y="{y:.1}" font-size="12" dominant-baseline="middle">{}</text>"#,
             esc(label)
         );
     }
-    s.push_str("</svg>\n");
-    s
 }
 
 pub fn run(args: &CompareArgs) -> Result<String, CompareError> {

@@ -35,6 +35,11 @@ impl Conn {
         })
     }
 
+    /// The connection's own address, as the peer sees it (`None` if the kernel will not say).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.stream.local_addr().ok()
+    }
+
     /// Writes everything the session has queued; returns the bytes written.
     pub async fn flush(&mut self, session: &mut ClientSession) -> std::io::Result<usize> {
         let mut n = 0;

@@ -8,6 +8,8 @@ pub mod conn;
 pub mod flv;
 pub mod httpflv;
 pub mod latency;
+pub mod lbreport;
+pub mod nodes;
 pub mod player;
 pub mod procstat;
 pub mod publisher;

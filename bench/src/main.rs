@@ -3,7 +3,7 @@
 //! the `shardcast::rtmp::client::ClientSession` state machine over real sockets.
 
 use shardcast_bench::args::{self, Command, USAGE};
-use shardcast_bench::{compare, report, runner};
+use shardcast_bench::{compare, lbreport, report, runner};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -26,6 +26,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("shardcast-bench compare: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::LbReport(c) => match lbreport::run(&c) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shardcast-bench lb-report: {e}");
                 ExitCode::from(1)
             }
         },

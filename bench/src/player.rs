@@ -14,6 +14,7 @@ use serde::Serialize;
 use shardcast::media::{Frame, FrameKind};
 use shardcast::rtmp::client::{ClientConfig, ClientEvent, ClientSession};
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,7 @@ pub struct PlayerMeter {
     edge_end: Option<Edge>,
     latency_hits: u64,
     latency_misses: u64,
+    local_addr: Option<SocketAddr>,
 }
 
 /// Final figures of one player, sent back from its thread.
@@ -143,6 +145,8 @@ pub struct PlayerReport {
     pub stream_eofs: u32,
     pub latency_hits: u64,
     pub latency_misses: u64,
+    /// The connection's own address (what a node behind a balancer sees as the client's).
+    pub local_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -163,6 +167,11 @@ impl PlayerMeter {
     pub fn connecting(&mut self, now: Instant) {
         self.phase = Phase::Connecting;
         self.connect_at = Some(now);
+    }
+
+    /// The connection is open, from `local`.
+    pub fn connected(&mut self, local: Option<SocketAddr>) {
+        self.local_addr = local;
     }
 
     pub fn playing(&mut self) {
@@ -347,6 +356,7 @@ impl PlayerMeter {
             stream_eofs: self.eofs,
             latency_hits: self.latency_hits,
             latency_misses: self.latency_misses,
+            local_addr: self.local_addr,
         }
     }
 }
@@ -391,6 +401,7 @@ async fn play(
     let mut conn = Conn::open(ctx, addr, Role::Player)
         .await
         .map_err(|e| fail("connect", &e))?;
+    meter.borrow_mut().connected(conn.local_addr());
     let mut session = ClientSession::new(cfg, 0x5eed ^ index as u64, ctx.epoch_ms());
     conn.flush(&mut session)
         .await
@@ -444,6 +455,7 @@ async fn play_http(
     let mut conn = Conn::open(ctx, addr, Role::Player)
         .await
         .map_err(|e| fail("connect", &e))?;
+    meter.borrow_mut().connected(conn.local_addr());
     conn.stream
         .write_all(request.as_bytes())
         .await

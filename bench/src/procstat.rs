@@ -98,9 +98,63 @@ pub fn sample(roots: &[i32]) -> Option<ProcSample> {
     Some(s)
 }
 
+/// The whole machine's CPU time from /proc/stat, so a run can tell how much of the machine was
+/// busy with something other than the server and the generator (another build, another load).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct HostSample {
+    /// user + nice + system + irq + softirq over every CPU, in seconds. Without IRQ time
+    /// accounting a tick spent in softirq is also charged to the task it interrupted, so this
+    /// is what the processes' utime + stime add up to.
+    pub busy_s: f64,
+    /// busy + idle + iowait + steal, in seconds.
+    pub total_s: f64,
+    /// CPUs listed (`cpuN` lines).
+    pub cpus: u32,
+}
+
+/// The aggregate `cpu` line of /proc/stat.
+fn parse_host(stat: &str, ticks: f64) -> Option<HostSample> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+    let total = busy + at(3) + at(4) + at(7);
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count() as u32;
+    (v.len() >= 4).then(|| HostSample {
+        busy_s: busy as f64 / ticks,
+        total_s: total as f64 / ticks,
+        cpus,
+    })
+}
+
+/// Samples the machine's CPU time; `None` without /proc/stat.
+pub fn host() -> Option<HostSample> {
+    parse_host(&std::fs::read_to_string("/proc/stat").ok()?, clock_ticks())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_fields() {
+        let stat = "cpu  100 5 50 1000 20 1 24 0 0 0\ncpu0 50 5 25 500 10 1 12 0 0 0\nintr 1\n";
+        let h = parse_host(stat, 100.0).unwrap();
+        assert_eq!(h.busy_s, 1.8);
+        assert_eq!(h.total_s, 12.0);
+        assert_eq!(h.cpus, 1);
+        assert_eq!(parse_host("cpu0 1 2 3 4\n", 100.0), None);
+        assert_eq!(parse_host("cpu  1 x 3 4\n", 100.0), None);
+        assert!(host().is_some_and(|h| h.total_s >= h.busy_s && h.total_s > 0.0));
+    }
 
     #[test]
     fn stat_fields() {

@@ -3,7 +3,7 @@
 
 use crate::args::LoadArgs;
 use crate::player::{Outcome, PlayerReport};
-use crate::procstat::ProcSample;
+use crate::procstat::{HostSample, ProcSample};
 use crate::runner::RunOutput;
 use crate::schedule::Schedule;
 use crate::stats::{percentile, LatencySummary};
@@ -27,8 +27,13 @@ pub struct Summary {
     pub publishers: PublishersSummary,
     pub server: Option<ServerSummary>,
     pub generator: GeneratorSummary,
+    /// The whole machine over the window.
+    pub host: Option<HostSummary>,
     /// Distinct error messages and how often each happened.
     pub errors: BTreeMap<String, usize>,
+    /// Per-node figures, with --node-api.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<crate::nodes::NodesSummary>,
     /// Per-player figures, with --per-player.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_player: Option<Vec<PlayerReport>>,
@@ -106,6 +111,43 @@ pub struct GeneratorSummary {
     pub cpu_s: Option<f64>,
     /// CPU seconds per second of window divided by threads (1.0 = every thread saturated).
     pub utilisation: Option<f64>,
+}
+
+/// The machine's CPU over the window: how busy it was, and how much of that was neither the
+/// server (`--server-pid`) nor this generator (another build or load on the machine, or other
+/// processes of the run such as separate publishers).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostSummary {
+    /// Cores busy on average over the window (every CPU of the machine).
+    pub busy_cores: f64,
+    /// CPUs of the machine.
+    pub cores: f64,
+    /// Busy cores not accounted to the server or the generator.
+    pub other_cores: f64,
+}
+
+/// The machine's busy cores over a window from its two samples, and how many of them were
+/// neither the server's (`server_cpu_s`) nor this generator's (`own_cpu_s`) CPU seconds.
+pub fn host_summary(
+    start: Option<HostSample>,
+    end: Option<HostSample>,
+    server_cpu_s: Option<f64>,
+    own_cpu_s: Option<f64>,
+) -> Option<HostSummary> {
+    let (a, b) = (start?, end?);
+    let cpus = f64::from(b.cpus.max(1));
+    // Wall time of the interval: every CPU's time went by once.
+    let wall = (b.total_s - a.total_s) / cpus;
+    if wall <= 0.0 {
+        return None;
+    }
+    let busy = (b.busy_s - a.busy_s).max(0.0) / wall;
+    let ours = (server_cpu_s.unwrap_or(0.0) + own_cpu_s.unwrap_or(0.0)) / wall;
+    Some(HostSummary {
+        busy_cores: busy,
+        cores: cpus,
+        other_cores: (busy - ours).max(0.0),
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,7 +303,25 @@ pub fn summarize(args: &LoadArgs, out: &RunOutput, per_player: bool) -> Summary 
                     .map(|c| c / window_s / out.threads.max(1) as f64),
             }
         },
+        host: {
+            let srv = &out.server;
+            let delta = |a: Option<ProcSample>, b: Option<ProcSample>| {
+                a.zip(b)
+                    .filter(|(a, b)| a.processes > 0 && b.processes > 0)
+                    .map(|(a, b)| (b.cpu_s - a.cpu_s).max(0.0))
+            };
+            host_summary(
+                srv.host_start,
+                srv.host_end,
+                delta(srv.window_start, srv.window_end),
+                delta(srv.own_start, srv.own_end),
+            )
+        },
         errors,
+        nodes: out
+            .nodes
+            .as_ref()
+            .map(|w| crate::nodes::summarize(w, ps, window_s)),
         per_player: per_player.then(|| ps.clone()),
     }
 }
@@ -398,8 +458,96 @@ pub fn table(s: &Summary) -> String {
             ),
         );
     }
+    if let Some(h) = &s.host {
+        row(
+            &mut t,
+            "machine CPU over window",
+            format!(
+                "{:.2} of {:.0} cores busy, {:.2} outside the server{} and this generator",
+                h.busy_cores,
+                h.cores,
+                h.other_cores,
+                if s.server.is_some() {
+                    ""
+                } else {
+                    " (none given)"
+                }
+            ),
+        );
+    }
+    if let Some(n) = &s.nodes {
+        node_table(&mut t, n);
+    }
     for (e, n) in &s.errors {
         let _ = writeln!(t, "  error x{n}: {e}");
     }
     t
+}
+
+/// The per-node part of the table (`--node-api`).
+fn node_table(t: &mut String, n: &crate::nodes::NodesSummary) {
+    let _ = writeln!(
+        t,
+        "  per node (players found by their local ip:port): {} matched, {} on no node ({} of them kept up)",
+        n.matched, n.unmatched, n.unmatched_kept_up
+    );
+    let _ = writeln!(
+        t,
+        "    {:<22} {:>7} {:>16} {:>13} {:>13} {:>9}",
+        "node", "players", "kept up", "players Mb/s", "node Mbit/s", "weight"
+    );
+    for node in &n.nodes {
+        let kept = match node.kept_up_fraction {
+            Some(f) => format!("{} ({:.1}%)", node.kept_up, f * 100.0),
+            None => "-".to_string(),
+        };
+        let weight = match (node.weight_start, node.weight_end) {
+            (Some(a), Some(b)) => format!("{a}->{b}"),
+            (None, Some(b)) => b.to_string(),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            t,
+            "    {:<22} {:>7} {:>16} {:>13.1} {:>13} {:>9}",
+            crate::nodes::short(&node.api),
+            node.players,
+            kept,
+            node.players_mbit_s,
+            opt(node.egress_mbit_s, 1),
+            weight
+        );
+        if let Some(e) = &node.error {
+            let _ = writeln!(t, "      error: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_cpu_outside_the_run() {
+        let at = |busy_s: f64, total_s: f64| HostSample {
+            busy_s,
+            total_s,
+            cpus: 2,
+        };
+        // 10 s of wall time on 2 CPUs: 14 CPU-seconds busy, 8 of them the server, 3 ours.
+        let h = host_summary(
+            Some(at(100.0, 1000.0)),
+            Some(at(114.0, 1020.0)),
+            Some(8.0),
+            Some(3.0),
+        )
+        .unwrap();
+        assert!((h.busy_cores - 1.4).abs() < 1e-9);
+        assert_eq!(h.cores, 2.0);
+        assert!((h.other_cores - 0.3).abs() < 1e-9);
+        // Tick rounding never makes it negative.
+        let h = host_summary(Some(at(0.0, 0.0)), Some(at(1.0, 20.0)), Some(2.0), None).unwrap();
+        assert_eq!(h.other_cores, 0.0);
+        assert!(host_summary(None, Some(at(1.0, 2.0)), None, None).is_none());
+        assert!(host_summary(Some(at(1.0, 2.0)), Some(at(1.0, 2.0)), None, None).is_none());
+    }
 }

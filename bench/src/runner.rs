@@ -28,6 +28,8 @@ use thiserror::Error;
 const DRAIN: Duration = Duration::from_secs(2);
 /// Bound on joining the executor threads once they reported done.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on waiting for the node watcher once the load is over (its requests are bounded).
+const NODE_WATCH_JOIN: Duration = Duration::from_secs(30);
 /// Publishers get this long to say goodbye before their sockets are cut.
 const PUBLISHER_GOODBYE: Duration = Duration::from_millis(300);
 
@@ -425,6 +427,9 @@ pub struct ServerSamples {
     /// This process over the same window: is the generator itself near saturation?
     pub own_start: Option<ProcSample>,
     pub own_end: Option<ProcSample>,
+    /// The whole machine over the same window.
+    pub host_start: Option<procstat::HostSample>,
+    pub host_end: Option<procstat::HostSample>,
 }
 
 /// Everything the report needs.
@@ -438,6 +443,8 @@ pub struct RunOutput {
     pub latency_us: Histogram,
     pub server: ServerSamples,
     pub latency_measured: bool,
+    /// `--node-api`: what the nodes said at the window's edges (and ticks).
+    pub nodes: Option<crate::nodes::NodeWatch>,
 }
 
 /// Raises the open-files soft limit to the hard limit (one descriptor per connection).
@@ -506,6 +513,25 @@ pub fn run(args: LoadArgs) -> Result<RunOutput, RunError> {
         })
         .map_err(|e| RunError::Executors(e.to_string()))?;
 
+    // The nodes are read from their own thread, so a slow node never holds up the progress line.
+    let node_watch = (!shared.args.node_apis.is_empty()).then(|| {
+        let plan = crate::nodes::WatchPlan {
+            apis: shared.args.node_apis.clone(),
+            window_start: schedule.window_start,
+            window_end: schedule.window_end,
+            every: shared.args.node_every.map(Duration::from_secs_f64),
+            quiet,
+        };
+        let epoch = shared.epoch;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("bench-nodes".into())
+            .spawn(move || {
+                let _ = tx.send(crate::nodes::watch(&plan, epoch));
+            })
+            .map(|_| rx)
+    });
+
     if !watch(&shared, quiet, &pids, &mut server) {
         // Joining a hung executor would hang the run; report where each thread is instead.
         let stages: Vec<String> = shared
@@ -530,6 +556,7 @@ pub fn run(args: LoadArgs) -> Result<RunOutput, RunError> {
         latency_us: Histogram::default(),
         server,
         latency_measured: fanout,
+        nodes: None,
     };
     // The threads have handed over their results; an executor that then hangs in its teardown
     // must not hang the run, so the join itself is bounded too.
@@ -547,6 +574,20 @@ pub fn run(args: LoadArgs) -> Result<RunOutput, RunError> {
         out.latency_us.merge(&r.latency_us);
     }
     out.publishers.sort_by_key(|p| p.stream);
+    out.nodes = match node_watch {
+        Some(Ok(rx)) => match rx.recv_timeout(NODE_WATCH_JOIN) {
+            Ok(w) => Some(w),
+            Err(_) => {
+                eprintln!("shardcast-bench: the nodes did not answer in time; no per-node figures");
+                None
+            }
+        },
+        Some(Err(e)) => {
+            eprintln!("shardcast-bench: cannot start the node watcher: {e}");
+            None
+        }
+        None => None,
+    };
     Ok(out)
 }
 
@@ -567,10 +608,12 @@ fn watch(shared: &Shared, quiet: bool, pids: &[i32], server: &mut ServerSamples)
         if server.own_start.is_none() && now >= epoch + s.window_start {
             server.window_start = procstat::sample(pids);
             server.own_start = procstat::sample(&me);
+            server.host_start = procstat::host();
         }
         if server.own_end.is_none() && now >= epoch + s.window_end {
             server.window_end = procstat::sample(pids);
             server.own_end = procstat::sample(&me);
+            server.host_end = procstat::host();
         }
         if shared
             .counters
