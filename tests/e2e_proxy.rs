@@ -395,3 +395,31 @@ fn the_system_api_refuses_bad_input_and_a_mute_origin_fails_fast() {
     assert!(why.contains("NetStream.Publish"), "{why}");
     drop(mute);
 }
+
+#[test]
+fn with_send_proxy_protocol_the_origin_sees_the_real_client() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let api = free_port();
+    let p = proxy(api, &redis.url(), "send_proxy_protocol = true\n");
+    // An origin that takes connections only with a PROXY header from the proxy's address.
+    let o = Server::start_with(ServerOpts {
+        http: true,
+        server: "handshake_timeout_secs = 2\nproxy_protocol = \"required\"\n".into(),
+        extra: format!(
+            "[lb]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[cluster.register]\nurls = [\"http://127.0.0.1:{api}/api/v1/srs/register\"]\ninterval_ms = {BEAT_MS}\n"
+        ),
+        ..ServerOpts::default()
+    });
+    wait_alive(api, 1);
+    let _pubr = synth_through(&p, "real");
+    let player = LibPlayer::start(p.port, "real", LIFE);
+    assert!(
+        player.wait_video_above(10, WAIT),
+        "played through the proxy"
+    );
+    // The origin logs the player's own address and port, not the proxy's connection.
+    let want = format!("peer=127.0.0.1:{} play stream=", player.local_port());
+    let line = o.expect_log(&[&want], WAIT);
+    assert!(line.contains("/live/real"), "{line}");
+}

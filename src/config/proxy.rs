@@ -37,6 +37,10 @@ pub struct ProxyConfig {
     pub registry_timeout_ms: u64,
     /// Connecting to an origin and getting its answer to connect + publish/play.
     pub connect_timeout_ms: u64,
+    /// Start each origin connection with a PROXY protocol v2 header naming the client, so the
+    /// origin's rules, hooks, limits and stats see the real client (the origin must trust this
+    /// proxy: `[lb] trusted_proxies` and `[server] proxy_protocol`).
+    pub send_proxy_protocol: bool,
 }
 
 impl Default for ProxyConfig {
@@ -50,6 +54,7 @@ impl Default for ProxyConfig {
             claim_ttl_ms: 30_000,
             registry_timeout_ms: 500,
             connect_timeout_ms: 3_000,
+            send_proxy_protocol: false,
         }
     }
 }

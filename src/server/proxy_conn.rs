@@ -350,7 +350,8 @@ impl Conn {
         }
         let cfg = self.upstream_config(&origin.rtmp, role, name, query);
         let timeout = sh.cfg().proxy.connect_timeout();
-        let opened = proxy_upstream::open(&sh, &origin, cfg, timeout).await;
+        let client = sh.cfg().proxy.send_proxy_protocol.then_some(self.peer);
+        let opened = proxy_upstream::open(&sh, &origin, cfg, timeout, client).await;
         let (up, up_stream, after) = match opened {
             Ok(x) => x,
             Err(e) => {

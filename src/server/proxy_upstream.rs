@@ -93,12 +93,14 @@ impl Upstream {
 }
 
 /// Connect to `origin` and replay as `cfg` asks; events after the start (a player's first
-/// media) are returned to be relayed first.
+/// media) are returned to be relayed first. With `client`, the connection starts with a PROXY
+/// protocol v2 header naming it.
 pub async fn open(
     shard: &Shard,
     origin: &OriginRecord,
     cfg: ClientConfig,
     timeout: Duration,
+    client: Option<std::net::SocketAddr>,
 ) -> Result<(Rc<Upstream>, TcpStream, Vec<ClientEvent>), UpstreamError> {
     let name = origin.rtmp.clone();
     let deadline = Instant::now() + timeout;
@@ -120,6 +122,14 @@ pub async fn open(
         .await
         .map_err(|e| UpstreamError::Unreachable(name.clone(), e.to_string()))?;
     let _ = stream.set_nodelay(true);
+    if let Some(client) = client {
+        use futures_lite::AsyncWriteExt;
+        let header = crate::lb::proxy_protocol::encode_v2(client, addr);
+        stream
+            .write_all(&header)
+            .await
+            .map_err(|e| UpstreamError::Unreachable(name.clone(), e.to_string()))?;
+    }
     let role = cfg.role;
     let mut session = ClientSession::new(cfg, shard.new_id(), 0);
     let mut buf = vec![0u8; 16 * 1024];
