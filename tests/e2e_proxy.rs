@@ -423,3 +423,65 @@ fn with_send_proxy_protocol_the_origin_sees_the_real_client() {
     let line = o.expect_log(&[&want], WAIT);
     assert!(line.contains("/live/real"), "{line}");
 }
+
+#[test]
+fn with_redis_down_relays_go_on_known_streams_play_and_the_registry_catches_up_when_back() {
+    let _g = serial();
+    let mut redis = RedisServer::start();
+    let api = free_port();
+    let p = proxy(api, &redis.url(), "");
+    let _a = origin(&[api]);
+    wait_alive(api, 1);
+    let key = Server::key("rd");
+    let publisher = synth_through(&p, "rd");
+    let before = LibPlayer::start(p.port, "rd", LIFE);
+    assert!(before.wait_video_above(10, WAIT));
+    let url_key = format!("srs-proxy-url:{key}");
+    assert_eq!(
+        redis.cli(&["EXISTS", &url_key]),
+        "1",
+        "mapped before the outage"
+    );
+
+    redis.kill();
+    let metrics_say = |up: &str| {
+        let want = format!("shardcast_registry_up {up}");
+        wait_until(WAIT, || {
+            http_get(p.http_port.unwrap(), "/metrics")
+                .text()
+                .contains(&want)
+        })
+    };
+    // Running relays go on.
+    let n = before.video_frames();
+    assert!(
+        before.wait_video_above(n + 25, WAIT),
+        "the running relay kept going"
+    );
+    assert!(publisher.ended().is_none(), "the publisher stayed");
+    // A new play of a stream the proxy knows still works.
+    let during = LibPlayer::start(p.port, "rd", LIFE);
+    assert!(
+        during.wait_video_above(10, WAIT),
+        "a play of a known stream with Redis down ({} frames)",
+        during.video_frames()
+    );
+    assert!(metrics_say("0"), "/metrics says the registry is down");
+    p.expect_log(&["registry: store unavailable", "serving known streams only"], WAIT);
+
+    // Redis back (empty): the origin's registration and the stream's mapping come back.
+    redis.restart();
+    assert!(
+        wait_until(WAIT, || redis.cli(&["ZCARD", "shardcast-proxy-origins"])
+            == "1"),
+        "the origin registered again"
+    );
+    assert!(
+        wait_until(WAIT, || redis.cli(&["EXISTS", &url_key]) == "1"),
+        "the held claim was written again"
+    );
+    assert!(metrics_say("1"), "/metrics says the registry is back");
+    p.expect_log(&["registry: store is back"], WAIT);
+    let n = during.video_frames();
+    assert!(during.wait_video_above(n + 25, WAIT), "still playing");
+}
