@@ -467,7 +467,10 @@ fn with_redis_down_relays_go_on_known_streams_play_and_the_registry_catches_up_w
         during.video_frames()
     );
     assert!(metrics_say("0"), "/metrics says the registry is down");
-    p.expect_log(&["registry: store unavailable", "serving known streams only"], WAIT);
+    p.expect_log(
+        &["registry: store unavailable", "serving known streams only"],
+        WAIT,
+    );
 
     // Redis back (empty): the origin's registration and the stream's mapping come back.
     redis.restart();
@@ -484,4 +487,24 @@ fn with_redis_down_relays_go_on_known_streams_play_and_the_registry_catches_up_w
     p.expect_log(&["registry: store is back"], WAIT);
     let n = during.video_frames();
     assert!(during.wait_video_above(n + 25, WAIT), "still playing");
+}
+
+#[test]
+fn http_flv_through_the_proxy_comes_from_the_streams_origin() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let api = free_port();
+    let p = proxy(api, &redis.url(), "");
+    let _a = origin(&[api]);
+    wait_alive(api, 1);
+    let key = Server::key("hf");
+    let _enc = try_ffmpeg_publish(&p, &p.url("hf"), &key, WAIT).expect_accepted("publish via p");
+    let url = format!("http://127.0.0.1:{}/live/hf.flv", p.http_port.unwrap());
+    let streams = ffprobe_streams(&url, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ffprobe of HTTP-FLV through the proxy: {e}"));
+    assert_test_streams(&streams, "HTTP-FLV through the proxy");
+    p.expect_log(&["proxy play-flv stream=", "origin="], WAIT);
+    // A stream nobody holds: 404 at once.
+    let r = http_get(p.http_port.unwrap(), "/live/nobody.flv");
+    assert_eq!(r.status, 404, "{}", r.text());
 }

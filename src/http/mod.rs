@@ -7,6 +7,7 @@ pub mod console;
 pub mod flv;
 pub mod lb;
 pub mod metrics;
+pub mod proxy_flv;
 pub mod request;
 pub mod sysapi;
 
@@ -114,7 +115,11 @@ pub async fn serve(
             // for hours, so do not keep them that long.
             drop(std::mem::take(&mut buf));
             drop(std::mem::take(&mut chunk));
-            Box::pin(flv::serve(&shard, stream, id, peer, slot, &req)).await;
+            if shard.cfg().is_proxy() {
+                Box::pin(proxy_flv::serve(&shard, stream, id, peer, slot, &req)).await;
+            } else {
+                Box::pin(flv::serve(&shard, stream, id, peer, slot, &req)).await;
+            }
             return;
         }
         // HEAD is answered like GET, without the body.
