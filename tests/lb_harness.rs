@@ -156,6 +156,15 @@ fn drain_from_the_api_keeps_players_and_tells_the_balancer() {
     assert_eq!((status, v["admin"].as_str()), (200, Some("ready")));
     assert!(agent_line(&h).ends_with("% ready\n"));
     assert_eq!(http_get(port, "/healthz").status, 200);
+
+    // Maintenance: the agent says `maint` (HAProxy takes the node out), health says 503.
+    let (status, v) = api_call(port, "POST", "/api/v1/lb/maint");
+    assert_eq!((status, v["admin"].as_str()), (200, Some("maint")));
+    assert_eq!(agent_line(&h), "maint\n");
+    assert_eq!(http_get(port, "/healthz").status, 503);
+    let (status, v) = api_call(port, "DELETE", "/api/v1/lb/maint");
+    assert_eq!((status, v["admin"].as_str()), (200, Some("ready")));
+    assert!(agent_line(&h).ends_with("% ready\n"));
     h.shutdown().expect("clean stop");
 }
 

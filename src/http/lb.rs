@@ -43,11 +43,30 @@ pub fn status(shard: &Shard) -> Reply {
 
 /// `POST` (drain) or `DELETE` (back to ready) `/api/v1/lb/drain`.
 pub fn set_drain(shard: &Shard, drain: bool) -> Reply {
-    let state = if drain {
-        AdminState::Drain
-    } else {
-        AdminState::Ready
-    };
+    set_admin(
+        shard,
+        if drain {
+            AdminState::Drain
+        } else {
+            AdminState::Ready
+        },
+    )
+}
+
+/// `POST` (maintenance: HAProxy takes the node out, no new traffic at all) or `DELETE` (back
+/// to ready) `/api/v1/lb/maint`.
+pub fn set_maint(shard: &Shard, maint: bool) -> Reply {
+    set_admin(
+        shard,
+        if maint {
+            AdminState::Maint
+        } else {
+            AdminState::Ready
+        },
+    )
+}
+
+fn set_admin(shard: &Shard, state: AdminState) -> Reply {
     let lb = &shard.global().lb;
     if lb.admin() != state {
         log::info!("lb: admin state {} (API)", state.as_str());

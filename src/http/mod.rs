@@ -170,6 +170,8 @@ fn route(shard: &Shard, req: &Request) -> Reply {
         ("GET", ["api", "v1", "lb"]) => lb::status(shard),
         ("POST", ["api", "v1", "lb", "drain"]) => lb::set_drain(shard, true),
         ("DELETE", ["api", "v1", "lb", "drain"]) => lb::set_drain(shard, false),
+        ("POST", ["api", "v1", "lb", "maint"]) => lb::set_maint(shard, true),
+        ("DELETE", ["api", "v1", "lb", "maint"]) => lb::set_maint(shard, false),
         ("GET", [""]) | ("GET", ["console"]) => console::page(),
         ("GET", ["static", name]) => console::static_file(&shard.cfg().http.static_dir, name),
         ("GET", ["metrics"]) => {
