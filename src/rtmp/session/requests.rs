@@ -233,7 +233,7 @@ impl ServerSession {
         self.out.extend_from_slice(&b);
     }
 
-    /// Ids of streams in the Playing state (for cleanup on close).
+    /// Ids of streams playing or waiting for play approval (for cleanup on close).
     pub fn playing_streams(&self) -> impl Iterator<Item = u32> + '_ {
         self.streams
             .iter()
