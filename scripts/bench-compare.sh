@@ -9,12 +9,24 @@
 # --http-flv, one more series: 1-shard shardcast (mw_latency 350, [http] on a second port) with
 # the publisher on RTMP and every player on HTTP-FLV (shardcast-mw350-httpflv).
 #
-# Writes bench/results/<date>.json and .svg (CPU s/GB and kept-up vs players) and prints a table
+# Two more series (issue #13), with 0.5 Mbit/s H.264 + AAC streams, servers on CPU 0 with one
+# shard, `shardcast-bench` on CPU 1:
+#   ingest       M publishers (one stream each), no players: the server's CPU share of a core
+#                and RSS. nginx-rtmp, shardcast at defaults (shardcast-default) and with merged
+#                reads of 350 ms (shardcast-mr350).
+#   many-streams M streams x 2 players each: CPU s/GB, kept-up, RSS. nginx-rtmp,
+#                shardcast-default, shardcast-mw350 and shardcast-mr350-mw350.
+# Without a series option all three run (fan-out, ingest, many-streams); --fanout, --ingest and
+# --many-streams pick only the ones given.
+#
+# Writes bench/results/<date>.json and .svg (CPU s/GB and kept-up vs players; ingest: CPU share
+# vs publishers) and prints a table
 # with each server's ratio to nginx-rtmp. Load runs hold an exclusive flock on
 # /tmp/shardcast-load.lock so only one load runs on the machine at a time.
 #
 #   scripts/bench-compare.sh                  # N = 250 500 1000 1500, 20 s window
-#   scripts/bench-compare.sh --quick          # N = 50 100, 5 s window (smoke test)
+#   scripts/bench-compare.sh --quick          # N = 50 100, M = 100, 5 s window (smoke test)
+#   scripts/bench-compare.sh --ingest --many-streams --publishers "200 1000" --streams "200 1000"
 #   scripts/bench-compare.sh --players "100 200" --window 10 --no-2shard
 #   scripts/bench-compare.sh --http-flv       # adds the HTTP-FLV player series
 set -euo pipefail
@@ -31,12 +43,25 @@ TWO_SHARD=1
 HTTP_FLV=0
 PORT_BASE=19350
 BITRATE=1000k
+# ingest / many-streams series: stream bitrate, publishers (ingest) and streams (many-streams).
+SMALL_BITRATE=500k
+PUBLISHERS="200 1000"
+STREAMS="200 1000"
+PLAYERS_PER_STREAM=2
+FANOUT=0
+INGEST=0
+MANY=0
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
   case "$1" in
-    --quick) QUICK=1; PLAYERS="50 100"; WINDOW=5; WARMUP=2 ;;
+    --quick) QUICK=1; PLAYERS="50 100"; PUBLISHERS=100; STREAMS=100; WINDOW=5; WARMUP=2 ;;
+    --fanout) FANOUT=1 ;;
+    --ingest) INGEST=1 ;;
+    --many-streams) MANY=1 ;;
+    --publishers) PUBLISHERS="$2"; shift ;;
+    --streams) STREAMS="$2"; shift ;;
     --players) PLAYERS="$2"; shift ;;
     --window) WINDOW="$2"; shift ;;
     --warmup) WARMUP="$2"; shift ;;
@@ -50,6 +75,9 @@ while (($#)); do
   esac
   shift
 done
+
+# No series picked: all of them.
+if ((FANOUT + INGEST + MANY == 0)); then FANOUT=1; INGEST=1; MANY=1; fi
 
 log() { printf '[bench-compare] %s\n' "$*" >&2; }
 
@@ -111,11 +139,21 @@ BENCH_BIN="$ROOT/target/release/shardcast-bench"
 
 # --- media -------------------------------------------------------------------------------------
 MEDIA="$WORK/media.flv"
-log "generating a ${BITRATE}bit/s H.264 + AAC FLV with a 2 s GOP"
-timeout 300 ffmpeg -hide_banner -loglevel error -y \
-  -f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine=frequency=440:sample_rate=44100 \
-  -t 30 -c:v libx264 -preset veryfast -b:v "$BITRATE" -maxrate "$BITRATE" -bufsize 2000k \
-  -g 50 -keyint_min 50 -sc_threshold 0 -pix_fmt yuv420p -c:a aac -b:a 64k "$MEDIA"
+if ((FANOUT)); then
+  log "generating a ${BITRATE}bit/s H.264 + AAC FLV with a 2 s GOP"
+  timeout 300 ffmpeg -hide_banner -loglevel error -y \
+    -f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine=frequency=440:sample_rate=44100 \
+    -t 30 -c:v libx264 -preset veryfast -b:v "$BITRATE" -maxrate "$BITRATE" -bufsize 2000k \
+    -g 50 -keyint_min 50 -sc_threshold 0 -pix_fmt yuv420p -c:a aac -b:a 64k "$MEDIA"
+fi
+SMALL_MEDIA="$WORK/media-small.flv"
+if ((INGEST || MANY)); then
+  log "generating a ${SMALL_BITRATE}bit/s H.264 + AAC FLV with a 2 s GOP (ingest, many-streams)"
+  timeout 300 ffmpeg -hide_banner -loglevel error -y \
+    -f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine=frequency=440:sample_rate=44100 \
+    -t 30 -c:v libx264 -preset veryfast -b:v 436k -maxrate 436k -bufsize 872k \
+    -g 50 -keyint_min 50 -sc_threshold 0 -pix_fmt yuv420p -c:a aac -b:a 64k "$SMALL_MEDIA"
+fi
 
 # --- servers -----------------------------------------------------------------------------------
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -164,10 +202,11 @@ EOF
 }
 
 # start_shardcast SHARDS MW_LATENCY_MS CPUS [HTTP_PORT]: with HTTP_PORT, [http] (HTTP-FLV) on it.
+# MR=ms in the environment sets rtmp.mr_latency_ms (merged reads; default 0, the shipped value).
 start_shardcast() {
   local conf="$WORK/shardcast.toml"
-  printf '[server]\nlisten = "127.0.0.1:%s"\nshards = %s\n\n[rtmp]\nmw_latency_ms = %s\n' \
-    "$PORT" "$1" "$2" >"$conf"
+  printf '[server]\nlisten = "127.0.0.1:%s"\nshards = %s\n\n[rtmp]\nmw_latency_ms = %s\nmr_latency_ms = %s\n' \
+    "$PORT" "$1" "$2" "${MR:-0}" >"$conf"
   if [ -n "${4:-}" ]; then
     printf '\n[http]\nenabled = true\nlisten = "127.0.0.1:%s"\n' "$4" >>"$conf"
   fi
@@ -192,10 +231,37 @@ measure() {
     | sed 's/^/    /' >&2 || log "$label at $n players failed (exit $?)"
 }
 
+# measure_ingest LABEL M: M publishers (no players) on CPU 1 for the window; the server's CPU
+# share of a core and RSS come from --server-pid.
+measure_ingest() {
+  local label=$1 m=$2 bound
+  bound=$(awk -v m="$m" -v r="$RAMP" -v w="$WARMUP" -v win="$WINDOW" 'BEGIN { printf "%d", m / r + w + win + 60 }')
+  log "$label: $m publishers, no players"
+  timeout "$bound" taskset -c 1 "$BENCH_BIN" publish \
+    --url "rtmp://127.0.0.1:$PORT/live/s{i}" --file "$SMALL_MEDIA" -m "$m" \
+    --ramp "$RAMP" --warmup "$WARMUP" --window "$WINDOW" --threads 1 --cores 1 \
+    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/ingest-$label-$m.json" -q \
+    | sed 's/^/    /' >&2 || log "$label at $m publishers failed (exit $?)"
+}
+
+# measure_many LABEL M: M streams x $PLAYERS_PER_STREAM players each, all clients on CPU 1.
+measure_many() {
+  local label=$1 m=$2 bound
+  bound=$(awk -v m="$m" -v k="$PLAYERS_PER_STREAM" -v r="$RAMP" -v w="$WARMUP" -v win="$WINDOW" \
+    'BEGIN { printf "%d", m * (k + 1) / r + w + win + 60 }')
+  log "$label: $m streams x $PLAYERS_PER_STREAM players"
+  timeout "$bound" taskset -c 1 "$BENCH_BIN" fanout \
+    --url "rtmp://127.0.0.1:$PORT/live/s{i}" --file "$SMALL_MEDIA" -m "$m" -n "$PLAYERS_PER_STREAM" \
+    --ramp "$RAMP" --warmup "$WARMUP" --window "$WINDOW" --threads 1 --cores 1 \
+    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/many-$label-$m.json" -q \
+    | sed 's/^/    /' >&2 || log "$label at $m streams failed (exit $?)"
+}
+
 mkdir -p "$WORK/runs" bench/results
 exec 9>/tmp/shardcast-load.lock
 log "waiting for the load lock"
 flock -w 3600 9
+((FANOUT)) || PLAYERS=""
 for n in $PLAYERS; do
   if ((NGINX)); then
     start_nginx && measure nginx-rtmp "$n" 1 1
@@ -215,6 +281,32 @@ for n in $PLAYERS; do
     stop_server
   fi
 done
+if ((INGEST)); then
+  for m in $PUBLISHERS; do
+    if ((NGINX)); then
+      start_nginx && measure_ingest nginx-rtmp "$m"
+      stop_server
+    fi
+    start_shardcast 1 0 0 && measure_ingest shardcast-default "$m"
+    stop_server
+    MR=350 start_shardcast 1 0 0 && measure_ingest shardcast-mr350 "$m"
+    stop_server
+  done
+fi
+if ((MANY)); then
+  for m in $STREAMS; do
+    if ((NGINX)); then
+      start_nginx && measure_many nginx-rtmp "$m"
+      stop_server
+    fi
+    start_shardcast 1 0 0 && measure_many shardcast-default "$m"
+    stop_server
+    start_shardcast 1 350 0 && measure_many shardcast-mw350 "$m"
+    stop_server
+    MR=350 start_shardcast 1 350 0 && measure_many shardcast-mr350-mw350 "$m"
+    stop_server
+  done
+fi
 flock -u 9
 
 shopt -s nullglob

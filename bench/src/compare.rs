@@ -1,6 +1,11 @@
 //! `shardcast-bench compare`: folds the per-run JSON summaries of scripts/bench-compare.sh into
 //! one results file, a table with each server's ratio to the baseline (nginx-rtmp) per player
 //! count, and an SVG plot of CPU s/GB and kept-up fraction against players.
+//!
+//! Runs are keyed by (publishers, players): fan-out runs (1 publisher x N players), many-streams
+//! runs (M publishers x 2 players each) and ingest-only runs (M publishers, no players, from
+//! `shardcast-bench publish`). Ingest runs get their own table (server CPU share of a core and
+//! RSS) and, in the SVG, a third panel (CPU share against publishers).
 
 use crate::args::CompareArgs;
 use serde::Serialize;
@@ -28,7 +33,13 @@ pub enum CompareError {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunPoint {
     pub label: String,
+    /// Publisher connections (= streams) of the run.
+    pub publishers: u64,
     pub players: u64,
+    /// Server CPU seconds per second of window (1.0 = one core busy).
+    pub server_cpu_share: Option<f64>,
+    /// Server RSS at the window's end, in MiB.
+    pub rss_mib: Option<f64>,
     pub cpu_s_per_gb: Option<f64>,
     pub kept_up_fraction: f64,
     pub rss_per_player_kib: Option<f64>,
@@ -62,7 +73,16 @@ impl RunPoint {
                 .and_then(Value::as_str)
                 .unwrap_or("unlabelled")
                 .to_string(),
+            publishers: v
+                .pointer("/publishers/total")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
             players,
+            server_cpu_share: f(&["server", "cpu_s"])
+                .zip(f(&["players", "window_s"]))
+                .filter(|(_, w)| *w > 0.0)
+                .map(|(c, w)| c / w),
+            rss_mib: f(&["server", "window_end", "rss_kib"]).map(|k| k / 1024.0),
             cpu_s_per_gb: f(&["server", "cpu_s_per_gb"]),
             kept_up_fraction: f(&["players", "kept_up_fraction"]).ok_or("no kept_up_fraction")?,
             rss_per_player_kib: f(&["server", "rss_per_player_kib"]),
@@ -81,11 +101,21 @@ impl RunPoint {
 /// A label's figure divided by the baseline's at the same player count.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Ratio {
+    pub publishers: u64,
     pub players: u64,
     pub label: String,
     pub cpu_s_per_gb: Option<f64>,
     pub kept_up_fraction: Option<f64>,
     pub rss_per_player: Option<f64>,
+    pub server_cpu_share: Option<f64>,
+    pub rss: Option<f64>,
+}
+
+impl RunPoint {
+    /// An ingest-only run: publishers, no players.
+    pub fn is_ingest(&self) -> bool {
+        self.players == 0
+    }
 }
 
 fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -98,16 +128,18 @@ fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 pub fn ratios(points: &[RunPoint], baseline: &str) -> Vec<Ratio> {
     let mut out = Vec::new();
     for base in points.iter().filter(|p| p.label == baseline) {
-        for p in points
-            .iter()
-            .filter(|p| p.players == base.players && p.label != baseline)
-        {
+        for p in points.iter().filter(|p| {
+            p.players == base.players && p.publishers == base.publishers && p.label != baseline
+        }) {
             out.push(Ratio {
+                publishers: p.publishers,
                 players: p.players,
                 label: p.label.clone(),
                 cpu_s_per_gb: div(p.cpu_s_per_gb, base.cpu_s_per_gb),
                 kept_up_fraction: div(Some(p.kept_up_fraction), Some(base.kept_up_fraction)),
                 rss_per_player: div(p.rss_per_player_kib, base.rss_per_player_kib),
+                server_cpu_share: div(p.server_cpu_share, base.server_cpu_share),
+                rss: div(p.rss_mib, base.rss_mib),
             });
         }
     }
@@ -120,49 +152,102 @@ fn o(v: Option<f64>, d: usize) -> String {
 
 pub fn table(points: &[RunPoint], ratios: &[Ratio], baseline: &str) -> String {
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "{:>6}  {:<36} {:>9} {:>8} {:>10} {:>15} {:>17} {:>9}",
-        "N",
-        "server",
-        "CPU s/GB",
-        "kept-up",
-        "RSS/pl KiB",
-        "join p50/p99",
-        "latency p50/p99",
-        "Mbit/s"
-    );
-    for p in points {
+    let players: Vec<&RunPoint> = points.iter().filter(|p| !p.is_ingest()).collect();
+    let ingest: Vec<&RunPoint> = points.iter().filter(|p| p.is_ingest()).collect();
+    if !players.is_empty() {
         let _ = writeln!(
             t,
-            "{:>6}  {:<36} {:>9} {:>7.1}% {:>10} {:>15} {:>17} {:>9.1} {:>7}%",
+            "{:>5} {:>6}  {:<36} {:>9} {:>8} {:>10} {:>8} {:>15} {:>17} {:>9} {:>8}",
+            "M",
+            "N",
+            "server",
+            "CPU s/GB",
+            "kept-up",
+            "RSS/pl KiB",
+            "RSS MiB",
+            "join p50/p99",
+            "latency p50/p99",
+            "Mbit/s",
+            "gen"
+        );
+    }
+    for p in &players {
+        let _ = writeln!(
+            t,
+            "{:>5} {:>6}  {:<36} {:>9} {:>7.1}% {:>10} {:>8} {:>15} {:>17} {:>9.1} {:>7}%",
+            p.publishers,
             p.players,
             p.label,
             o(p.cpu_s_per_gb, 2),
             p.kept_up_fraction * 100.0,
             o(p.rss_per_player_kib, 1),
+            o(p.rss_mib, 1),
             format!("{}/{}", o(p.join_p50_ms, 0), o(p.join_p99_ms, 0)),
             format!("{}/{}", o(p.latency_p50_ms, 1), o(p.latency_p99_ms, 1)),
             p.throughput_mbit_s,
             o(p.generator_utilisation.map(|u| u * 100.0), 0),
         );
     }
-    if !ratios.is_empty() {
+    let (ingest_ratios, player_ratios): (Vec<&Ratio>, Vec<&Ratio>) =
+        ratios.iter().partition(|r| r.players == 0);
+    if !player_ratios.is_empty() {
         let _ = writeln!(t, "\nratio to {baseline} (lower CPU and RSS are better):");
         let _ = writeln!(
             t,
-            "{:>6}  {:<36} {:>9} {:>8} {:>10}",
-            "N", "server", "CPU s/GB", "kept-up", "RSS/pl"
+            "{:>5} {:>6}  {:<36} {:>9} {:>8} {:>10}",
+            "M", "N", "server", "CPU s/GB", "kept-up", "RSS/pl"
         );
-        for r in ratios {
+        for r in player_ratios {
             let _ = writeln!(
                 t,
-                "{:>6}  {:<36} {:>8}x {:>7}x {:>9}x",
+                "{:>5} {:>6}  {:<36} {:>8}x {:>7}x {:>9}x",
+                r.publishers,
                 r.players,
                 r.label,
                 o(r.cpu_s_per_gb, 2),
                 o(r.kept_up_fraction, 2),
                 o(r.rss_per_player, 2)
+            );
+        }
+    }
+    if !ingest.is_empty() {
+        if !t.is_empty() {
+            t.push('\n');
+        }
+        let _ = writeln!(t, "ingest only (M publishers, no players):");
+        let _ = writeln!(
+            t,
+            "{:>5}  {:<36} {:>10} {:>8} {:>8} {:>8}",
+            "M", "server", "CPU share", "RSS MiB", "errors", "gen"
+        );
+        for p in &ingest {
+            let _ = writeln!(
+                t,
+                "{:>5}  {:<36} {:>10} {:>8} {:>8} {:>7}%",
+                p.publishers,
+                p.label,
+                o(p.server_cpu_share, 3),
+                o(p.rss_mib, 1),
+                p.errors,
+                o(p.generator_utilisation.map(|u| u * 100.0), 0),
+            );
+        }
+    }
+    if !ingest_ratios.is_empty() {
+        let _ = writeln!(t, "\ningest ratio to {baseline} (lower is better):");
+        let _ = writeln!(
+            t,
+            "{:>5}  {:<36} {:>10} {:>8}",
+            "M", "server", "CPU share", "RSS"
+        );
+        for r in ingest_ratios {
+            let _ = writeln!(
+                t,
+                "{:>5}  {:<36} {:>9}x {:>7}x",
+                r.publishers,
+                r.label,
+                o(r.server_cpu_share, 2),
+                o(r.rss, 2)
             );
         }
     }
@@ -217,6 +302,21 @@ pub(crate) fn panel(
     y_max: f64,
     value: &dyn Fn(&str, u64) -> Option<f64>,
 ) {
+    panel_x(svg, x0, title, "players", labels, ns, y_max, value);
+}
+
+/// [`panel`] with another x-axis title.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn panel_x(
+    svg: &mut String,
+    x0: f64,
+    title: &str,
+    x_title: &str,
+    labels: &[String],
+    ns: &[u64],
+    y_max: f64,
+    value: &dyn Fn(&str, u64) -> Option<f64>,
+) {
     let (w, h, top, left, bottom) = (420.0, 300.0, 40.0, 60.0, 50.0);
     let pw = w - left - 20.0;
     let ph = h - top - bottom;
@@ -263,9 +363,10 @@ pub(crate) fn panel(
     }
     let _ = writeln!(
         svg,
-        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">players</text>"#,
+        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
         ox + pw / 2.0,
-        oy + 34.0
+        oy + 34.0,
+        esc(x_title)
     );
     for (li, label) in labels.iter().enumerate() {
         let color = COLORS[li % COLORS.len()];
@@ -292,51 +393,128 @@ pub(crate) fn panel(
     }
 }
 
-/// The two-panel plot: CPU seconds per GB and kept-up fraction, each against players.
+/// Series name of a run in the plot: many-streams runs (several publishers with players) are
+/// kept apart from fan-out runs of the same server.
+fn series(p: &RunPoint) -> String {
+    if p.publishers > 1 && !p.is_ingest() {
+        format!("{} [many-streams]", p.label)
+    } else if p.is_ingest() {
+        format!("{} [ingest]", p.label)
+    } else {
+        p.label.clone()
+    }
+}
+
+/// The plot: CPU seconds per GB and kept-up fraction, each against players; with ingest-only
+/// runs, a third panel of the server's CPU share of a core against publishers.
 pub fn svg(points: &[RunPoint]) -> String {
     let mut labels: Vec<String> = Vec::new();
+    let mut ingest_labels: Vec<String> = Vec::new();
     for p in points {
-        if !labels.contains(&p.label) {
-            labels.push(p.label.clone());
+        let l = series(p);
+        let list = if p.is_ingest() {
+            &mut ingest_labels
+        } else {
+            &mut labels
+        };
+        if !list.contains(&l) {
+            list.push(l);
         }
     }
-    let mut ns: Vec<u64> = points.iter().map(|p| p.players).collect();
+    let with_players: Vec<&RunPoint> = points.iter().filter(|p| !p.is_ingest()).collect();
+    let ingest: Vec<&RunPoint> = points.iter().filter(|p| p.is_ingest()).collect();
+    let mut ns: Vec<u64> = with_players.iter().map(|p| p.players).collect();
     ns.sort_unstable();
     ns.dedup();
-    let legend_h = 20.0 * labels.len() as f64 + 10.0;
+    let mut ms: Vec<u64> = ingest.iter().map(|p| p.publishers).collect();
+    ms.sort_unstable();
+    ms.dedup();
+    let all_labels: Vec<String> = labels.iter().chain(ingest_labels.iter()).cloned().collect();
+    let legend_h = 20.0 * all_labels.len() as f64 + 10.0;
     let height = 300.0 + legend_h;
+    let width = if ingest.is_empty() { 860 } else { 1290 };
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="860" height="{height:.0}" viewBox="0 0 860 {height:.0}" font-family="sans-serif">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0}" viewBox="0 0 {width} {height:.0}" font-family="sans-serif">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let cpu_max = nice_ceiling(
-        points
+        with_players
             .iter()
             .filter_map(|p| p.cpu_s_per_gb)
             .fold(0.0, f64::max),
     );
-    let find = |label: &str, n: u64| points.iter().find(|p| p.label == label && p.players == n);
-    panel(
-        &mut s,
-        0.0,
-        "server CPU seconds per GB delivered",
-        &labels,
-        &ns,
-        cpu_max,
-        &|l, n| find(l, n).and_then(|p| p.cpu_s_per_gb),
-    );
-    panel(
-        &mut s,
-        430.0,
-        "fraction of players kept up",
-        &labels,
-        &ns,
-        1.0,
-        &|l, n| find(l, n).map(|p| p.kept_up_fraction),
-    );
-    legend(&mut s, &labels, 305.0);
+    let find = |label: &str, n: u64| {
+        with_players
+            .iter()
+            .find(|p| series(p) == label && p.players == n)
+    };
+    // Series colours follow the legend order: fan-out and many-streams series first.
+    let ingest_colours: Vec<String> = all_labels
+        .iter()
+        .map(|l| {
+            if ingest_labels.contains(l) {
+                l.clone()
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    let player_colours: Vec<String> = all_labels
+        .iter()
+        .map(|l| {
+            if labels.contains(l) {
+                l.clone()
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    if !with_players.is_empty() {
+        panel(
+            &mut s,
+            0.0,
+            "server CPU seconds per GB delivered",
+            &player_colours,
+            &ns,
+            cpu_max,
+            &|l, n| find(l, n).and_then(|p| p.cpu_s_per_gb),
+        );
+        panel(
+            &mut s,
+            430.0,
+            "fraction of players kept up",
+            &player_colours,
+            &ns,
+            1.0,
+            &|l, n| find(l, n).map(|p| p.kept_up_fraction),
+        );
+    }
+    if !ingest.is_empty() {
+        let share_max = nice_ceiling(
+            ingest
+                .iter()
+                .filter_map(|p| p.server_cpu_share)
+                .fold(0.0, f64::max),
+        );
+        panel_x(
+            &mut s,
+            860.0,
+            "ingest only: server CPU share of a core",
+            "publishers",
+            &ingest_colours,
+            &ms,
+            share_max,
+            &|l, m| {
+                ingest
+                    .iter()
+                    .find(|p| series(p) == l && p.publishers == m)
+                    .and_then(|p| p.server_cpu_share)
+            },
+        );
+    }
+    legend(&mut s, &all_labels, 305.0);
     s.push_str("</svg>\n");
     s
 }
@@ -376,7 +554,9 @@ pub fn run(args: &CompareArgs) -> Result<String, CompareError> {
         );
         runs.push(v);
     }
-    points.sort_by(|a, b| a.players.cmp(&b.players).then(a.label.cmp(&b.label)));
+    points.sort_by(|a, b| {
+        (a.publishers, a.players, &a.label).cmp(&(b.publishers, b.players, &b.label))
+    });
     let ratios = ratios(&points, &args.baseline);
     let doc = serde_json::json!({
         "generated_unix": std::time::SystemTime::now()
@@ -411,7 +591,10 @@ mod tests {
     fn point(label: &str, n: u64, cpu: f64, kept: f64) -> RunPoint {
         RunPoint {
             label: label.into(),
+            publishers: 1,
             players: n,
+            server_cpu_share: Some(0.5),
+            rss_mib: Some(20.0),
             cpu_s_per_gb: Some(cpu),
             kept_up_fraction: kept,
             rss_per_player_kib: Some(100.0),
@@ -474,6 +657,38 @@ mod tests {
         assert_eq!(s.matches("<polyline").count(), 4);
         assert!(s.contains("shard&lt;cast&gt;"));
         assert!(s.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn ingest_runs_get_their_own_table_and_panel() {
+        let v = serde_json::json!({
+            "label": "nginx-rtmp",
+            "players": {"total": 0, "kept_up_fraction": 0.0, "window_s": 10.0},
+            "publishers": {"total": 200},
+            "server": {"cpu_s": 0.6, "window_end": {"rss_kib": 20480, "cpu_s": 1.0, "processes": 2}}
+        });
+        let base = RunPoint::from_summary(&v).unwrap();
+        assert!(base.is_ingest());
+        assert_eq!(base.publishers, 200);
+        assert!((base.server_cpu_share.unwrap() - 0.06).abs() < 1e-9);
+        assert_eq!(base.rss_mib, Some(20.0));
+        let mut sc = base.clone();
+        sc.label = "shardcast".into();
+        sc.server_cpu_share = Some(0.03);
+        let mut many = point("nginx-rtmp", 400, 2.0, 1.0);
+        many.publishers = 200;
+        let pts = vec![point("nginx-rtmp", 400, 1.0, 1.0), many, base, sc];
+        let r = ratios(&pts, "nginx-rtmp");
+        // Only the ingest pair matches: the fan-out and many-streams nginx runs differ in M.
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].server_cpu_share, Some(0.5));
+        let t = table(&pts, &r, "nginx-rtmp");
+        assert!(t.contains("ingest only"));
+        assert!(t.contains("0.50x"));
+        let s = svg(&pts);
+        assert!(s.contains("ingest only: server CPU share"));
+        assert!(s.contains("nginx-rtmp [many-streams]"));
+        assert!(s.contains("shardcast [ingest]"));
     }
 
     #[test]
