@@ -198,25 +198,24 @@ pub enum AnswerError {
     EmptyHost,
 }
 
+impl From<super::srs_json::EnvelopeError> for AnswerError {
+    fn from(e: super::srs_json::EnvelopeError) -> Self {
+        use super::srs_json::EnvelopeError as E;
+        match e {
+            E::NotJson(m) => AnswerError::NotJson(m),
+            E::NotObject => AnswerError::NotObject,
+            E::Missing(f) => AnswerError::Missing(f),
+            E::WrongType(field, expected) => AnswerError::WrongType { field, expected },
+            E::Code(c) => AnswerError::Code(c),
+        }
+    }
+}
+
 /// Read a coworker's answer. `Ok(None)`: it does not publish the stream (`"origin":null`).
 /// SRS's asker treats a null origin as an error and moves on to the next coworker; the meaning
 /// is the same, we just keep "not here" apart from "broken".
 pub fn parse_answer(body: &[u8]) -> Result<Option<OriginLocation>, AnswerError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| AnswerError::NotJson(e.to_string()))?;
-    let obj = v.as_object().ok_or(AnswerError::NotObject)?;
-    let code = obj.get("code").ok_or(AnswerError::Missing("code"))?;
-    let code = code.as_i64().ok_or(AnswerError::WrongType {
-        field: "code",
-        expected: "an integer",
-    })?;
-    if code != 0 {
-        return Err(AnswerError::Code(code));
-    }
-    let data = obj.get("data").ok_or(AnswerError::Missing("data"))?;
-    let data = data.as_object().ok_or(AnswerError::WrongType {
-        field: "data",
-        expected: "an object",
-    })?;
+    let data = super::srs_json::data_object(body)?;
     let origin = match data.get("origin") {
         None => return Err(AnswerError::Missing("origin")),
         Some(Value::Null) => return Ok(None),

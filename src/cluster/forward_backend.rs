@@ -108,6 +108,19 @@ pub enum BackendError {
     },
 }
 
+impl From<super::srs_json::EnvelopeError> for BackendError {
+    fn from(e: super::srs_json::EnvelopeError) -> Self {
+        use super::srs_json::EnvelopeError as E;
+        match e {
+            E::NotJson(m) => BackendError::NotJson(m),
+            E::NotObject => BackendError::NotObject,
+            E::Missing(f) => BackendError::Missing(f),
+            E::WrongType(field, expected) => BackendError::WrongType { field, expected },
+            E::Code(c) => BackendError::Code(c),
+        }
+    }
+}
+
 /// Read the backend's answer into the destinations to forward to (possibly none).
 pub fn parse_answer(body: &[u8]) -> Result<Vec<ForwardUrl>, BackendError> {
     if body.len() > MAX_ANSWER {
@@ -116,22 +129,7 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<ForwardUrl>, BackendError> {
             max: MAX_ANSWER,
         });
     }
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| BackendError::NotJson(e.to_string()))?;
-    let o = v.as_object().ok_or(BackendError::NotObject)?;
-    let code = o.get("code").ok_or(BackendError::Missing("code"))?;
-    let code = code.as_i64().ok_or(BackendError::WrongType {
-        field: "code",
-        expected: "an integer",
-    })?;
-    if code != 0 {
-        return Err(BackendError::Code(code));
-    }
-    let data = o.get("data").ok_or(BackendError::Missing("data"))?;
-    let data = data.as_object().ok_or(BackendError::WrongType {
-        field: "data",
-        expected: "an object",
-    })?;
+    let data = super::srs_json::data_object(body)?;
     let urls = data.get("urls").ok_or(BackendError::Missing("urls"))?;
     let urls = urls.as_array().ok_or(BackendError::WrongType {
         field: "urls",

@@ -29,4 +29,5 @@ pub mod origins;
 pub mod redirect;
 pub mod register;
 pub mod registry;
+pub mod srs_json;
 pub mod url;
