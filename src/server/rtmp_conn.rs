@@ -230,6 +230,31 @@ impl Conn {
         );
     }
 
+    /// What every publish or play passes first: rules, secrets and hooks here, then (an edge
+    /// with `token_traverse`) the origin. `Err`: the status code and refusal to answer with.
+    async fn check_request(
+        &self,
+        role: ClientRole,
+        name: &str,
+        query: &str,
+    ) -> Result<(), (String, Refusal)> {
+        let (cfg, calls, info) = (self.shard.cfg(), &self.shard.global().calls, self.info());
+        let (local, denied) = match role {
+            ClientRole::Publish => (
+                policy::check_publish(&cfg, calls, &info, name, query).await,
+                "NetStream.Publish.Denied",
+            ),
+            ClientRole::Play => (
+                policy::check_play(&cfg, calls, &info, name, query).await,
+                "NetStream.Play.Failed",
+            ),
+        };
+        local.map_err(|cause| (denied.to_string(), cause))?;
+        self.traverse(name, query, role)
+            .await
+            .map_err(|e| traverse_refusal(e, denied))
+    }
+
     /// On an edge with `token_traverse`, replay this client's connect and publish/play to an
     /// origin first (nothing to do elsewhere).
     async fn traverse(
@@ -343,24 +368,8 @@ impl Conn {
             } => {
                 let key = self.key(&name);
                 let owner = sh.owner_of(&key);
-                if let Err(cause) = Box::pin(policy::check_publish(
-                    &sh.cfg(),
-                    &sh.global().calls,
-                    &self.info(),
-                    &name,
-                    &query,
-                ))
-                .await
-                {
-                    self.session.reject_publish(
-                        stream_id,
-                        "NetStream.Publish.Denied",
-                        &cause.client,
-                    );
-                    return Err(ConnError::PublishRefused { key, cause });
-                }
-                if let Err(e) = Box::pin(self.traverse(&name, &query, ClientRole::Publish)).await {
-                    let (code, cause) = traverse_refusal(e, "NetStream.Publish.Denied");
+                let checked = self.check_request(ClientRole::Publish, &name, &query);
+                if let Err((code, cause)) = Box::pin(checked).await {
                     self.session.reject_publish(stream_id, &code, &cause.client);
                     return Err(ConnError::PublishRefused { key, cause });
                 }
@@ -398,21 +407,8 @@ impl Conn {
                 ..
             } => {
                 let key = self.key(&name);
-                if let Err(cause) = Box::pin(policy::check_play(
-                    &sh.cfg(),
-                    &sh.global().calls,
-                    &self.info(),
-                    &name,
-                    &query,
-                ))
-                .await
-                {
-                    self.session
-                        .reject_play(stream_id, "NetStream.Play.Failed", &cause.client);
-                    return Err(ConnError::PlayRefused { key, cause });
-                }
-                if let Err(e) = Box::pin(self.traverse(&name, &query, ClientRole::Play)).await {
-                    let (code, cause) = traverse_refusal(e, "NetStream.Play.Failed");
+                let checked = self.check_request(ClientRole::Play, &name, &query);
+                if let Err((code, cause)) = Box::pin(checked).await {
                     self.session.reject_play(stream_id, &code, &cause.client);
                     return Err(ConnError::PlayRefused { key, cause });
                 }
