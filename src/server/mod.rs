@@ -7,7 +7,8 @@
 //! - [`board`], [`global`]: the stats board and the process-wide counters.
 //! - [`packet`], [`player_queue`], [`splice`]: a frame encoded once; a player's bounded queue;
 //!   zero-copy fan-out through a pipe.
-//! - [`writer`]: a connection's sending half, the shard's merged-write flusher, raw sendmsg.
+//! - [`writer`]: a connection's sending half, the shard's merged-write flusher, raw sendmsg;
+//!   [`merged_read`]: publishers read on a shard-wide tick (raw recv).
 //! - [`stream`]: a stream's fan-out to this shard's players (GOP cache, batches).
 //! - [`registry`], [`mesh`], [`links`]: the owner's directory, what crosses between shards,
 //!   and a shard's ties to the others.
@@ -46,6 +47,7 @@ pub mod key;
 pub mod kinds;
 pub mod lb_state;
 pub mod links;
+pub mod merged_read;
 pub mod mesh;
 pub mod notify;
 pub mod packet;

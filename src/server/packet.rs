@@ -22,8 +22,12 @@ pub struct PacketInner {
     pub frame: Frame,
     /// True for `onMetaData`.
     pub metadata: bool,
-    /// RTMP chunks of this message (type-0 header, message stream `SHARED_STREAM_ID`).
-    pub wire: Bytes,
+    /// Chunk size of the shared RTMP form.
+    chunk_size: u32,
+    /// RTMP chunks of this message (type-0 header, message stream `SHARED_STREAM_ID`), made by
+    /// the first player that needs them: a stream nobody plays (an origin's ingest, most of
+    /// its streams) never encodes, and its GOP cache holds the payload only.
+    wire: OnceLock<Bytes>,
     /// The FLV tag in one HTTP chunk, made by the first HTTP-FLV player that needs it.
     http_flv: OnceLock<Bytes>,
 }
@@ -44,19 +48,25 @@ impl MediaUnit for Packet {
 impl Packet {
     /// Encode `frame` once, in chunks of `chunk_size`.
     pub fn new(frame: Frame, metadata: bool, chunk_size: u32) -> Packet {
-        let wire = encode_frame(&frame, chunk_size, SHARED_STREAM_ID);
         Packet(Arc::new(PacketInner {
             frame,
             metadata,
-            wire,
+            chunk_size,
+            wire: OnceLock::new(),
             http_flv: OnceLock::new(),
         }))
     }
 
+    /// The shared RTMP chunks (message stream `SHARED_STREAM_ID`), made on first use.
+    pub fn wire(&self) -> &Bytes {
+        self.wire
+            .get_or_init(|| encode_frame(&self.frame, self.chunk_size, SHARED_STREAM_ID))
+    }
+
     /// The wire bytes for a player on message stream `stream_id`.
     pub fn wire_for(&self, stream_id: u32, chunk_size: u32) -> Bytes {
-        if stream_id == SHARED_STREAM_ID {
-            self.wire.clone()
+        if stream_id == SHARED_STREAM_ID && chunk_size == self.chunk_size {
+            self.wire().clone()
         } else {
             encode_frame(&self.frame, chunk_size, stream_id)
         }
@@ -116,7 +126,12 @@ mod tests {
         assert!(a.starts_with(b"12\r\n"));
         assert!(a.ends_with(b"\r\n"));
         assert_eq!(a.len(), 4 + 18 + 2);
-        assert_eq!(p.wire_for(1, 4096).as_ptr(), p.wire.as_ptr());
-        assert_ne!(p.wire_for(2, 4096).as_ptr(), p.wire.as_ptr());
+        assert!(
+            p.wire.get().is_none(),
+            "not encoded before a player needs it"
+        );
+        assert_eq!(p.wire_for(1, 4096).as_ptr(), p.wire().as_ptr());
+        assert_ne!(p.wire_for(2, 4096).as_ptr(), p.wire().as_ptr());
+        assert_eq!(p.wire(), &encode_frame(&p.frame, 4096, 1));
     }
 }

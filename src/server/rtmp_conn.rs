@@ -9,6 +9,7 @@ use super::forward_backend;
 use super::ids::ConnId;
 use super::key::StreamKey;
 use super::kinds::{ClientKind, CloseReason, ConnError};
+use super::merged_read::{self, Got};
 use super::shard::Shard;
 use super::stream::{PlayerKind, PlayerRef};
 use super::traverse::{self, TraverseError};
@@ -21,6 +22,7 @@ use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use log::{debug, info, warn};
 use std::net::SocketAddr;
+use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -110,6 +112,9 @@ impl Conn {
         // Sized by role: players send little (acks), publishers a lot; a player's memory is
         // what bounds how many one shard holds.
         let mut buf = vec![0u8; READ_BUF_START];
+        let fd = stream.as_raw_fd();
+        // The next read is a merged one: a direct recv on the read tick.
+        let mut direct = false;
         if !initial.is_empty() {
             if let Err(reason) = self.take_input(&initial).await {
                 return reason;
@@ -133,8 +138,17 @@ impl Conn {
             } else {
                 None // players may be silent for as long as they like
             };
-            let _ = stream.set_read_timeout(timeout);
-            let read = stream.read(&mut buf).await;
+            let read = match direct.then(|| merged_read::recv_now(fd, &mut buf)) {
+                Some(Ok(Got::Bytes(n))) => Ok(n),
+                Some(Ok(Got::Eof)) => Ok(0),
+                Some(Err(e)) => Err(e),
+                // Nothing queued on the tick (or not a merged read): wait for it.
+                Some(Ok(Got::Empty)) | None => {
+                    let _ = stream.set_read_timeout(timeout);
+                    stream.read(&mut buf).await
+                }
+            };
+            direct = false;
             // A failed write shuts the socket down, which ends the read: say why.
             if let Some(e) = self.writer.error() {
                 return CloseReason::Failed(ConnError::Write(e));
@@ -166,10 +180,14 @@ impl Conn {
             if let Err(reason) = self.take_input(&buf[..n]).await {
                 return reason;
             }
-            // Merged reads: let a publisher's socket fill before the next read.
-            let mr = self.shard.cfg().rtmp.mr_latency_ms;
-            if mr > 0 && !self.publishing.is_empty() && n < buf.len() {
-                glommio::timer::sleep(Duration::from_millis(mr)).await;
+            // Merged reads: a publisher's socket fills until the shard's next read tick (a full
+            // buffer is read on at once).
+            let mr = Duration::from_millis(self.shard.cfg().rtmp.mr_latency_ms);
+            if !mr.is_zero() && !self.publishing.is_empty() {
+                if n < buf.len() {
+                    merged_read::sleep_to_tick(mr).await;
+                }
+                direct = true;
             }
             let want = if !self.publishing.is_empty() {
                 READ_BUF_PUBLISHER

@@ -267,7 +267,7 @@ impl LocalStream {
             let iov = if flv { &mut *iov_flv } else { &mut *iov_rtmp };
             if iov.is_empty() {
                 iov.extend(self.batch.iter().map(|p| {
-                    let b = if flv { p.http_flv_bytes() } else { &p.wire };
+                    let b = if flv { p.http_flv_bytes() } else { p.wire() };
                     // The batch keeps every packet (and so these bytes) alive through the writes.
                     libc::iovec {
                         iov_base: b.as_ptr() as *mut libc::c_void,
@@ -296,7 +296,7 @@ impl LocalStream {
                     if flv {
                         p.http_flv_chunk()
                     } else {
-                        p.wire.clone()
+                        p.wire().clone()
                     }
                 };
                 let first = &self.batch[from + idx];

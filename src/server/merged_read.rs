@@ -1,0 +1,121 @@
+//! Merged reads for publishers (`rtmp.mr_latency_ms`, SRS's `mr`): a publisher's socket is read
+//! on a shard-wide tick, all publishers of the shard in the same wake-up, with a plain
+//! non-blocking `recv` that takes everything queued.
+//!
+//! Why not a sleep per connection and the runtime's read: measured with 200 publishers of
+//! 0.5 Mbit/s on one shard (`strace -c`, 10 s), per-connection 350 ms sleeps still cost 7,600
+//! `io_uring_enter` a second for 570 reads: the timers fire at 570 different instants, and each
+//! runtime read leaves a readiness poll armed that completes (and wakes the sleeping shard) on
+//! the next message, so the shard woke about once per message anyway. Reading on a common tick
+//! without arming a poll turns that into one wake-up per tick for the whole shard.
+
+use std::io;
+use std::os::unix::io::RawFd;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// What one direct read got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Got {
+    /// This many bytes.
+    Bytes(usize),
+    /// The peer closed its side.
+    Eof,
+    /// Nothing queued: wait for readiness the ordinary way.
+    Empty,
+}
+
+/// Read what is queued on `fd` without blocking (one `recv(MSG_DONTWAIT)`).
+pub fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Got> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes of writes; `fd` is an open socket owned
+        // by the caller's connection for the duration of the call.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n > 0 {
+            return Ok(Got::Bytes(n as usize));
+        }
+        if n == 0 {
+            return Ok(if buf.is_empty() { Got::Empty } else { Got::Eof });
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(Got::Empty),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// The process-wide origin of the read ticks (so every shard's grid is the same).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The next read tick strictly after `now` on a grid of `period` counted from `origin`.
+pub fn next_tick(origin: Instant, now: Instant, period: Duration) -> Instant {
+    if period.is_zero() || now < origin {
+        return now.max(origin);
+    }
+    let p = period.as_nanos();
+    let since = now.duration_since(origin).as_nanos();
+    let ticks = since / p + 1;
+    // A u64 of nanoseconds lasts 584 years; saturate rather than wrap past that.
+    origin + Duration::from_nanos(u64::try_from(ticks * p).unwrap_or(u64::MAX))
+}
+
+/// Sleep until the shard's next read tick of `period`.
+pub async fn sleep_to_tick(period: Duration) {
+    let now = Instant::now();
+    let due = next_tick(epoch(), now, period);
+    glommio::timer::sleep(due.saturating_duration_since(now)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_fall_on_a_common_grid() {
+        let o = Instant::now();
+        let p = Duration::from_millis(100);
+        // Connections reading at different moments wake at the same instant.
+        for at in [0, 1, 37, 99] {
+            assert_eq!(
+                next_tick(o, o + Duration::from_millis(at), p),
+                o + Duration::from_millis(100),
+                "{at}"
+            );
+        }
+        // Exactly on a tick: the next one, never now (a read always waits).
+        assert_eq!(next_tick(o, o + p, p), o + p * 2);
+        assert_eq!(next_tick(o, o + Duration::from_millis(250), p), o + p * 3);
+    }
+
+    #[test]
+    fn degenerate_periods_and_times() {
+        let o = Instant::now();
+        assert_eq!(
+            next_tick(o, o + Duration::from_millis(5), Duration::ZERO),
+            o + Duration::from_millis(5)
+        );
+        // Before the origin (cannot happen with a lazily set epoch, but must not panic).
+        let earlier = o.checked_sub(Duration::from_millis(5)).unwrap_or(o);
+        assert_eq!(next_tick(o, earlier, Duration::from_millis(10)), o);
+    }
+
+    #[test]
+    fn recv_now_reads_queued_bytes_then_reports_empty_and_eof() {
+        use std::io::Write;
+        use std::os::unix::io::AsRawFd;
+        use std::os::unix::net::UnixStream;
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(recv_now(b.as_raw_fd(), &mut buf).unwrap(), Got::Empty);
+        a.write_all(b"hello").unwrap();
+        assert_eq!(recv_now(b.as_raw_fd(), &mut buf).unwrap(), Got::Bytes(5));
+        assert_eq!(&buf[..5], b"hello");
+        drop(a);
+        assert_eq!(recv_now(b.as_raw_fd(), &mut buf).unwrap(), Got::Eof);
+    }
+}
