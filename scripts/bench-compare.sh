@@ -12,10 +12,15 @@
 # Two more series (issue #13), with 0.5 Mbit/s H.264 + AAC streams, servers on CPU 0 with one
 # shard, `shardcast-bench` on CPU 1:
 #   ingest       M publishers (one stream each), no players: the server's CPU share of a core
-#                and RSS. nginx-rtmp, shardcast at defaults (shardcast-default) and with merged
-#                reads of 350 ms (shardcast-mr350).
+#                and RSS. nginx-rtmp, shardcast at its shipped defaults (shardcast-default: mr
+#                and mw 100 ms), without merged reads (shardcast-mr0) and with 350 ms ones
+#                (shardcast-mr350).
 #   many-streams M streams x 2 players each: CPU s/GB, kept-up, RSS. nginx-rtmp,
-#                shardcast-default, shardcast-mw350 and shardcast-mr350-mw350.
+#                shardcast-default, shardcast-mw0-mr0 (lowest latency) and shardcast-mr350-mw350.
+#                With two shards (unless --no-2shard) ingest also runs shardcast-2shard-default:
+#                2 shards on CPUs 0,1, the publishers sharing CPU 1 (server CPU per publisher vs 1
+#                shard; the shared core means it shows the cross-shard overhead, not a speed-up).
+# The fan-out series runs nginx-rtmp, shardcast-default, shardcast-mw350 and shardcast-mw0-mr0.
 # Without a series option all three run (fan-out, ingest, many-streams); --fanout, --ingest and
 # --many-streams pick only the ones given.
 #
@@ -202,11 +207,13 @@ EOF
 }
 
 # start_shardcast SHARDS MW_LATENCY_MS CPUS [HTTP_PORT]: with HTTP_PORT, [http] (HTTP-FLV) on it.
-# MR=ms in the environment sets rtmp.mr_latency_ms (merged reads; default 0, the shipped value).
+# MW_LATENCY_MS "-" keeps the shipped default; MR=ms in the environment sets rtmp.mr_latency_ms
+# (merged reads), unset keeps the shipped default (100 ms for both).
 start_shardcast() {
   local conf="$WORK/shardcast.toml"
-  printf '[server]\nlisten = "127.0.0.1:%s"\nshards = %s\n\n[rtmp]\nmw_latency_ms = %s\nmr_latency_ms = %s\n' \
-    "$PORT" "$1" "$2" "${MR:-0}" >"$conf"
+  printf '[server]\nlisten = "127.0.0.1:%s"\nshards = %s\n\n[rtmp]\n' "$PORT" "$1" >"$conf"
+  [ "$2" = "-" ] || printf 'mw_latency_ms = %s\n' "$2" >>"$conf"
+  [ -z "${MR:-}" ] || printf 'mr_latency_ms = %s\n' "$MR" >>"$conf"
   if [ -n "${4:-}" ]; then
     printf '\n[http]\nenabled = true\nlisten = "127.0.0.1:%s"\n' "$4" >>"$conf"
   fi
@@ -267,10 +274,12 @@ for n in $PLAYERS; do
     start_nginx && measure nginx-rtmp "$n" 1 1
     stop_server
   fi
-  for mw in 350 33; do
-    start_shardcast 1 "$mw" 0 && measure "shardcast-mw$mw" "$n" 1 1
-    stop_server
-  done
+  start_shardcast 1 - 0 && measure shardcast-default "$n" 1 1
+  stop_server
+  start_shardcast 1 350 0 && measure shardcast-mw350 "$n" 1 1
+  stop_server
+  MR=0 start_shardcast 1 0 0 && measure shardcast-mw0-mr0 "$n" 1 1
+  stop_server
   if ((TWO_SHARD)); then
     start_shardcast 2 350 0,1 && measure "shardcast-2shard-mw350-shared-cores" "$n" 0,1 2
     stop_server
@@ -287,10 +296,17 @@ if ((INGEST)); then
       start_nginx && measure_ingest nginx-rtmp "$m"
       stop_server
     fi
-    start_shardcast 1 0 0 && measure_ingest shardcast-default "$m"
+    start_shardcast 1 - 0 && measure_ingest shardcast-default "$m"
     stop_server
-    MR=350 start_shardcast 1 0 0 && measure_ingest shardcast-mr350 "$m"
+    MR=0 start_shardcast 1 - 0 && measure_ingest shardcast-mr0 "$m"
     stop_server
+    MR=350 start_shardcast 1 - 0 && measure_ingest shardcast-mr350 "$m"
+    stop_server
+    if ((TWO_SHARD)); then
+      # Scaling over cores: 2 shards on CPUs 0 and 1, the publishers sharing CPU 1 with shard 1.
+      start_shardcast 2 - 0,1 && measure_ingest shardcast-2shard-default "$m"
+      stop_server
+    fi
   done
 fi
 if ((MANY)); then
@@ -299,9 +315,9 @@ if ((MANY)); then
       start_nginx && measure_many nginx-rtmp "$m"
       stop_server
     fi
-    start_shardcast 1 0 0 && measure_many shardcast-default "$m"
+    start_shardcast 1 - 0 && measure_many shardcast-default "$m"
     stop_server
-    start_shardcast 1 350 0 && measure_many shardcast-mw350 "$m"
+    MR=0 start_shardcast 1 0 0 && measure_many shardcast-mw0-mr0 "$m"
     stop_server
     MR=350 start_shardcast 1 350 0 && measure_many shardcast-mr350-mw350 "$m"
     stop_server

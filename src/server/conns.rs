@@ -2,13 +2,12 @@
 //! connection back to every limit when it drops, however the connection ends.
 
 use super::global::Global;
-use super::ids::ConnId;
+use super::ids::{ConnId, FastMap};
 use super::key::StreamKey;
 use super::kinds::ClientKind;
 use super::writer::ConnWriter;
 use crate::config::ServerConfig;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::io::RawFd;
 use std::rc::Rc;
@@ -136,7 +135,7 @@ impl Drop for Slot {
 /// One shard's connections.
 #[derive(Default)]
 pub struct Conns {
-    table: RefCell<HashMap<ConnId, ConnEntry>>,
+    table: RefCell<FastMap<ConnId, ConnEntry>>,
     /// Connections admitted on this shard and not yet released.
     open: Rc<Cell<usize>>,
 }

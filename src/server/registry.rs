@@ -3,9 +3,8 @@
 //! answers into cross-shard messages.
 
 use super::key::StreamKey;
-use std::collections::HashMap;
 
-use super::ids::ShardId;
+use super::ids::{FastMap, ShardId};
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -18,7 +17,7 @@ struct Entry {
 /// The directory of the streams one shard owns.
 #[derive(Debug, Default)]
 pub struct Registry {
-    entries: HashMap<StreamKey, Entry>,
+    entries: FastMap<StreamKey, Entry>,
 }
 
 /// A claim refused because the stream already has a publisher.

@@ -1,6 +1,6 @@
 //! Chunk stream decoder: received bytes in, whole messages out.
 
-use std::collections::HashMap;
+use super::csid_map::CsidMap;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -93,7 +93,7 @@ pub struct ChunkDecoder {
     buf: BytesMut,
     limits: DecoderLimits,
     chunk_size: u32,
-    streams: HashMap<u32, ChunkStream>,
+    streams: CsidMap<ChunkStream>,
     /// First error seen; the stream cannot be resynchronised after one.
     failed: Option<ChunkError>,
 }
@@ -111,7 +111,7 @@ impl ChunkDecoder {
             buf: BytesMut::new(),
             limits,
             chunk_size: DEFAULT_CHUNK_SIZE,
-            streams: HashMap::new(),
+            streams: CsidMap::default(),
             failed: None,
         }
     }
@@ -183,7 +183,7 @@ impl ChunkDecoder {
             n => (u32::from(n), 1),
         };
 
-        let prev = self.streams.get(&csid);
+        let prev = self.streams.get(csid);
         if prev.is_none() && fmt == 0 && self.streams.len() >= self.limits.max_chunk_streams {
             return Err(ChunkError::TooManyChunkStreams {
                 limit: self.limits.max_chunk_streams,
@@ -274,7 +274,7 @@ impl ChunkDecoder {
 
     /// Consumes a planned chunk; returns the message it completes, if any.
     fn commit(&mut self, plan: ChunkPlan) -> Option<RawMessage> {
-        let stream = self.streams.entry(plan.csid).or_default();
+        let stream = self.streams.entry_or_default(plan.csid);
         self.buf.advance(plan.header_len);
 
         if let Some(h) = plan.start {
@@ -343,7 +343,7 @@ impl ChunkDecoder {
                 });
             }
             self.chunk_size = size;
-        } else if let Some(stream) = self.streams.get_mut(&value) {
+        } else if let Some(stream) = self.streams.get_mut(value) {
             stream.drop_partial();
         }
         Ok(())
@@ -1092,9 +1092,9 @@ mod tests {
         let mut dec = ChunkDecoder::default();
         dec.push(&bytes[..12 + 128]);
         assert_eq!(dec.next_message(), Ok(None));
-        let cap = dec.streams[&4].partial.capacity();
+        let cap = dec.streams.get(4).unwrap().partial.capacity();
         assert!(cap >= 1000, "reserved {cap}");
-        let ptr = dec.streams[&4].partial.as_ptr();
+        let ptr = dec.streams.get(4).unwrap().partial.as_ptr();
         dec.push(&bytes[12 + 128..]);
         let m = dec.next_message().unwrap().unwrap();
         assert_eq!(m.payload.as_ptr(), ptr, "reassembly buffer was reallocated");

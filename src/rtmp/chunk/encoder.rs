@@ -1,6 +1,6 @@
 //! Chunk stream encoders: whole messages in, chunked bytes appended to a caller's buffer.
 
-use std::collections::HashMap;
+use super::csid_map::CsidMap;
 
 use bytes::{BufMut, BytesMut};
 
@@ -133,7 +133,7 @@ struct SentHeader {
 #[derive(Debug)]
 pub struct ChunkWriter {
     chunk_size: u32,
-    sent: HashMap<u32, SentHeader>,
+    sent: CsidMap<SentHeader>,
 }
 
 impl Default for ChunkWriter {
@@ -147,7 +147,7 @@ impl ChunkWriter {
     pub fn new() -> Self {
         Self {
             chunk_size: DEFAULT_CHUNK_SIZE,
-            sent: HashMap::new(),
+            sent: CsidMap::default(),
         }
     }
 
@@ -185,7 +185,7 @@ impl ChunkWriter {
         let len = check_args(self.chunk_size, csid, payload.len());
         // fmt 0 is required for a new chunk stream, a new message stream and
         // whenever the timestamp goes backwards.
-        let (fmt, ts_field) = match self.sent.get(&csid) {
+        let (fmt, ts_field) = match self.sent.get(csid) {
             Some(prev) if prev.stream_id == stream_id && timestamp >= prev.timestamp => {
                 let delta = timestamp - prev.timestamp;
                 if prev.len != len || prev.type_id != type_id {

@@ -4,6 +4,7 @@
 //! [`ChunkDecoder`] and writes what [`encode_message`] / [`ChunkWriter`]
 //! append to its own output buffer.
 
+pub mod csid_map;
 pub mod decoder;
 pub mod encoder;
 

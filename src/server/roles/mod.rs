@@ -15,14 +15,14 @@ pub mod sink;
 pub mod source;
 
 use super::forward_peer::ForwardHandle;
+use super::ids::FastMap;
 use super::key::StreamKey;
 use super::stream::LocalStream;
 use super::upstream_peer::UpstreamHandle;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// The streams a shard holds (as source, as sink, or both).
-pub type StreamTable = HashMap<StreamKey, LocalStream>;
+pub type StreamTable = FastMap<StreamKey, LocalStream>;
 
 /// Work a role hands back to the shard's run loop.
 pub enum Effect {
