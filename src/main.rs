@@ -4,12 +4,6 @@ use shardcast::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: each shard allocates and frees a message's buffers on
-/// its own thread, and glibc's per-thread arenas spent a quarter of an ingest profile in
-/// malloc/free (`_int_malloc`, `unlink_chunk`) and grew/shrank with `mprotect` on every read.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "usage: shardcast [-c FILE] [-t]
   -c, --config FILE   load this TOML config (default: the embedded conf/shardcast.toml)
   -t, --test          check the config and exit (like nginx -t)

@@ -132,6 +132,9 @@ fn api_lists_the_stream_its_clients_versions_and_summaries() {
     assert_eq!(s["publish"]["active"], true, "{s:#}");
     assert!(s["frames"].as_u64().unwrap_or(0) > 0, "{s:#}");
     assert!(s["recv_bytes"].as_u64().unwrap_or(0) > 10_000, "{s:#}");
+    // The GOP cache's figures: at least the keyframe the players started on.
+    assert!(s["gop"]["frames"].as_u64().unwrap_or(0) >= 1, "{s:#}");
+    assert!(s["gop"]["bytes"].as_u64().unwrap_or(0) > 100, "{s:#}");
     let id = s["id"].as_str().expect("stream id is a string").to_string();
     let publisher_cid = s["publish"]["cid"]
         .as_str()

@@ -41,6 +41,10 @@ pub struct StreamView {
     pub live_since_ms: u64,
     /// What feeds it (a client, an edge or relay upstream), if anything does.
     pub source: Option<StreamSource>,
+    /// GOP cache frames (on the publisher's shard; each shard with players keeps its own).
+    pub gop_frames: usize,
+    /// GOP cache payload bytes, summed over shards.
+    pub gop_bytes: usize,
 }
 
 /// Streams over all shards, sorted by key.
@@ -64,7 +68,11 @@ pub fn stream_views(snaps: &[ShardSnapshot]) -> Vec<StreamView> {
                     audio: None,
                     live_since_ms: 0,
                     source: None,
+                    gop_frames: 0,
+                    gop_bytes: 0,
                 });
+            v.gop_frames = v.gop_frames.max(s.gop_frames);
+            v.gop_bytes += s.gop_bytes;
             v.live |= s.live;
             v.players += s.players;
             if s.publisher.is_some() {
@@ -155,6 +163,8 @@ fn stream_json(v: &StreamView) -> Value {
         "send_bytes": v.send_bytes,
         "recv_bytes": v.recv_bytes,
         "kbps": { "recv_30s": v.kbps_recv, "send_30s": v.kbps_send },
+        // Not in SRS's answer: the memory a stream holds for late joiners.
+        "gop": { "frames": v.gop_frames, "bytes": v.gop_bytes },
         "publish": {
             "active": v.live,
             "cid": cid,
@@ -333,6 +343,8 @@ mod tests {
             publisher,
             players,
             frames_in: 10,
+            gop_frames: 3,
+            gop_bytes: 1000,
             bytes_in: 1000,
             video: None,
             audio: None,
@@ -368,6 +380,8 @@ mod tests {
         assert_eq!(s["publish"]["cid"], "4");
         assert_eq!(s["source"], json!({"type": "publisher", "client": "4"}));
         assert_eq!(s["name"], "s");
+        // Each shard's GOP cache counts: bytes add up, frames are one cache's.
+        assert_eq!(s["gop"], json!({"frames": 3, "bytes": 2000}));
         let id = s["id"].as_str().unwrap();
         assert!(stream(&snaps, id).is_some());
         assert!(stream(&snaps, "nope").is_none());

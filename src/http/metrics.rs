@@ -43,7 +43,7 @@ pub fn render(snaps: &[ShardSnapshot], uptime_secs: u64) -> String {
     o.sample("shardcast_uptime_seconds", &[], uptime_secs);
 
     type PerShard = fn(&ShardSnapshot) -> u64;
-    let per_shard: [(&str, &str, &str, PerShard); 8] = [
+    let per_shard: [(&str, &str, &str, PerShard); 9] = [
         (
             "shardcast_connections",
             "gauge",
@@ -85,6 +85,12 @@ pub fn render(snaps: &[ShardSnapshot], uptime_secs: u64) -> String {
             "counter",
             "Merged writes sent by splice from a shared pipe (no per-player copy).",
             |s| s.spliced_writes,
+        ),
+        (
+            "shardcast_gop_cache_bytes",
+            "gauge",
+            "Payload bytes held in GOP caches (what idle streams' memory is mostly made of).",
+            |s| s.streams.iter().map(|st| st.gop_bytes as u64).sum(),
         ),
         (
             "shardcast_mesh_media_dropped_total",

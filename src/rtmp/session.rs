@@ -288,6 +288,7 @@ impl ServerSession {
             let msg = message::decode(&raw, &self.cfg.amf_limits)?;
             self.handle_message(raw.stream_id, raw.timestamp, msg)?;
         }
+        self.decoder.shrink();
         if self.awaiting {
             self.stalled = true;
             if self.decoder.buffered() > MAX_BUFFERED_WHILE_WAITING {

@@ -48,6 +48,10 @@ pub struct StreamStat {
     pub frames_in: u64,
     /// Payload bytes received from the source.
     pub bytes_in: u64,
+    /// Frames in this shard's GOP cache of it.
+    pub gop_frames: usize,
+    /// Payload bytes in that GOP cache (what an idle stream's memory is mostly made of).
+    pub gop_bytes: usize,
     /// Video codec and size, once known.
     pub video: Option<VideoInfo>,
     /// Audio codec, once known.

@@ -9,6 +9,7 @@
 //! the next message, so the shard woke about once per message anyway. Reading on a common tick
 //! without arming a poll turns that into one wake-up per tick for the whole shard.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::unix::io::RawFd;
 use std::sync::OnceLock;
@@ -44,6 +45,41 @@ pub fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Got> {
             _ => return Err(e),
         }
     }
+}
+
+/// Size of a shard's scratch buffer for merged reads: one read takes up to this much (a
+/// publisher with more queued is read again at once).
+pub const SCRATCH_LEN: usize = 64 * 1024;
+
+/// What a read into the scratch buffer got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scratch<R> {
+    /// This many bytes, and what the caller's `take` made of them.
+    Took(usize, R),
+    /// The peer closed its side.
+    Eof,
+    /// Nothing queued.
+    Empty,
+}
+
+thread_local! {
+    /// One per shard thread: merged reads hand the bytes on before the next read, so
+    /// publishers need no 16-64 KiB read buffer each (measured: 200 publishers, RSS per
+    /// publisher without GOP cache 128 KiB with a 64 KiB buffer each, 89 KiB with 16 KiB).
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
+}
+
+/// Read what is queued on `fd` into this thread's scratch buffer and hand it to `take`, which
+/// must not keep it (it is the next connection's buffer after this returns).
+pub fn recv_scratch<R>(fd: RawFd, take: impl FnOnce(&[u8]) -> R) -> io::Result<Scratch<R>> {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        Ok(match recv_now(fd, &mut buf)? {
+            Got::Bytes(n) => Scratch::Took(n, take(&buf[..n])),
+            Got::Eof => Scratch::Eof,
+            Got::Empty => Scratch::Empty,
+        })
+    })
 }
 
 /// The process-wide origin of the read ticks (so every shard's grid is the same).
@@ -117,5 +153,22 @@ mod tests {
         assert_eq!(&buf[..5], b"hello");
         drop(a);
         assert_eq!(recv_now(b.as_raw_fd(), &mut buf).unwrap(), Got::Eof);
+    }
+
+    #[test]
+    fn recv_scratch_hands_the_bytes_to_the_taker() {
+        use std::io::Write;
+        use std::os::unix::io::AsRawFd;
+        use std::os::unix::net::UnixStream;
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let fd = b.as_raw_fd();
+        assert_eq!(recv_scratch(fd, |x| x.len()).unwrap(), Scratch::Empty);
+        a.write_all(b"abc").unwrap();
+        assert_eq!(
+            recv_scratch(fd, |x| x.to_vec()).unwrap(),
+            Scratch::Took(3, b"abc".to_vec())
+        );
+        drop(a);
+        assert_eq!(recv_scratch(fd, |x| x.len()).unwrap(), Scratch::Eof);
     }
 }

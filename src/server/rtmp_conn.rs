@@ -9,7 +9,7 @@ use super::forward_backend;
 use super::ids::ConnId;
 use super::key::StreamKey;
 use super::kinds::{ClientKind, CloseReason, ConnError};
-use super::merged_read::{self, Got};
+use super::merged_read::{self, Scratch};
 use super::shard::Shard;
 use super::stream::{PlayerKind, PlayerRef};
 use super::traverse::{self, TraverseError};
@@ -17,7 +17,7 @@ use super::writer::ConnWriter;
 use crate::cluster::redirect::redirect_bytes;
 use crate::policy::{self, ClientInfo, Refusal};
 use crate::rtmp::client::ClientRole;
-use crate::rtmp::session::{ServerSession, SessionEvent};
+use crate::rtmp::session::{ServerSession, SessionError, SessionEvent};
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use log::{debug, info, warn};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 /// Read buffer sizes: before a role (handshake, connect), as a publisher, as a player.
 const READ_BUF_START: usize = 2048;
-const READ_BUF_PUBLISHER: usize = 64 * 1024;
+const READ_BUF_PUBLISHER: usize = 16 * 1024;
 const READ_BUF_PLAYER: usize = 256;
 
 pub use super::key::DEFAULT_VHOST;
@@ -138,58 +138,74 @@ impl Conn {
             } else {
                 None // players may be silent for as long as they like
             };
-            let read = match direct.then(|| merged_read::recv_now(fd, &mut buf)) {
-                Some(Ok(Got::Bytes(n))) => Ok(n),
-                Some(Ok(Got::Eof)) => Ok(0),
-                Some(Err(e)) => Err(e),
-                // Nothing queued on the tick (or not a merged read): wait for it.
-                Some(Ok(Got::Empty)) | None => {
-                    let _ = stream.set_read_timeout(timeout);
-                    stream.read(&mut buf).await
-                }
-            };
-            direct = false;
-            // A failed write shuts the socket down, which ends the read: say why.
-            if let Some(e) = self.writer.error() {
-                return CloseReason::Failed(ConnError::Write(e));
-            }
-            let n = match read {
-                Ok(0) => return self.client.eof_reason(),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    return CloseReason::ResetByPeer
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut && start_due.is_some() => {
-                    if let Some(reason) = self.check_starts() {
-                        return reason;
+            // Merged read: on the tick, what is queued goes through the shard's scratch buffer
+            // straight into the session (no read buffer of the connection's own).
+            let mut fed = None;
+            if std::mem::take(&mut direct) {
+                match merged_read::recv_scratch(fd, |b| self.feed(b)) {
+                    Ok(Scratch::Took(n, result)) => fed = Some((n, result)),
+                    Ok(Scratch::Eof) => return self.client.eof_reason(),
+                    Ok(Scratch::Empty) => {} // nothing queued on the tick: wait for it
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        return CloseReason::ResetByPeer
                     }
-                    continue;
+                    Err(e) => return CloseReason::Read(e),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    return CloseReason::Failed(if self.session.handshake_done() {
-                        ConnError::IdleTimeout
-                    } else {
-                        ConnError::HandshakeTimeout
-                    });
+            }
+            let (n, cap, result) = match fed {
+                Some((n, result)) => (n, merged_read::SCRATCH_LEN, result),
+                None => {
+                    let _ = stream.set_read_timeout(timeout);
+                    let read = stream.read(&mut buf).await;
+                    // A failed write shuts the socket down, which ends the read: say why.
+                    if let Some(e) = self.writer.error() {
+                        return CloseReason::Failed(ConnError::Write(e));
+                    }
+                    let n = match read {
+                        Ok(0) => return self.client.eof_reason(),
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            return CloseReason::ResetByPeer
+                        }
+                        Ok(n) => n,
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::TimedOut && start_due.is_some() =>
+                        {
+                            if let Some(reason) = self.check_starts() {
+                                return reason;
+                            }
+                            continue;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            return CloseReason::Failed(if self.session.handshake_done() {
+                                ConnError::IdleTimeout
+                            } else {
+                                ConnError::HandshakeTimeout
+                            });
+                        }
+                        Err(e) => return CloseReason::Read(e),
+                    };
+                    (n, buf.len(), self.feed(&buf[..n]))
                 }
-                Err(e) => return CloseReason::Read(e),
             };
             if self.shard.is_stopping() {
                 return CloseReason::ShuttingDown;
             }
-            if let Err(reason) = self.take_input(&buf[..n]).await {
+            if let Err(reason) = self.drain(result).await {
                 return reason;
             }
             // Merged reads: a publisher's socket fills until the shard's next read tick (a full
-            // buffer is read on at once).
+            // read goes on at once).
             let mr = Duration::from_millis(self.shard.cfg().rtmp.mr_latency_ms);
-            if !mr.is_zero() && !self.publishing.is_empty() {
-                if n < buf.len() {
+            let merged = !mr.is_zero() && !self.publishing.is_empty();
+            if merged {
+                if n < cap {
                     merged_read::sleep_to_tick(mr).await;
                 }
                 direct = true;
             }
-            let want = if !self.publishing.is_empty() {
+            let want = if merged {
+                READ_BUF_START // only the wait for a quiet publisher's next bytes reads here
+            } else if !self.publishing.is_empty() {
                 READ_BUF_PUBLISHER
             } else if !self.playing.is_empty() {
                 READ_BUF_PLAYER
@@ -207,12 +223,22 @@ impl Conn {
     }
 
     /// Bytes from the client into the session, and what they ask for carried out.
-    async fn take_input(&mut self, mut input: &[u8]) -> Result<(), CloseReason> {
+    async fn take_input(&mut self, input: &[u8]) -> Result<(), CloseReason> {
+        let result = self.feed(input);
+        self.drain(result).await
+    }
+
+    /// Bytes from the client into the session (no await: the bytes may be the shard's scratch
+    /// buffer, which is free again once this returns).
+    fn feed(&mut self, input: &[u8]) -> Result<(), SessionError> {
         self.bytes_in += input.len() as u64;
         self.client.add_bytes_in(input.len() as u64);
+        self.session.handle_input(input)
+    }
+
+    /// Carry out what the session decoded; `result` is how feeding it ended.
+    async fn drain(&mut self, mut result: Result<(), SessionError>) -> Result<(), CloseReason> {
         loop {
-            let result = self.session.handle_input(input);
-            input = &[];
             // Replies and events queued before an error are still delivered.
             self.flush();
             while let Some(ev) = self.session.poll_event() {
@@ -229,6 +255,7 @@ impl Conn {
             if !self.session.resumable() {
                 return Ok(());
             }
+            result = self.session.handle_input(&[]);
         }
     }
 

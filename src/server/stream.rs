@@ -399,4 +399,9 @@ impl LocalStream {
     pub fn gop_len(&self) -> usize {
         self.gop.len()
     }
+
+    /// Payload bytes in the GOP cache.
+    pub fn gop_bytes(&self) -> usize {
+        self.gop.bytes()
+    }
 }

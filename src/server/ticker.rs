@@ -92,6 +92,8 @@ pub fn snapshot(shard: &Shard, clients: Vec<ClientStat>, cpu: f64) -> ShardSnaps
                 players: s.players.len(),
                 frames_in: s.frames_in,
                 bytes_in: s.bytes_in,
+                gop_frames: s.gop_len(),
+                gop_bytes: s.gop_bytes(),
                 video: h.video_seq.as_ref().and_then(|p| video_info(&p.frame)),
                 audio: h.audio_seq.as_ref().and_then(|p| audio_info(&p.frame)),
                 live_since_ms: s.live_since_ms,

@@ -98,6 +98,9 @@ pub struct ChunkDecoder {
     failed: Option<ChunkError>,
 }
 
+/// Receive buffers above this capacity are given back once mostly spent.
+const SHRINK_ABOVE: usize = 8 * 1024;
+
 impl Default for ChunkDecoder {
     fn default() -> Self {
         Self::new(DecoderLimits::default())
@@ -140,6 +143,15 @@ impl ChunkDecoder {
     /// The peer's current chunk size, in bytes.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
+    }
+
+    /// Give back a receive buffer much larger than what it still holds (the tail of a chunk
+    /// that has not all arrived): a copy of that tail replaces it. Without this a publisher kept
+    /// ~28 KiB of spent receive buffers (heaptrack, 200 publishers at 100 ms merged reads).
+    pub fn shrink(&mut self) {
+        if self.buf.capacity() > SHRINK_ABOVE && self.buf.len() <= self.buf.capacity() / 4 {
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
     }
 
     /// Bytes received but not yet consumed by a complete chunk.
@@ -1007,6 +1019,28 @@ mod tests {
                 limit: 8 * 1024 * 1024
             }
         );
+    }
+
+    #[test]
+    fn shrink_gives_back_a_spent_buffer_and_keeps_the_partial_chunk() {
+        let mut dec = ChunkDecoder::default();
+        // A whole 100-byte message on csid 3, then the first 10 bytes of the next chunk header
+        // and payload, pushed as one 40 KiB read would leave them.
+        let mut wire = BytesMut::new();
+        super::super::encode_message(&mut wire, 128, 3, 0, 20, 0, &[7u8; 100]);
+        let whole = wire.len();
+        super::super::encode_message(&mut wire, 128, 3, 0, 20, 0, &[8u8; 100]);
+        let mut big = BytesMut::with_capacity(40 * 1024);
+        big.extend_from_slice(&wire[..whole + 10]);
+        dec.buf = big;
+        let msg = dec.next_message().unwrap().unwrap();
+        assert_eq!(msg.payload.len(), 100);
+        assert!(dec.next_message().unwrap().is_none());
+        dec.shrink();
+        assert!(dec.buf.capacity() < 1024, "capacity {}", dec.buf.capacity());
+        assert_eq!(dec.buffered(), 10);
+        dec.push(&wire[whole + 10..]);
+        assert_eq!(dec.next_message().unwrap().unwrap().payload[..], [8u8; 100]);
     }
 
     #[test]
