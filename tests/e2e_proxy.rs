@@ -504,7 +504,82 @@ fn http_flv_through_the_proxy_comes_from_the_streams_origin() {
         .unwrap_or_else(|e| panic!("ffprobe of HTTP-FLV through the proxy: {e}"));
     assert_test_streams(&streams, "HTTP-FLV through the proxy");
     p.expect_log(&["proxy play-flv stream=", "origin="], WAIT);
+    // The shardcast origin announced its HTTP-FLV listener in http[], and that is where the
+    // proxy went.
+    let http = origin_http(api, _a.port).expect("the origin announced http[]");
+    assert_eq!(http, format!("127.0.0.1:{}", _a.http_port.unwrap()));
+    p.expect_log(&[&format!("origin={http}")], WAIT);
     // A stream nobody holds: 404 at once.
     let r = http_get(p.http_port.unwrap(), "/live/nobody.flv");
     assert_eq!(r.status, 404, "{}", r.text());
+}
+
+/// `GET /api/v1/proxy/origins`: the `http` endpoint each origin announced, by rtmp address.
+fn origin_http(api: u16, rtmp_port: u16) -> Option<String> {
+    let (_, v) = api_call(api, "GET", "/api/v1/proxy/origins");
+    v["origins"]
+        .as_array()?
+        .iter()
+        .find(|o| {
+            o["rtmp"]
+                .as_str()
+                .is_some_and(|r| r.ends_with(&format!(":{rtmp_port}")))
+        })
+        .and_then(|o| o["http"].as_str().map(str::to_string))
+}
+
+#[test]
+fn http_flv_goes_to_the_http_endpoint_an_srs_style_origin_announced() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let api = free_port();
+    let p = proxy(api, &redis.url(), "");
+    // An origin that does not heartbeat itself; the test heartbeats for it with SRS's body
+    // (bare ports, `ports on`): `http` is its HTTP-FLV server, `api` a port nothing serves.
+    let o = Server::start_with(ServerOpts {
+        http: true,
+        ..ServerOpts::default()
+    });
+    let dead_api = free_port();
+    let beat = format!(
+        r#"{{"device_id":"","ip":"127.0.0.1","server":"srs-like","service":"s1","pid":"42","rtmp":["{}"],"http":["{}"],"api":["{dead_api}"],"srt":["10080"]}}"#,
+        o.port,
+        o.http_port.unwrap()
+    );
+    let _beater = Worker::spawn(move |stop| {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = post(api, "/api/v1/srs/register", beat.as_bytes());
+            assert_eq!(r.status, 200, "{}", r.text());
+            std::thread::sleep(Duration::from_millis(BEAT_MS));
+        }
+    });
+    wait_alive(api, 1);
+    assert_eq!(
+        origin_http(api, o.port),
+        Some(format!("127.0.0.1:{}", o.http_port.unwrap())),
+        "the origin's record keeps its http[] endpoint"
+    );
+    let _pubr = synth_through(&p, "srsflv");
+    let mut s = HttpStream::open(p.http_port.unwrap(), "/live/srsflv.flv", WAIT)
+        .unwrap_or_else(|e| panic!("HTTP-FLV through the proxy: {e}"));
+    assert_eq!(s.status, 200);
+    let mut body = Vec::new();
+    while body.len() < 13 {
+        body.extend(s.next_chunk(WAIT).expect("FLV bytes"));
+    }
+    // FLV signature, version 1, audio+video flags, 9-byte header, PreviousTagSize0 = 0.
+    assert_eq!(&body[..4], b"FLV\x01", "{:?}", &body[..13]);
+    assert_eq!(
+        body[4] & 0x05,
+        0x05,
+        "audio and video flags: {:?}",
+        &body[..13]
+    );
+    assert_eq!(&body[5..13], &[0, 0, 0, 9, 0, 0, 0, 0]);
+    let line = p.expect_log(&["proxy play-flv stream=", "/live/srsflv origin="], WAIT);
+    assert!(
+        line.contains(&format!("origin=127.0.0.1:{} ", o.http_port.unwrap()))
+            || line.ends_with(&format!("origin=127.0.0.1:{}", o.http_port.unwrap())),
+        "{line}"
+    );
 }

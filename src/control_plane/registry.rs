@@ -431,6 +431,7 @@ impl Service {
                     "id": o.record.id,
                     "ip": o.record.ip,
                     "rtmp": o.record.rtmp,
+                    "http": o.record.http,
                     "api": o.record.api,
                     "last_heartbeat_ms": o.last_seen_ms,
                     "age_ms": now.saturating_sub(o.last_seen_ms),
