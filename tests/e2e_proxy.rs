@@ -425,7 +425,7 @@ fn with_send_proxy_protocol_the_origin_sees_the_real_client() {
 }
 
 #[test]
-fn with_redis_down_relays_go_on_known_streams_play_and_the_registry_catches_up_when_back() {
+fn with_redis_down_relays_go_on_known_streams_play_new_publishes_are_placed_and_all_catch_up() {
     let _g = serial();
     let mut redis = RedisServer::start();
     let api = free_port();
@@ -471,6 +471,28 @@ fn with_redis_down_relays_go_on_known_streams_play_and_the_registry_catches_up_w
         &["registry: store unavailable", "serving known streams only"],
         WAIT,
     );
+    // A NEW publish is placed on the origin this proxy knows from the heartbeats it got, and
+    // plays through the proxy.
+    let new_key = Server::key("rdnew");
+    let _enc2 = try_ffmpeg_publish(&p, &p.url("rdnew"), &new_key, WAIT)
+        .expect_accepted("a new publish with Redis down");
+    p.expect_log(
+        &[
+            "registry: store unavailable",
+            &format!("publish of {new_key} placed on origin"),
+            "claim pending",
+        ],
+        WAIT,
+    );
+    let streams = ffprobe_streams(&p.url("rdnew"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ffprobe of the new stream with Redis down: {e}"));
+    assert_test_streams(&streams, "ffprobe through the proxy with Redis down");
+    let m = http_get(p.http_port.unwrap(), "/metrics").text();
+    assert!(
+        m.contains("shardcast_registry_offline_publishes_total 1"),
+        "{m}"
+    );
+    assert!(m.contains("shardcast_registry_pending_claims 1"), "{m}");
 
     // Redis back (empty): the origin's registration and the stream's mapping come back.
     redis.restart();
@@ -483,8 +505,36 @@ fn with_redis_down_relays_go_on_known_streams_play_and_the_registry_catches_up_w
         wait_until(WAIT, || redis.cli(&["EXISTS", &url_key]) == "1"),
         "the held claim was written again"
     );
+    // The stream published while Redis was down gets its mapping, with a TTL, as any claim.
+    let new_url_key = format!("srs-proxy-url:{new_key}");
+    let mut pttl = -3i64;
+    assert!(
+        wait_until(WAIT, || {
+            pttl = redis.cli(&["PTTL", &new_url_key]).parse().unwrap_or(-3);
+            pttl > 0
+        }),
+        "the claim placed with Redis down was written on catch-up (PTTL {pttl})"
+    );
+    let mapping: serde_json::Value =
+        serde_json::from_str(&redis.cli(&["GET", &new_url_key])).expect("mapping JSON");
+    assert!(
+        mapping["origin"].is_string() && mapping["holder"].is_string(),
+        "{mapping}"
+    );
+    p.expect_log(
+        &[&format!("claim on {new_key}"), "written on catch-up"],
+        WAIT,
+    );
     assert!(metrics_say("1"), "/metrics says the registry is back");
     p.expect_log(&["registry: store is back"], WAIT);
+    assert!(
+        wait_until(WAIT, || {
+            let m = http_get(p.http_port.unwrap(), "/metrics").text();
+            m.contains("shardcast_registry_caught_up_total 1")
+                && m.contains("shardcast_registry_pending_claims 0")
+        }),
+        "/metrics counts the catch-up"
+    );
     let n = during.video_frames();
     assert!(during.wait_video_above(n + 25, WAIT), "still playing");
 }

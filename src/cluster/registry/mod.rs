@@ -203,11 +203,13 @@ pub struct Route {
 
 mod command;
 mod front;
+mod local;
 mod memory;
 mod ops;
 
 pub use command::*;
 pub use front::*;
+pub use local::*;
 pub use memory::*;
 pub use ops::*;
 
