@@ -633,3 +633,111 @@ fn http_flv_goes_to_the_http_endpoint_an_srs_style_origin_announced() {
         "{line}"
     );
 }
+
+/// The media a player saw: (kind, timestamp) of each audio/video frame, in order.
+fn media_seen(p: &LibPlayer) -> Vec<(shardcast::media::FrameKind, u32)> {
+    p.seen()
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Media {
+                kind,
+                ts,
+                metadata: false,
+                ..
+            } if *kind != shardcast::media::FrameKind::Data => Some((*kind, *ts)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_players_relay_splices_the_origins_chunks_and_follows_its_chunk_size() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let (api1, api2) = (free_port(), free_port());
+    // Proxy 1 splices (the default); proxy 2 re-chunks, for comparison.
+    let p1 = proxy(api1, &redis.url(), "");
+    let p2 = proxy(api2, &redis.url(), "relay_splice = false\n");
+    // The origin writes at SRS's chunk size, not the proxies' (4096): the splice must announce
+    // it to the client before the first forwarded byte.
+    let urls = format!(
+        "\"http://127.0.0.1:{api1}/api/v1/srs/register\", \"http://127.0.0.1:{api2}/api/v1/srs/register\""
+    );
+    let _o = Server::start_with(ServerOpts {
+        http: true,
+        rtmp: "chunk_size = 60000\n".into(),
+        extra: format!("[cluster.register]\nurls = [{urls}]\ninterval_ms = {BEAT_MS}\n"),
+        ..ServerOpts::default()
+    });
+    wait_alive(api1, 1);
+    wait_alive(api2, 1);
+    // Large frames: most video messages span several chunks at the client's old size.
+    let publisher = SynthPublisher::start(p1.port, "spl", 9000, 25, 25, LIFE);
+    assert!(wait_until(WAIT, || publisher.sent() > 3), "publishing");
+    let spliced = LibPlayer::start(p1.port, "spl", LIFE);
+    let rechunked = LibPlayer::start(p2.port, "spl", LIFE);
+    assert!(
+        spliced.wait_video_above(60, WAIT),
+        "the spliced player plays ({} frames, ended {:?})",
+        spliced.video_frames(),
+        spliced.ended()
+    );
+    assert!(
+        rechunked.wait_video_above(60, WAIT),
+        "the re-chunked player plays"
+    );
+    let key = Server::key("spl");
+    p1.expect_log(
+        &[&format!(
+            "stream={key} proxy relay path=splice chunk_size=60000"
+        )],
+        WAIT,
+    );
+    p2.expect_log(
+        &[&format!(
+            "stream={key} proxy relay path=rechunk (relay_splice = false)"
+        )],
+        WAIT,
+    );
+    // Both saw the same media, timestamps monotonic, the first video frame a keyframe.
+    let (a, b) = (media_seen(&spliced), media_seen(&rechunked));
+    assert!(a.len() > 60 && b.len() > 60);
+    for seen in [&a, &b] {
+        let video: Vec<u32> = seen
+            .iter()
+            .filter(|m| m.0 == shardcast::media::FrameKind::Video)
+            .map(|m| m.1)
+            .collect();
+        assert!(video.windows(2).all(|w| w[0] <= w[1]), "{video:?}");
+    }
+    let common = b.iter().filter(|m| a.contains(m)).count();
+    assert!(common > 50, "the same frames through both paths: {common}");
+    assert!(spliced.has_seen(|s| matches!(s, Seen::Media { keyframe: true, .. })));
+    // ffprobe (libavformat's RTMP client) reads a spliced stream of real media (ffmpeg's
+    // publish) too.
+    let real = Server::key("splff");
+    let _enc = try_ffmpeg_publish(&p1, &p1.url("splff"), &real, WAIT).expect_accepted("publish");
+    let streams = ffprobe_streams(&p1.url("splff"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ffprobe through the splicing proxy: {e}"));
+    assert_test_streams(&streams, "ffprobe of a spliced relay");
+    p1.expect_log(
+        &[&format!(
+            "stream={real} proxy relay path=splice chunk_size=60000"
+        )],
+        WAIT,
+    );
+    // The publisher stops: the spliced player gets the origin's end of stream.
+    drop(publisher);
+    assert!(
+        wait_until(WAIT, || spliced.ended().is_some()
+            || spliced.has_seen(
+                |s| matches!(s, Seen::Status(c) if c.contains("UnpublishNotify"))
+            )),
+        "the end of the stream reached the spliced player"
+    );
+    let line = p1.expect_log(&["proxy relay ended", "path=splice"], WAIT);
+    let as_is: u64 = log_field(&line, "as_is")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(as_is > 60, "media forwarded as received: {line}");
+}
