@@ -150,7 +150,7 @@ start_relay() { # proxy|rechunk|haproxy -> $RELAY (pid), $RELAY_PORT
       PIDS+=("$RELAY")
       wait_port proxy "$RELAY" "$PP"
       # Until the origin's heartbeat has made it a live origin of this proxy.
-      for _ in $(seq 50); do
+      for _ in $(seq 150); do
         curl -sf "http://127.0.0.1:$AP/api/v1/proxy/origins" | grep -q '"alive":true' && return 0
         sleep 0.1
       done
