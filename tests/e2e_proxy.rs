@@ -699,6 +699,24 @@ fn a_players_relay_splices_the_origins_chunks_and_follows_its_chunk_size() {
         )],
         WAIT,
     );
+    // The clients API shows each player's relay path.
+    let relays = |port: u16| -> Vec<String> {
+        let (_, v) = api_call(port, "GET", "/api/v1/clients");
+        v["clients"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c["type"] == "rtmp-play")
+            .map(|c| c["relay"]["path"].as_str().unwrap_or("none").to_string())
+            .collect()
+    };
+    assert!(
+        wait_until(WAIT, || relays(p1.http_port.unwrap()) == ["splice"]),
+        "p1's player: {:?}",
+        relays(p1.http_port.unwrap())
+    );
+    assert_eq!(relays(p2.http_port.unwrap()), ["rechunk"]);
     // Both saw the same media, timestamps monotonic, the first video frame a keyframe.
     let (a, b) = (media_seen(&spliced), media_seen(&rechunked));
     assert!(a.len() > 60 && b.len() > 60);

@@ -435,6 +435,9 @@ impl Conn {
             origin.id,
             up.origin
         );
+        if role == ClientRole::Play {
+            self.client.set_relay(up.path.clone());
+        }
         let reader = glommio::spawn_local(proxy_upstream::read_origin(
             up.clone(),
             up_stream,

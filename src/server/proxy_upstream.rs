@@ -18,6 +18,7 @@
 //! whole messages is safe.
 
 use super::conn::ConnIo;
+use super::kinds::{PathStats, RelayPath};
 use super::packet::encode_frame;
 use super::shard::Shard;
 use super::writer::ConnWriter;
@@ -78,8 +79,9 @@ pub struct Upstream {
     pub stream_eof: Cell<bool>,
     /// Bytes read from the origin.
     pub bytes_in: Cell<u64>,
-    /// How a player's media crossed: the path and its message counts.
-    pub path: Cell<PathStats>,
+    /// How a player's media crossed: the path and its message counts (shared with the
+    /// client's entry in the connection table, for the API).
+    pub path: Rc<Cell<PathStats>>,
     /// The origin socket's descriptor (kept open by the reader task, which hands the socket
     /// back when it ends, so this never names another connection's descriptor).
     fd: RawFd,
@@ -228,44 +230,11 @@ pub async fn open(
         ended: RefCell::new(None),
         stream_eof: Cell::new(false),
         bytes_in: Cell::new(bytes_in),
-        path: Cell::new(PathStats::default()),
+        path: Rc::new(Cell::new(PathStats::default())),
         fd,
     });
     up.flush();
     Ok((up, stream, after))
-}
-
-/// Which way a player's media crossed the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RelayPath {
-    /// Decoded into messages and re-chunked for the client.
-    #[default]
-    Rechunk,
-    /// The origin's chunks forwarded as they came ([`ChunkSplicer`]).
-    Splice,
-}
-
-impl RelayPath {
-    /// As logged.
-    pub fn name(self) -> &'static str {
-        match self {
-            RelayPath::Rechunk => "rechunk",
-            RelayPath::Splice => "splice",
-        }
-    }
-}
-
-/// A player relay's path and message counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PathStats {
-    /// The path taken (rechunk until a splice starts).
-    pub path: RelayPath,
-    /// Messages re-chunked (before the splice started, or all of them).
-    pub rechunked: u64,
-    /// Messages forwarded as received.
-    pub as_is: u64,
-    /// Messages rewritten to a fmt-0 start (compressed or interleaved at the origin).
-    pub rewritten: u64,
 }
 
 /// Where a player's media goes: the client's writer, on its message stream.
