@@ -5,6 +5,8 @@
 # One origin (1 shard, CPU 1) and, in turn, two relays in front of it, each alone on CPU 0:
 #   proxy    a shardcast proxy (1 shard, [cluster] mode = "proxy", registry memory), the origin
 #            registering with it ([cluster.register], 1 s heartbeats);
+#   rechunk  the same proxy with `relay_splice = false`: every message decoded and re-chunked
+#            (the relay before splicing; the A/B of the splice with one binary);
 #   haproxy  Debian's HAProxy 2.6 in TCP mode (nbthread 1, one backend = the origin).
 # The same fan-out load each time from one shardcast-bench on CPU 1: 1 publisher x N players
 # (1 Mbit/s H.264 + AAC, 2 s GOP), players through the relay, --server-pid = the relay, so the
@@ -20,6 +22,9 @@
 #   scripts/proxy-bench.sh                         # N = 200 500, 12 s windows, 2 reps
 #   PLAYERS="100" WINDOW=5 REPS=1 scripts/proxy-bench.sh
 #   KEEP=1 scripts/proxy-bench.sh                  # keep the logs and run summaries
+#   RELAYS="proxy haproxy" scripts/proxy-bench.sh  # a subset of the relays (default all three)
+#   PERF=1 scripts/proxy-bench.sh                  # perf record -g each proxy run's window
+#                                                  # (perf.data per run, kept with KEEP=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -27,6 +32,7 @@ PLAYERS=${PLAYERS:-"200 500"}
 WINDOW=${WINDOW:-12}
 WARMUP=${WARMUP:-3}
 REPS=${REPS:-2}
+RELAYS=${RELAYS:-"proxy rechunk haproxy"}
 BITRATE=1000k
 
 log() { printf '[proxy-bench] %s\n' "$*" >&2; }
@@ -109,6 +115,7 @@ api_listen = "127.0.0.1:$AP"
 registry = "memory"
 heartbeat_interval_ms = 1000
 EOF
+sed 's/^heartbeat_interval_ms = 1000$/&\nrelay_splice = false/' "$WORK/proxy.toml" >"$WORK/rechunk.toml"
 cat >"$WORK/haproxy.cfg" <<EOF
 global
   nbthread 1
@@ -135,15 +142,15 @@ PIDS+=("$ORIGIN")
 wait_port origin "$ORIGIN" "$PO"
 
 RELAY=""
-start_relay() { # proxy|haproxy -> $RELAY (pid), $RELAY_PORT
+start_relay() { # proxy|rechunk|haproxy -> $RELAY (pid), $RELAY_PORT
   case "$1" in
-    proxy)
-      RUST_LOG=warn taskset -c 0 "$BIN" -c "$WORK/proxy.toml" 2>"$WORK/proxy.log" &
+    proxy|rechunk)
+      RUST_LOG=warn taskset -c 0 "$BIN" -c "$WORK/$1.toml" 2>"$WORK/$1.log" &
       RELAY=$!; RELAY_PORT=$PP
       PIDS+=("$RELAY")
       wait_port proxy "$RELAY" "$PP"
       # Until the origin's heartbeat has made it a live origin of this proxy.
-      for _ in $(seq 50); do
+      for _ in $(seq 150); do
         curl -sf "http://127.0.0.1:$AP/api/v1/proxy/origins" | grep -q '"alive":true' && return 0
         sleep 0.1
       done
@@ -158,17 +165,31 @@ start_relay() { # proxy|haproxy -> $RELAY (pid), $RELAY_PORT
 
 fan() { # LABEL N PUBLISH_PORT PLAY_PORT SERVER_PID
   log "$1: $2 players"
+  local perf=""
+  if [ -n "${PERF:-}" ] && [ "${1%%-*}" != direct ] && [ "${1%%-*}" != haproxy ]; then
+    # The measured window only: after the ramp and the warm-up.
+    ( sleep $(($2 / 250 + WARMUP + 2))
+      exec perf record -g -F 999 -p "$5" -o "$WORK/perf-$1-$2.data" -- sleep "$WINDOW" \
+        >/dev/null 2>&1 ) &
+    perf=$!
+  fi
   timeout $(($2 / 250 + WARMUP + WINDOW + 60)) taskset -c 1 "$BENCH" fanout \
     --url "rtmp://127.0.0.1:$3/live/s{i}" --play-url "rtmp://127.0.0.1:$4/live/s{i}" \
     --file "$MEDIA" -m 1 -n "$2" --ramp 250 --warmup "$WARMUP" --window "$WINDOW" --cores 1 \
     --server-pid "$5" --label "$1" --json "$WORK/runs/$1-$2.json" -q | sed 's/^/    /' >&2 \
     || log "$1 at $2 players failed (exit $?)"
+  if [ -n "$perf" ]; then
+    wait "$perf" 2>/dev/null || true
+    perf report -i "$WORK/perf-$1-$2.data" --no-children --percent-limit 1.5 --stdio \
+      2>/dev/null | grep -E '^ +[0-9]' | head -25 >"$WORK/perf-$1-$2.txt" || true
+    log "perf top symbols of $1 at $2 players: $WORK/perf-$1-$2.txt"
+  fi
 }
 
 mkdir -p "$WORK/runs"
 for n in $PLAYERS; do
   for rep in $(seq "$REPS"); do
-    for relay in proxy haproxy; do
+    for relay in $RELAYS; do
       start_relay "$relay"
       fan "$relay-$rep" "$n" "$RELAY_PORT" "$RELAY_PORT" "$RELAY"
       stop "$RELAY"
@@ -219,7 +240,7 @@ for n in sorted(rows):
     r = rows[n]
     direct_p99 = mean(x["latency_p99_ms"] for x in r.get("direct", []))
     hap = mean(x["cpu_s_per_gb"] for x in r.get("haproxy", []))
-    for relay in ("proxy", "haproxy", "direct"):
+    for relay in ("proxy", "rechunk", "haproxy", "direct"):
         xs = r.get(relay, [])
         if not xs:
             continue

@@ -425,7 +425,7 @@ fn with_send_proxy_protocol_the_origin_sees_the_real_client() {
 }
 
 #[test]
-fn with_redis_down_relays_go_on_known_streams_play_and_the_registry_catches_up_when_back() {
+fn with_redis_down_relays_go_on_known_streams_play_new_publishes_are_placed_and_all_catch_up() {
     let _g = serial();
     let mut redis = RedisServer::start();
     let api = free_port();
@@ -471,6 +471,28 @@ fn with_redis_down_relays_go_on_known_streams_play_and_the_registry_catches_up_w
         &["registry: store unavailable", "serving known streams only"],
         WAIT,
     );
+    // A NEW publish is placed on the origin this proxy knows from the heartbeats it got, and
+    // plays through the proxy.
+    let new_key = Server::key("rdnew");
+    let _enc2 = try_ffmpeg_publish(&p, &p.url("rdnew"), &new_key, WAIT)
+        .expect_accepted("a new publish with Redis down");
+    p.expect_log(
+        &[
+            "registry: store unavailable",
+            &format!("publish of {new_key} placed on origin"),
+            "claim pending",
+        ],
+        WAIT,
+    );
+    let streams = ffprobe_streams(&p.url("rdnew"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ffprobe of the new stream with Redis down: {e}"));
+    assert_test_streams(&streams, "ffprobe through the proxy with Redis down");
+    let m = http_get(p.http_port.unwrap(), "/metrics").text();
+    assert!(
+        m.contains("shardcast_registry_offline_publishes_total 1"),
+        "{m}"
+    );
+    assert!(m.contains("shardcast_registry_pending_claims 1"), "{m}");
 
     // Redis back (empty): the origin's registration and the stream's mapping come back.
     redis.restart();
@@ -483,8 +505,36 @@ fn with_redis_down_relays_go_on_known_streams_play_and_the_registry_catches_up_w
         wait_until(WAIT, || redis.cli(&["EXISTS", &url_key]) == "1"),
         "the held claim was written again"
     );
+    // The stream published while Redis was down gets its mapping, with a TTL, as any claim.
+    let new_url_key = format!("srs-proxy-url:{new_key}");
+    let mut pttl = -3i64;
+    assert!(
+        wait_until(WAIT, || {
+            pttl = redis.cli(&["PTTL", &new_url_key]).parse().unwrap_or(-3);
+            pttl > 0
+        }),
+        "the claim placed with Redis down was written on catch-up (PTTL {pttl})"
+    );
+    let mapping: serde_json::Value =
+        serde_json::from_str(&redis.cli(&["GET", &new_url_key])).expect("mapping JSON");
+    assert!(
+        mapping["origin"].is_string() && mapping["holder"].is_string(),
+        "{mapping}"
+    );
+    p.expect_log(
+        &[&format!("claim on {new_key}"), "written on catch-up"],
+        WAIT,
+    );
     assert!(metrics_say("1"), "/metrics says the registry is back");
     p.expect_log(&["registry: store is back"], WAIT);
+    assert!(
+        wait_until(WAIT, || {
+            let m = http_get(p.http_port.unwrap(), "/metrics").text();
+            m.contains("shardcast_registry_caught_up_total 1")
+                && m.contains("shardcast_registry_pending_claims 0")
+        }),
+        "/metrics counts the catch-up"
+    );
     let n = during.video_frames();
     assert!(during.wait_video_above(n + 25, WAIT), "still playing");
 }
@@ -504,7 +554,208 @@ fn http_flv_through_the_proxy_comes_from_the_streams_origin() {
         .unwrap_or_else(|e| panic!("ffprobe of HTTP-FLV through the proxy: {e}"));
     assert_test_streams(&streams, "HTTP-FLV through the proxy");
     p.expect_log(&["proxy play-flv stream=", "origin="], WAIT);
+    // The shardcast origin announced its HTTP-FLV listener in http[], and that is where the
+    // proxy went.
+    let http = origin_http(api, _a.port).expect("the origin announced http[]");
+    assert_eq!(http, format!("127.0.0.1:{}", _a.http_port.unwrap()));
+    p.expect_log(&[&format!("origin={http}")], WAIT);
     // A stream nobody holds: 404 at once.
     let r = http_get(p.http_port.unwrap(), "/live/nobody.flv");
     assert_eq!(r.status, 404, "{}", r.text());
+}
+
+/// `GET /api/v1/proxy/origins`: the `http` endpoint each origin announced, by rtmp address.
+fn origin_http(api: u16, rtmp_port: u16) -> Option<String> {
+    let (_, v) = api_call(api, "GET", "/api/v1/proxy/origins");
+    v["origins"]
+        .as_array()?
+        .iter()
+        .find(|o| {
+            o["rtmp"]
+                .as_str()
+                .is_some_and(|r| r.ends_with(&format!(":{rtmp_port}")))
+        })
+        .and_then(|o| o["http"].as_str().map(str::to_string))
+}
+
+#[test]
+fn http_flv_goes_to_the_http_endpoint_an_srs_style_origin_announced() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let api = free_port();
+    let p = proxy(api, &redis.url(), "");
+    // An origin that does not heartbeat itself; the test heartbeats for it with SRS's body
+    // (bare ports, `ports on`): `http` is its HTTP-FLV server, `api` a port nothing serves.
+    let o = Server::start_with(ServerOpts {
+        http: true,
+        ..ServerOpts::default()
+    });
+    let dead_api = free_port();
+    let beat = format!(
+        r#"{{"device_id":"","ip":"127.0.0.1","server":"srs-like","service":"s1","pid":"42","rtmp":["{}"],"http":["{}"],"api":["{dead_api}"],"srt":["10080"]}}"#,
+        o.port,
+        o.http_port.unwrap()
+    );
+    let _beater = Worker::spawn(move |stop| {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = post(api, "/api/v1/srs/register", beat.as_bytes());
+            assert_eq!(r.status, 200, "{}", r.text());
+            std::thread::sleep(Duration::from_millis(BEAT_MS));
+        }
+    });
+    wait_alive(api, 1);
+    assert_eq!(
+        origin_http(api, o.port),
+        Some(format!("127.0.0.1:{}", o.http_port.unwrap())),
+        "the origin's record keeps its http[] endpoint"
+    );
+    let _pubr = synth_through(&p, "srsflv");
+    let mut s = HttpStream::open(p.http_port.unwrap(), "/live/srsflv.flv", WAIT)
+        .unwrap_or_else(|e| panic!("HTTP-FLV through the proxy: {e}"));
+    assert_eq!(s.status, 200);
+    let mut body = Vec::new();
+    while body.len() < 13 {
+        body.extend(s.next_chunk(WAIT).expect("FLV bytes"));
+    }
+    // FLV signature, version 1, audio+video flags, 9-byte header, PreviousTagSize0 = 0.
+    assert_eq!(&body[..4], b"FLV\x01", "{:?}", &body[..13]);
+    assert_eq!(
+        body[4] & 0x05,
+        0x05,
+        "audio and video flags: {:?}",
+        &body[..13]
+    );
+    assert_eq!(&body[5..13], &[0, 0, 0, 9, 0, 0, 0, 0]);
+    let line = p.expect_log(&["proxy play-flv stream=", "/live/srsflv origin="], WAIT);
+    assert!(
+        line.contains(&format!("origin=127.0.0.1:{} ", o.http_port.unwrap()))
+            || line.ends_with(&format!("origin=127.0.0.1:{}", o.http_port.unwrap())),
+        "{line}"
+    );
+}
+
+/// The media a player saw: (kind, timestamp) of each audio/video frame, in order.
+fn media_seen(p: &LibPlayer) -> Vec<(shardcast::media::FrameKind, u32)> {
+    p.seen()
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Media {
+                kind,
+                ts,
+                metadata: false,
+                ..
+            } if *kind != shardcast::media::FrameKind::Data => Some((*kind, *ts)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_players_relay_splices_the_origins_chunks_and_follows_its_chunk_size() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let (api1, api2) = (free_port(), free_port());
+    // Proxy 1 splices (the default); proxy 2 re-chunks, for comparison.
+    let p1 = proxy(api1, &redis.url(), "");
+    let p2 = proxy(api2, &redis.url(), "relay_splice = false\n");
+    // The origin writes at SRS's chunk size, not the proxies' (4096): the splice must announce
+    // it to the client before the first forwarded byte.
+    let urls = format!(
+        "\"http://127.0.0.1:{api1}/api/v1/srs/register\", \"http://127.0.0.1:{api2}/api/v1/srs/register\""
+    );
+    let _o = Server::start_with(ServerOpts {
+        http: true,
+        rtmp: "chunk_size = 60000\n".into(),
+        extra: format!("[cluster.register]\nurls = [{urls}]\ninterval_ms = {BEAT_MS}\n"),
+        ..ServerOpts::default()
+    });
+    wait_alive(api1, 1);
+    wait_alive(api2, 1);
+    // Large frames: most video messages span several chunks at the client's old size.
+    let publisher = SynthPublisher::start(p1.port, "spl", 9000, 25, 25, LIFE);
+    assert!(wait_until(WAIT, || publisher.sent() > 3), "publishing");
+    let spliced = LibPlayer::start(p1.port, "spl", LIFE);
+    let rechunked = LibPlayer::start(p2.port, "spl", LIFE);
+    assert!(
+        spliced.wait_video_above(60, WAIT),
+        "the spliced player plays ({} frames, ended {:?})",
+        spliced.video_frames(),
+        spliced.ended()
+    );
+    assert!(
+        rechunked.wait_video_above(60, WAIT),
+        "the re-chunked player plays"
+    );
+    let key = Server::key("spl");
+    p1.expect_log(
+        &[&format!(
+            "stream={key} proxy relay path=splice chunk_size=60000"
+        )],
+        WAIT,
+    );
+    p2.expect_log(
+        &[&format!(
+            "stream={key} proxy relay path=rechunk (relay_splice = false)"
+        )],
+        WAIT,
+    );
+    // The clients API shows each player's relay path.
+    let relays = |port: u16| -> Vec<String> {
+        let (_, v) = api_call(port, "GET", "/api/v1/clients");
+        v["clients"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c["type"] == "rtmp-play")
+            .map(|c| c["relay"]["path"].as_str().unwrap_or("none").to_string())
+            .collect()
+    };
+    assert!(
+        wait_until(WAIT, || relays(p1.http_port.unwrap()) == ["splice"]),
+        "p1's player: {:?}",
+        relays(p1.http_port.unwrap())
+    );
+    assert_eq!(relays(p2.http_port.unwrap()), ["rechunk"]);
+    // Both saw the same media, timestamps monotonic, the first video frame a keyframe.
+    let (a, b) = (media_seen(&spliced), media_seen(&rechunked));
+    assert!(a.len() > 60 && b.len() > 60);
+    for seen in [&a, &b] {
+        let video: Vec<u32> = seen
+            .iter()
+            .filter(|m| m.0 == shardcast::media::FrameKind::Video)
+            .map(|m| m.1)
+            .collect();
+        assert!(video.windows(2).all(|w| w[0] <= w[1]), "{video:?}");
+    }
+    let common = b.iter().filter(|m| a.contains(m)).count();
+    assert!(common > 50, "the same frames through both paths: {common}");
+    assert!(spliced.has_seen(|s| matches!(s, Seen::Media { keyframe: true, .. })));
+    // ffprobe (libavformat's RTMP client) reads a spliced stream of real media (ffmpeg's
+    // publish) too.
+    let real = Server::key("splff");
+    let _enc = try_ffmpeg_publish(&p1, &p1.url("splff"), &real, WAIT).expect_accepted("publish");
+    let streams = ffprobe_streams(&p1.url("splff"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("ffprobe through the splicing proxy: {e}"));
+    assert_test_streams(&streams, "ffprobe of a spliced relay");
+    p1.expect_log(
+        &[&format!(
+            "stream={real} proxy relay path=splice chunk_size=60000"
+        )],
+        WAIT,
+    );
+    // The publisher stops: the spliced player gets the origin's end of stream.
+    drop(publisher);
+    assert!(
+        wait_until(WAIT, || spliced.ended().is_some()
+            || spliced.has_seen(
+                |s| matches!(s, Seen::Status(c) if c.contains("UnpublishNotify"))
+            )),
+        "the end of the stream reached the spliced player"
+    );
+    let line = p1.expect_log(&["proxy relay ended", "path=splice"], WAIT);
+    let as_is: u64 = log_field(&line, "as_is")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(as_is > 60, "media forwarded as received: {line}");
 }

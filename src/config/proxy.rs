@@ -41,6 +41,9 @@ pub struct ProxyConfig {
     /// origin's rules, hooks, limits and stats see the real client (the origin must trust this
     /// proxy: `[lb] trusted_proxies` and `[server] proxy_protocol`).
     pub send_proxy_protocol: bool,
+    /// Forward a player's media from the origin as received (spliced, not re-chunked) when
+    /// the legs allow it; `false` re-chunks every message.
+    pub relay_splice: bool,
 }
 
 impl Default for ProxyConfig {
@@ -55,6 +58,7 @@ impl Default for ProxyConfig {
             registry_timeout_ms: 500,
             connect_timeout_ms: 3_000,
             send_proxy_protocol: false,
+            relay_splice: true,
         }
     }
 }

@@ -15,7 +15,13 @@ pub(super) async fn serve(
     if let Some(svc) = registry.clone() {
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(svc.maintain_every()).await;
+                // Every third of the claim TTL, and at once when the store comes back, so
+                // claims placed while it was down are written within a round trip.
+                futures_lite::future::or(
+                    tokio::time::sleep(svc.maintain_every()),
+                    svc.store_back(),
+                )
+                .await;
                 svc.maintain().await;
             }
         });

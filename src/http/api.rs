@@ -221,6 +221,13 @@ fn client_json(c: &ClientStat) -> Value {
         "kbps": { "recv_30s": c.kbps_in, "send_30s": c.kbps_out },
         "dropped_frames": c.dropped_frames,
         "shard": c.shard,
+        // Proxies: how a player's media crosses (splice or re-chunk) and the message counts.
+        "relay": c.relay.map(|p| json!({
+            "path": p.path.name(),
+            "rechunked": p.rechunked,
+            "as_is": p.as_is,
+            "rewritten": p.rewritten,
+        })),
     })
 }
 
@@ -365,6 +372,7 @@ mod tests {
                 kbps_out: 8,
                 alive_ms: 1500,
                 dropped_frames: 0,
+                relay: None,
             });
         }
         s

@@ -45,11 +45,12 @@ pub async fn serve(
             return;
         }
     };
-    // shardcast origins serve HTTP-FLV on their announced HTTP API port.
-    let Some(http) = origin.api.clone() else {
-        warn!("shard={sid} client={id} proxy play-flv stream={key}: origin {} announced no HTTP port, 502", origin.rtmp);
+    // HTTP-FLV is served by the origin's HTTP server: the first `http[]` entry of its
+    // heartbeat (SRS's `http_server.listen`, shardcast's `[http] listen`), not its API port.
+    let Some(http) = origin.http.clone() else {
+        warn!("shard={sid} client={id} proxy play-flv stream={key}: origin {} announced no http[] endpoint, 502", origin.rtmp);
         let _ = client
-            .write_all(&answer(502, "origin has no HTTP port"))
+            .write_all(&answer(502, "origin announced no HTTP server"))
             .await;
         return;
     };

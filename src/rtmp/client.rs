@@ -3,7 +3,7 @@
 //! bytes and events out, no I/O and no clock.
 
 use super::amf0::{Amf0Value, DecodeLimits};
-use super::chunk::{ChunkDecoder, ChunkError, ChunkWriter, DecoderLimits};
+use super::chunk::{ChunkDecoder, ChunkError, ChunkWriter, DecoderLimits, HeaderState, RawMessage};
 use super::handshake::{ClientHandshake, HandshakeError};
 use super::message::{self, csid, type_id, Command, Message, MessageError, UserControl};
 use crate::media::{Frame, FrameKind};
@@ -279,6 +279,32 @@ impl ClientSession {
             let msg = message::decode(&raw, &self.amf_limits)?;
             self.handle_message(raw.timestamp, msg)?;
         }
+        self.maybe_ack();
+        Ok(())
+    }
+
+    /// Where a relay may take the origin's chunk stream over (to splice it): the origin's
+    /// chunk size and each chunk stream's last header, once the session is active and its
+    /// decoder is between messages with nothing buffered.
+    pub fn handover(&self) -> Option<(u32, Vec<(u32, HeaderState)>)> {
+        (self.step == Step::Active && self.decoder.is_idle())
+            .then(|| (self.decoder.chunk_size(), self.decoder.header_states()))
+    }
+
+    /// After a hand-over: `n` bytes were received (acknowledged as usual).
+    pub fn count_received(&mut self, n: usize) {
+        self.bytes_received += n as u64;
+        self.maybe_ack();
+    }
+
+    /// After a hand-over: one whole message the relay did not forward (statuses, pings,
+    /// window sizes...), handled as if it had been read here.
+    pub fn handle_raw(&mut self, raw: &RawMessage) -> Result<(), ClientError> {
+        let msg = message::decode(raw, &self.amf_limits)?;
+        self.handle_message(raw.timestamp, msg)
+    }
+
+    fn maybe_ack(&mut self) {
         let w = self.ack_window as u64;
         if w > 0 && self.bytes_received - self.last_ack_sent >= w {
             self.last_ack_sent = self.bytes_received;
@@ -292,7 +318,6 @@ impl ClientSession {
                 &seq,
             );
         }
-        Ok(())
     }
 
     fn command(&mut self, stream_id: u32, name: &str, txn: f64, args: Vec<Amf0Value>) {

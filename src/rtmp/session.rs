@@ -264,6 +264,13 @@ impl ServerSession {
         self.cfg.out_chunk_size
     }
 
+    /// Chunk what follows at `size`: a relay announced it to the peer itself (a Set Chunk Size
+    /// it wrote in line with the media it forwards), so this sends nothing.
+    pub fn adopt_out_chunk_size(&mut self, size: u32) {
+        self.cfg.out_chunk_size = size;
+        self.writer.chunk_size = size;
+    }
+
     /// Feed received bytes. On error the connection should be closed; what was queued before
     /// the error (events, replies) is still valid.
     pub fn handle_input(&mut self, mut data: &[u8]) -> Result<(), SessionError> {

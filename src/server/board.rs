@@ -132,6 +132,8 @@ pub struct ClientStat {
     pub alive_ms: u64,
     /// Frames its queue dropped.
     pub dropped_frames: u64,
+    /// A proxy's player relay: how its media crosses.
+    pub relay: Option<super::kinds::PathStats>,
 }
 
 /// One forward peer.
@@ -294,6 +296,7 @@ mod tests {
                     kbps_out: 0,
                     alive_ms: 0,
                     dropped_frames: 0,
+                    relay: None,
                 })
                 .collect(),
             ..Default::default()

@@ -104,6 +104,13 @@ impl ClientConn {
         });
     }
 
+    /// A proxy relays this player: show its path and counts.
+    pub fn set_relay(&self, path: Rc<std::cell::Cell<super::kinds::PathStats>>) {
+        self.shard
+            .conns
+            .with(self.id, |e| *e.relay.borrow_mut() = Some(path));
+    }
+
     /// The tcUrl (redacted) or path shown for this client.
     pub fn set_tc_url(&self, shown: Arc<str>) {
         self.shard

@@ -59,6 +59,8 @@ pub struct ConnEntry {
     pub kicked: Cell<bool>,
     /// (bytes in, bytes out) at the last stats visit, and the rates then (kbit/s).
     pub rate: Cell<(u64, u64, u64, u64)>,
+    /// A proxy's player relay: its path and counts, as the relay updates them.
+    pub relay: RefCell<Option<Rc<Cell<super::kinds::PathStats>>>>,
 }
 
 impl ConnEntry {
@@ -76,6 +78,7 @@ impl ConnEntry {
             writer,
             kicked: Cell::new(false),
             rate: Cell::new((0, 0, 0, 0)),
+            relay: RefCell::new(None),
         }
     }
 }

@@ -249,6 +249,39 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Which way a player's media crossed the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelayPath {
+    /// Decoded into messages and re-chunked for the client.
+    #[default]
+    Rechunk,
+    /// The origin's chunks forwarded as they came (`rtmp::chunk::splice::ChunkSplicer`).
+    Splice,
+}
+
+impl RelayPath {
+    /// As logged.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayPath::Rechunk => "rechunk",
+            RelayPath::Splice => "splice",
+        }
+    }
+}
+
+/// A player relay's path and message counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PathStats {
+    /// The path taken (rechunk until a splice starts).
+    pub path: RelayPath,
+    /// Messages re-chunked (before the splice started, or all of them).
+    pub rechunked: u64,
+    /// Messages forwarded as received.
+    pub as_is: u64,
+    /// Messages rewritten to a fmt-0 start (compressed or interleaved at the origin).
+    pub rewritten: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

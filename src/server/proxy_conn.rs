@@ -36,6 +36,8 @@ const MAX_UPSTREAM_QUEUE: usize = 64 << 20;
 /// The session being relayed.
 struct Relay {
     up: Rc<Upstream>,
+    /// The client's chunk size as the relay announced it (a splice announces the origin's).
+    chunk_size: Rc<Cell<u32>>,
     role: ClientRole,
     stream_id: u32,
     key: StreamKey,
@@ -95,6 +97,10 @@ pub async fn serve(
         let ended = r.up.ended.borrow().clone();
         if let (Some(why), CloseReason::ClosedByPeer) = (&ended, &reason) {
             if r.role == ClientRole::Play && r.up.stream_eof.get() {
+                let size = r.chunk_size.get();
+                if size != conn.session.out_chunk_size() {
+                    conn.session.adopt_out_chunk_size(size);
+                }
                 conn.session
                     .unpublish_notify(r.stream_id, r.key.stream_name());
                 conn.flush();
@@ -111,6 +117,18 @@ pub async fn serve(
         r.up.close().await;
         // The reader ends once the origin socket is shut down; its socket is dropped here.
         drop(r.reader.await);
+        if r.role == ClientRole::Play {
+            let p = r.up.path.get();
+            info!(
+                "shard={} client={id} peer={peer} proxy relay ended stream={} path={} rechunked={} as_is={} rewritten={}",
+                shard.id(),
+                r.key,
+                p.path.name(),
+                p.rechunked,
+                p.as_is,
+                p.rewritten
+            );
+        }
     }
     if let Some(key) = conn.claimed.take() {
         shard
@@ -191,6 +209,7 @@ impl Conn {
     }
 
     async fn take_input(&mut self, mut input: &[u8]) -> Result<(), CloseReason> {
+        self.adopt_chunk_size();
         self.bytes_in += input.len() as u64;
         self.client.add_bytes_in(input.len() as u64);
         loop {
@@ -212,6 +231,17 @@ impl Conn {
             }
             if !self.session.resumable() {
                 return Ok(());
+            }
+        }
+    }
+
+    /// A splice announced the origin's chunk size to the client: chunk what this session
+    /// writes from now on at that size too.
+    fn adopt_chunk_size(&mut self) {
+        if let Some(r) = &self.relay {
+            let size = r.chunk_size.get();
+            if size != self.session.out_chunk_size() {
+                self.session.adopt_out_chunk_size(size);
             }
         }
     }
@@ -364,6 +394,7 @@ impl Conn {
                 return Err(refuse(self, &code, client, format!("origin {e}")));
             }
         };
+        let chunk_size = Rc::new(Cell::new(self.session.out_chunk_size()));
         let sink = match role {
             ClientRole::Publish => {
                 self.session.accept_publish(stream_id);
@@ -378,8 +409,10 @@ impl Conn {
                 Some(PlayerSink {
                     writer: self.writer.clone(),
                     stream_id,
-                    chunk_size: self.session.out_chunk_size(),
+                    chunk_size: chunk_size.clone(),
                     has_video: Cell::new(false),
+                    splice: sh.cfg().proxy.relay_splice,
+                    label: format!("shard={} client={} stream={key}", sh.id(), self.id),
                 })
             }
         };
@@ -402,6 +435,9 @@ impl Conn {
             origin.id,
             up.origin
         );
+        if role == ClientRole::Play {
+            self.client.set_relay(up.path.clone());
+        }
         let reader = glommio::spawn_local(proxy_upstream::read_origin(
             up.clone(),
             up_stream,
@@ -410,6 +446,7 @@ impl Conn {
         ));
         self.relay = Some(Relay {
             up,
+            chunk_size,
             role,
             stream_id,
             key,

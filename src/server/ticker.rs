@@ -42,6 +42,7 @@ pub fn client_stats(shard: &Shard, elapsed: Duration) -> Vec<ClientStat> {
             kbps_out: ko,
             alive_ms: c.started.elapsed().as_millis() as u64,
             dropped_frames: c.writer.dropped_frames(),
+            relay: c.relay.borrow().as_ref().map(|p| p.get()),
         });
     });
     out

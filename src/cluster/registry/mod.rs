@@ -133,7 +133,11 @@ pub struct OriginRecord {
     pub ip: String,
     /// `host:port` of its RTMP listener.
     pub rtmp: String,
-    /// `host:port` of its HTTP API, if it announced one.
+    /// `host:port` of its HTTP server (the heartbeat's first `http[]` entry): where HTTP-FLV
+    /// is served, on SRS (`http_server`) and shardcast origins alike.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// `host:port` of its HTTP API (the first `api[]` entry), if it announced one.
     #[serde(default)]
     pub api: Option<String>,
     /// Load figures; `None` from origins that report none (SRS).
@@ -148,6 +152,7 @@ impl OriginRecord {
             id: hb.id(),
             ip: hb.ip.clone(),
             rtmp: hb.rtmp_endpoint().host_port(),
+            http: hb.http.first().map(|e| e.host_port()),
             api: hb.api.first().map(|e| e.host_port()),
             load: hb.load,
         }
@@ -198,11 +203,13 @@ pub struct Route {
 
 mod command;
 mod front;
+mod local;
 mod memory;
 mod ops;
 
 pub use command::*;
 pub use front::*;
+pub use local::*;
 pub use memory::*;
 pub use ops::*;
 
@@ -422,6 +429,7 @@ mod tests {
                 id: id.into(),
                 ip: String::new(),
                 rtmp: String::new(),
+                http: None,
                 api: None,
                 load: Some(Load {
                     cpu,
@@ -746,6 +754,38 @@ mod tests {
             argv(Command::GetUrl { key: "k".into() }).calls[0],
             vec!["GET", "srs-proxy-url:k"]
         );
+    }
+
+    #[test]
+    fn record_keeps_the_first_http_endpoint_for_http_flv() {
+        // SRS 6 with `heartbeat.ports on`: bare ports, dialled at the heartbeat's ip.
+        let srs = crate::cluster::register::parse_heartbeat(
+            br#"{"ip":"10.0.0.5","server":"srs1","service":"v","pid":"7","rtmp":["1935"],
+                "http":["8080","0.0.0.0:8081"],"api":["1985"]}"#,
+        )
+        .unwrap();
+        let r = OriginRecord::from_heartbeat(&srs);
+        assert_eq!(r.http.as_deref(), Some("10.0.0.5:8080"));
+        assert_eq!(r.api.as_deref(), Some("10.0.0.5:1985"));
+        // Stored and read back as JSON (Redis or memory) with the field.
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""http":"10.0.0.5:8080""#), "{json}");
+        assert_eq!(serde_json::from_str::<OriginRecord>(&json).unwrap(), r);
+        // A record stored before the field existed reads as "no HTTP server".
+        let old = r#"{"id":"a","ip":"i","rtmp":"i:1","api":"i:2","load":null}"#;
+        assert_eq!(
+            serde_json::from_str::<OriginRecord>(old).unwrap().http,
+            None
+        );
+        // No http[]: none, even with an api[] (SRS's API port serves no FLV).
+        let mut h = hb("a", 1935, None);
+        h.api = vec![Endpoint::parse("1985", "10.0.0.1").unwrap()];
+        assert_eq!(OriginRecord::from_heartbeat(&h).http, None);
+        // And the registry hands it to placement and plays.
+        let mut reg = registry();
+        reg.heartbeat(&srs, T0).unwrap();
+        let placed = reg.place_publish(KEY, T0).unwrap();
+        assert_eq!(placed.record.http.as_deref(), Some("10.0.0.5:8080"));
     }
 
     #[test]

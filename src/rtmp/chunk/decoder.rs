@@ -5,8 +5,8 @@ use super::csid_map::CsidMap;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{
-    ChunkError, DecoderLimits, RawMessage, DEFAULT_CHUNK_SIZE, EXTENDED_MARKER, MSG_ABORT,
-    MSG_SET_CHUNK_SIZE,
+    ChunkError, DecoderLimits, HeaderState, RawMessage, DEFAULT_CHUNK_SIZE, EXTENDED_MARKER,
+    MSG_ABORT, MSG_SET_CHUNK_SIZE,
 };
 
 /// What one chunk stream id remembers between chunks.
@@ -59,7 +59,7 @@ struct ChunkPlan {
 }
 
 /// Outcome of looking for an optional repeated extended timestamp.
-enum ExtPeek {
+pub(super) enum ExtPeek {
     NeedMore,
     Present,
     Absent,
@@ -67,7 +67,7 @@ enum ExtPeek {
 
 /// Decides whether a fmt-3 chunk carries the repeated extended timestamp.
 /// Some encoders omit it, so the bytes only count as the field when they match.
-fn peek_extended(rest: &[u8], expected: u32) -> ExtPeek {
+pub(super) fn peek_extended(rest: &[u8], expected: u32) -> ExtPeek {
     let want = expected.to_be_bytes();
     let n = rest.len().min(4);
     if rest[..n] != want[..n] {
@@ -79,11 +79,11 @@ fn peek_extended(rest: &[u8], expected: u32) -> ExtPeek {
     }
 }
 
-fn be24(b: &[u8]) -> u32 {
+pub(super) fn be24(b: &[u8]) -> u32 {
     u32::from_be_bytes([0, b[0], b[1], b[2]])
 }
 
-fn be32(b: &[u8]) -> u32 {
+pub(super) fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
@@ -162,6 +162,31 @@ impl ChunkDecoder {
     /// The limits this decoder enforces.
     pub fn limits(&self) -> DecoderLimits {
         self.limits
+    }
+
+    /// Nothing buffered and no message half received: the stream may be handed over here.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty() && self.streams.values().all(|s| s.remaining == 0)
+    }
+
+    /// Each chunk stream's last header, for whoever reads the stream on from here.
+    pub fn header_states(&self) -> Vec<(u32, HeaderState)> {
+        self.streams
+            .iter()
+            .map(|(&csid, s)| {
+                (
+                    csid,
+                    HeaderState {
+                        timestamp: s.timestamp,
+                        ts_field: s.ts_field,
+                        extended: s.extended,
+                        len: s.len,
+                        type_id: s.type_id,
+                        stream_id: s.stream_id,
+                    },
+                )
+            })
+            .collect()
     }
 
     fn decode(&mut self) -> Result<Option<RawMessage>, ChunkError> {

@@ -7,6 +7,7 @@
 pub mod csid_map;
 pub mod decoder;
 pub mod encoder;
+pub mod splice;
 
 pub use decoder::ChunkDecoder;
 pub use encoder::{encode_message, encoded_len, ChunkWriter};
@@ -53,6 +54,24 @@ pub struct RawMessage {
     pub stream_id: u32,
     /// The reassembled message payload.
     pub payload: bytes::Bytes,
+}
+
+/// The last message header seen on a chunk stream: what later fmt 1/2/3 headers build on (a
+/// decoder hands it to a [`splice::ChunkSplicer`] taking over the stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeaderState {
+    /// Absolute timestamp of the last message.
+    pub timestamp: u32,
+    /// Last timestamp field as sent (absolute after fmt 0, a delta after fmt 1/2).
+    pub ts_field: u32,
+    /// The field came in the extended timestamp.
+    pub extended: bool,
+    /// Message length.
+    pub len: u32,
+    /// Message type id.
+    pub type_id: u8,
+    /// Message stream id.
+    pub stream_id: u32,
 }
 
 /// Bounds that keep a hostile peer from making the decoder allocate without end.
