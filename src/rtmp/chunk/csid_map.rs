@@ -56,6 +56,16 @@ impl<V> CsidMap<V> {
         }
     }
 
+    /// Every used id with its state, in first-use order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u32, &V)> {
+        self.entries.iter().map(|(c, v)| (c, v))
+    }
+
+    /// Every state, in first-use order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
     /// How many chunk stream ids were used.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -85,5 +95,8 @@ mod tests {
         *m.get_mut(70_000).unwrap() = 11;
         assert_eq!(m.get(70_000), Some(&11));
         assert!(m.get_mut(4).is_none());
+        let ids: Vec<u32> = m.iter().map(|(c, _)| *c).collect();
+        assert_eq!(ids, [3, 70_000], "first-use order");
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), [2, 11]);
     }
 }
