@@ -100,7 +100,9 @@ PORT=$PORT_BASE
 while ! port_free "$PORT"; do PORT=$((PORT + 1)); done
 URL="rtmp://127.0.0.1:$PORT/live/s{i}"
 
-exec 9>/tmp/shardcast-load.lock
+# SOAK_LOCK=/other/file: a long soak that must not hold benchmarks back (it is light: its
+# figures are growth, not CPU) takes a lock of its own instead of the shared one.
+exec 9>"${SOAK_LOCK:-/tmp/shardcast-load.lock}"
 log "waiting for the load lock"
 flock -w 3600 9
 
