@@ -1,13 +1,11 @@
 //! Chunk stream decoder: received bytes in, whole messages out.
 
 use super::csid_map::CsidMap;
+use super::plan::{chunk_control, plan_chunk, ChunkPlan, Control, Prev};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{
-    ChunkError, DecoderLimits, HeaderState, RawMessage, DEFAULT_CHUNK_SIZE, EXTENDED_MARKER,
-    MSG_ABORT, MSG_SET_CHUNK_SIZE,
-};
+use super::{ChunkError, DecoderLimits, HeaderState, RawMessage, DEFAULT_CHUNK_SIZE};
 
 /// What one chunk stream id remembers between chunks.
 #[derive(Debug, Default)]
@@ -29,33 +27,25 @@ struct ChunkStream {
 }
 
 impl ChunkStream {
+    /// What the next chunk's header builds on.
+    fn prev(&self) -> Prev {
+        Prev {
+            header: HeaderState {
+                timestamp: self.timestamp,
+                ts_field: self.ts_field,
+                extended: self.extended,
+                len: self.len,
+                type_id: self.type_id,
+                stream_id: self.stream_id,
+            },
+            remaining: self.remaining,
+        }
+    }
+
     fn drop_partial(&mut self) {
         self.remaining = 0;
         self.partial = BytesMut::new();
     }
-}
-
-/// Header of a chunk that starts a new message, resolved against the previous one.
-#[derive(Debug, Clone, Copy)]
-struct MessageHeader {
-    timestamp: u32,
-    ts_field: u32,
-    extended: bool,
-    len: u32,
-    type_id: u8,
-    stream_id: u32,
-}
-
-/// A fully buffered chunk, parsed without touching any state so that a short
-/// read can simply be retried after more bytes arrive.
-#[derive(Debug)]
-struct ChunkPlan {
-    csid: u32,
-    /// Bytes before the payload: basic + message header + extended timestamp.
-    header_len: usize,
-    payload_len: usize,
-    /// Set when the chunk starts a message; `None` for a continuation.
-    start: Option<MessageHeader>,
 }
 
 /// Outcome of looking for an optional repeated extended timestamp.
@@ -199,114 +189,16 @@ impl ChunkDecoder {
         Ok(None)
     }
 
-    /// Parses the chunk at the front of the buffer; `None` until all of it is there.
-    /// Errors are reported as soon as the header shows them, before any payload
-    /// is waited for.
+    /// Parses the chunk at the front of the buffer (see [`plan_chunk`]).
     fn plan(&self) -> Result<Option<ChunkPlan>, ChunkError> {
-        let buf = &self.buf[..];
-        let Some(&first) = buf.first() else {
-            return Ok(None);
-        };
-        let fmt = first >> 6;
-        let (csid, mut pos) = match first & 0x3F {
-            0 => match buf.get(1) {
-                Some(&b) => (64 + u32::from(b), 2),
-                None => return Ok(None),
-            },
-            1 => match buf.get(1..3) {
-                Some(b) => (64 + u32::from(u16::from_le_bytes([b[0], b[1]])), 3),
-                None => return Ok(None),
-            },
-            n => (u32::from(n), 1),
-        };
-
-        let prev = self.streams.get(csid);
-        if prev.is_none() && fmt == 0 && self.streams.len() >= self.limits.max_chunk_streams {
-            return Err(ChunkError::TooManyChunkStreams {
-                limit: self.limits.max_chunk_streams,
-            });
-        }
-        let need_prev = || prev.ok_or(ChunkError::NoPreviousHeader { csid, fmt });
-
-        let (start, remaining) = if fmt == 3 {
-            let p = need_prev()?;
-            if p.extended {
-                match peek_extended(&buf[pos..], p.ts_field) {
-                    ExtPeek::NeedMore => return Ok(None),
-                    ExtPeek::Present => pos += 4,
-                    ExtPeek::Absent => {}
-                }
-            }
-            if p.remaining > 0 {
-                (None, p.remaining)
-            } else {
-                let h = MessageHeader {
-                    timestamp: p.timestamp.wrapping_add(p.ts_field),
-                    ts_field: p.ts_field,
-                    extended: p.extended,
-                    len: p.len,
-                    type_id: p.type_id,
-                    stream_id: p.stream_id,
-                };
-                (Some(h), p.len)
-            }
-        } else {
-            let prev = if fmt == 0 { None } else { Some(need_prev()?) };
-            let header_len = match fmt {
-                0 => 11,
-                1 => 7,
-                _ => 3,
-            };
-            let Some(h) = buf.get(pos..pos + header_len) else {
-                return Ok(None);
-            };
-            pos += header_len;
-            let field = be24(&h[0..3]);
-            let (len, type_id) = match prev {
-                Some(p) if fmt == 2 => (p.len, p.type_id),
-                _ => (be24(&h[3..6]), h[6]),
-            };
-            if len > self.limits.max_message_len {
-                return Err(ChunkError::MessageTooLong {
-                    len,
-                    limit: self.limits.max_message_len,
-                });
-            }
-            let extended = field == EXTENDED_MARKER;
-            let ts_field = if extended {
-                let Some(ext) = buf.get(pos..pos + 4) else {
-                    return Ok(None);
-                };
-                pos += 4;
-                be32(ext)
-            } else {
-                field
-            };
-            let (timestamp, stream_id) = match prev {
-                Some(p) => (p.timestamp.wrapping_add(ts_field), p.stream_id),
-                None => (ts_field, u32::from_le_bytes([h[7], h[8], h[9], h[10]])),
-            };
-            let h = MessageHeader {
-                timestamp,
-                ts_field,
-                extended,
-                len,
-                type_id,
-                stream_id,
-            };
-            (Some(h), len)
-        };
-
-        let payload_len = remaining.min(self.chunk_size) as usize;
-        if buf.len() - pos < payload_len {
-            return Ok(None);
-        }
-        Ok(Some(ChunkPlan {
-            csid,
-            header_len: pos,
-            payload_len,
-            start,
-        }))
+        let prev = |csid| self.streams.get(csid).map(ChunkStream::prev);
+        plan_chunk(
+            &self.buf,
+            prev,
+            self.streams.len(),
+            &self.limits,
+            self.chunk_size,
+        )
     }
 
     /// Consumes a planned chunk; returns the message it completes, if any.
@@ -357,31 +249,14 @@ impl ChunkDecoder {
 
     /// Applies chunk-layer protocol control before the next chunk is parsed.
     fn apply_control(&mut self, msg: &RawMessage) -> Result<(), ChunkError> {
-        if msg.type_id != MSG_SET_CHUNK_SIZE && msg.type_id != MSG_ABORT {
-            return Ok(());
-        }
-        let Some(b) = msg.payload.get(..4) else {
-            return Err(ChunkError::ControlMessageTooShort {
-                type_id: msg.type_id,
-                len: msg.payload.len(),
-            });
-        };
-        let value = be32(b);
-        if msg.type_id == MSG_SET_CHUNK_SIZE {
-            // The top bit is reserved and must be ignored.
-            let size = value & 0x7FFF_FFFF;
-            if size == 0 {
-                return Err(ChunkError::ChunkSizeZero);
+        match chunk_control(msg, &self.limits)? {
+            Some(Control::ChunkSize(size)) => self.chunk_size = size,
+            Some(Control::Abort(csid)) => {
+                if let Some(stream) = self.streams.get_mut(csid) {
+                    stream.drop_partial();
+                }
             }
-            if size > self.limits.max_chunk_size {
-                return Err(ChunkError::ChunkSizeTooLarge {
-                    size,
-                    limit: self.limits.max_chunk_size,
-                });
-            }
-            self.chunk_size = size;
-        } else if let Some(stream) = self.streams.get_mut(value) {
-            stream.drop_partial();
+            None => {}
         }
         Ok(())
     }

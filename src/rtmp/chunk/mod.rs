@@ -7,6 +7,7 @@
 pub mod csid_map;
 pub mod decoder;
 pub mod encoder;
+mod plan;
 pub mod splice;
 
 pub use decoder::ChunkDecoder;

@@ -28,10 +28,10 @@ use std::collections::HashMap;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::decoder::{be24, be32, peek_extended, ExtPeek};
+use super::decoder::{peek_extended, ExtPeek};
+use super::plan::{chunk_control, plan_chunk, ChunkPlan, Control, Prev};
 use super::{
     encode_message, ChunkError, DecoderLimits, HeaderState, RawMessage, DEFAULT_CHUNK_SIZE,
-    EXTENDED_MARKER, MSG_ABORT, MSG_SET_CHUNK_SIZE,
 };
 
 /// Message types forwarded as media: audio, video, AMF0 and AMF3 data (onMetaData).
@@ -88,25 +88,32 @@ struct Stream {
     partial: BytesMut,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Header {
-    timestamp: u32,
-    ts_field: u32,
-    extended: bool,
-    len: u32,
-    type_id: u8,
-    stream_id: u32,
-}
+/// A message's resolved header.
+type Header = HeaderState;
 
 /// One chunk at the front of the buffer, parsed without touching state.
-#[derive(Debug)]
-struct Plan {
-    csid: u32,
-    fmt: u8,
-    /// Basic + message header + extended timestamp.
-    header_len: usize,
-    payload_len: usize,
-    start: Option<Header>,
+type Plan = ChunkPlan;
+
+impl Stream {
+    /// What the next chunk's header builds on.
+    fn prev(&self) -> Prev {
+        Prev {
+            header: self.header(),
+            remaining: self.remaining,
+        }
+    }
+
+    /// The last message header.
+    fn header(&self) -> Header {
+        Header {
+            timestamp: self.timestamp,
+            ts_field: self.ts_field,
+            extended: self.extended,
+            len: self.len,
+            type_id: self.type_id,
+            stream_id: self.stream_id,
+        }
+    }
 }
 
 /// Splits an origin's chunk stream into forwardable media and local messages.
@@ -208,110 +215,16 @@ impl ChunkSplicer {
         }
     }
 
-    /// Parse the chunk at `at` in the buffer (state as it is now).
+    /// Parse the chunk at `at` in the buffer (state as it is now; see [`plan_chunk`]).
     fn plan(&self, at: usize) -> Result<Option<Plan>, ChunkError> {
-        let buf = &self.buf[at..];
-        let Some(&first) = buf.first() else {
-            return Ok(None);
-        };
-        let fmt = first >> 6;
-        let (csid, mut pos) = match first & 0x3F {
-            0 => match buf.get(1) {
-                Some(&b) => (64 + u32::from(b), 2),
-                None => return Ok(None),
-            },
-            1 => match buf.get(1..3) {
-                Some(b) => (64 + u32::from(u16::from_le_bytes([b[0], b[1]])), 3),
-                None => return Ok(None),
-            },
-            n => (u32::from(n), 1),
-        };
-        let prev = self.streams.get(&csid);
-        if prev.is_none() && fmt == 0 && self.streams.len() >= self.limits.max_chunk_streams {
-            return Err(ChunkError::TooManyChunkStreams {
-                limit: self.limits.max_chunk_streams,
-            });
-        }
-        let need_prev = || prev.ok_or(ChunkError::NoPreviousHeader { csid, fmt });
-        let (start, remaining) = if fmt == 3 {
-            let p = need_prev()?;
-            if p.extended {
-                match peek_extended(&buf[pos..], p.ts_field) {
-                    ExtPeek::NeedMore => return Ok(None),
-                    ExtPeek::Present => pos += 4,
-                    ExtPeek::Absent => {}
-                }
-            }
-            if p.remaining > 0 {
-                (None, p.remaining)
-            } else {
-                let h = Header {
-                    timestamp: p.timestamp.wrapping_add(p.ts_field),
-                    ts_field: p.ts_field,
-                    extended: p.extended,
-                    len: p.len,
-                    type_id: p.type_id,
-                    stream_id: p.stream_id,
-                };
-                (Some(h), p.len)
-            }
-        } else {
-            let prev = if fmt == 0 { None } else { Some(need_prev()?) };
-            let header_len = match fmt {
-                0 => 11,
-                1 => 7,
-                _ => 3,
-            };
-            let Some(h) = buf.get(pos..pos + header_len) else {
-                return Ok(None);
-            };
-            pos += header_len;
-            let field = be24(&h[0..3]);
-            let (len, type_id) = match prev {
-                Some(p) if fmt == 2 => (p.len, p.type_id),
-                _ => (be24(&h[3..6]), h[6]),
-            };
-            if len > self.limits.max_message_len {
-                return Err(ChunkError::MessageTooLong {
-                    len,
-                    limit: self.limits.max_message_len,
-                });
-            }
-            let extended = field == EXTENDED_MARKER;
-            let ts_field = if extended {
-                let Some(ext) = buf.get(pos..pos + 4) else {
-                    return Ok(None);
-                };
-                pos += 4;
-                be32(ext)
-            } else {
-                field
-            };
-            let (timestamp, stream_id) = match prev {
-                Some(p) => (p.timestamp.wrapping_add(ts_field), p.stream_id),
-                None => (ts_field, u32::from_le_bytes([h[7], h[8], h[9], h[10]])),
-            };
-            let h = Header {
-                timestamp,
-                ts_field,
-                extended,
-                len,
-                type_id,
-                stream_id,
-            };
-            (Some(h), len)
-        };
-        let payload_len = remaining.min(self.chunk_size) as usize;
-        if buf.len() - pos < payload_len {
-            return Ok(None);
-        }
-        Ok(Some(Plan {
-            csid,
-            fmt,
-            header_len: pos,
-            payload_len,
-            start,
-        }))
+        let prev = |csid| self.streams.get(&csid).map(Stream::prev);
+        plan_chunk(
+            &self.buf[at..],
+            prev,
+            self.streams.len(),
+            &self.limits,
+            self.chunk_size,
+        )
     }
 
     /// Are all of a media message's chunks in the buffer, back to back?
@@ -447,14 +360,7 @@ impl ChunkSplicer {
             return Ok(None);
         }
         let payload = std::mem::take(&mut s.partial).freeze();
-        let h = Header {
-            timestamp: s.timestamp,
-            ts_field: s.ts_field,
-            extended: s.extended,
-            len: s.len,
-            type_id: s.type_id,
-            stream_id: s.stream_id,
-        };
+        let h = s.header();
         if s.forward {
             return Ok(Some(Spliced::Media(self.rewritten(plan.csid, h, payload))));
         }
@@ -471,31 +377,15 @@ impl ChunkSplicer {
 
     /// Set Chunk Size and Abort, as the decoder applies them.
     fn apply_control(&mut self, msg: &RawMessage) -> Result<(), ChunkError> {
-        if msg.type_id != MSG_SET_CHUNK_SIZE && msg.type_id != MSG_ABORT {
-            return Ok(());
-        }
-        let Some(b) = msg.payload.get(..4) else {
-            return Err(ChunkError::ControlMessageTooShort {
-                type_id: msg.type_id,
-                len: msg.payload.len(),
-            });
-        };
-        let value = be32(b);
-        if msg.type_id == MSG_SET_CHUNK_SIZE {
-            let size = value & 0x7FFF_FFFF;
-            if size == 0 {
-                return Err(ChunkError::ChunkSizeZero);
+        match chunk_control(msg, &self.limits)? {
+            Some(Control::ChunkSize(size)) => self.chunk_size = size,
+            Some(Control::Abort(csid)) => {
+                if let Some(s) = self.streams.get_mut(&csid) {
+                    s.partial = BytesMut::new();
+                    s.remaining = 0;
+                }
             }
-            if size > self.limits.max_chunk_size {
-                return Err(ChunkError::ChunkSizeTooLarge {
-                    size,
-                    limit: self.limits.max_chunk_size,
-                });
-            }
-            self.chunk_size = size;
-        } else if let Some(s) = self.streams.get_mut(&value) {
-            s.partial = BytesMut::new();
-            s.remaining = 0;
+            None => {}
         }
         Ok(())
     }
@@ -533,7 +423,7 @@ fn csid_of(b: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ChunkDecoder, ChunkWriter};
+    use super::super::{ChunkDecoder, ChunkWriter, EXTENDED_MARKER, MSG_ABORT, MSG_SET_CHUNK_SIZE};
     use super::*;
 
     const SID: u32 = 1;
