@@ -51,6 +51,8 @@ pub struct ClientConn {
     pub id: ConnId,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Its listing in the shard's table (shared, so per-read figures need no lookup).
+    entry: Rc<ConnEntry>,
     io: ConnIo,
     kind: ClientKind,
     _slot: Slot,
@@ -77,11 +79,12 @@ impl ClientConn {
                 return None;
             }
         };
-        shard
+        let entry = shard
             .conns
             .insert(id, ConnEntry::new(stream.as_raw_fd(), peer, writer));
         Some(ClientConn {
             shard,
+            entry,
             id,
             peer,
             io,
@@ -98,31 +101,24 @@ impl ClientConn {
     /// What the client does now (API, metrics and the close line's role).
     pub fn set_kind(&mut self, kind: ClientKind, stream: Option<StreamKey>) {
         self.kind = kind;
-        self.shard.conns.with(self.id, |e| {
-            e.kind.set(kind);
-            *e.stream.borrow_mut() = stream;
-        });
+        self.entry.kind.set(kind);
+        *self.entry.stream.borrow_mut() = stream;
     }
 
     /// A proxy relays this player: show its path and counts.
     pub fn set_relay(&self, path: Rc<std::cell::Cell<super::kinds::PathStats>>) {
-        self.shard
-            .conns
-            .with(self.id, |e| *e.relay.borrow_mut() = Some(path));
+        *self.entry.relay.borrow_mut() = Some(path);
     }
 
     /// The tcUrl (redacted) or path shown for this client.
     pub fn set_tc_url(&self, shown: Arc<str>) {
-        self.shard
-            .conns
-            .with(self.id, |e| *e.tc_url.borrow_mut() = shown);
+        *self.entry.tc_url.borrow_mut() = shown;
     }
 
     /// Count bytes read from the client.
     pub fn add_bytes_in(&self, n: u64) {
-        self.shard
-            .conns
-            .with(self.id, |e| e.bytes_in.set(e.bytes_in.get() + n));
+        let e = &self.entry.bytes_in;
+        e.set(e.get() + n);
         super::counters::IoTotals::add(&self.shard.totals.bytes_in, n);
     }
 

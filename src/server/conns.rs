@@ -138,7 +138,7 @@ impl Drop for Slot {
 /// One shard's connections.
 #[derive(Default)]
 pub struct Conns {
-    table: RefCell<FastMap<ConnId, ConnEntry>>,
+    table: RefCell<FastMap<ConnId, Rc<ConnEntry>>>,
     /// Connections admitted on this shard and not yet released.
     open: Rc<Cell<usize>>,
 }
@@ -193,9 +193,12 @@ impl Conns {
         })
     }
 
-    /// List a connection (for stats, kicks and shutdown).
-    pub fn insert(&self, id: ConnId, entry: ConnEntry) {
-        self.table.borrow_mut().insert(id, entry);
+    /// List a connection (for stats, kicks and shutdown). The entry is shared with the
+    /// connection's task, which updates its figures without a lookup per read.
+    pub fn insert(&self, id: ConnId, entry: ConnEntry) -> Rc<ConnEntry> {
+        let entry = Rc::new(entry);
+        self.table.borrow_mut().insert(id, entry.clone());
+        entry
     }
 
     /// A connection ended.

@@ -204,6 +204,13 @@ impl LocalStream {
             self.gop.push(p);
         }
         self.next_seq += 1;
+        if self.players.is_empty() {
+            // Nobody to write to (an origin's ingest): no batch, no merged write scheduled; a
+            // player joining later starts from the GOP cache.
+            self.batch.clear();
+            self.batch_base = self.next_seq;
+            return false;
+        }
         if self.merged {
             // Written to every player at the next merged write, from one shared batch.
             self.batch.push(p.clone());
