@@ -3,7 +3,10 @@
 //! registry, a `play` goes to the origin its stream is mapped to. The client's request is then
 //! replayed to that origin ([`proxy_upstream`](super::proxy_upstream)) and the client gets the
 //! origin's answer: Publish.Start / Play.Start, or the origin's refusal. From there media is
-//! relayed both ways until either side ends; a publish's claim is released at the end.
+//! relayed both ways until either side ends; a publish's claim is released at the end. A
+//! publisher's chunks go to the origin spliced when the legs allow it
+//! ([`proxy_publish`](super::proxy_publish)), a player's come from it spliced
+//! ([`proxy_upstream`](super::proxy_upstream)).
 //!
 //! Registry answers a client gets at once: a stream another proxy's publisher holds is
 //! `NetStream.Publish.BadName`; a play of an unmapped stream, or of one whose origin stopped
