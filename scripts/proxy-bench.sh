@@ -4,9 +4,10 @@
 #
 # One origin (1 shard, CPU 1) and, in turn, two relays in front of it, each alone on CPU 0:
 #   proxy    a shardcast proxy (1 shard, [cluster] mode = "proxy", registry memory), the origin
-#            registering with it ([cluster.register], 1 s heartbeats);
-#   rechunk  the same proxy with `relay_splice = false`: every message decoded and re-chunked
-#            (the relay before splicing; the A/B of the splice with one binary);
+#            registering with it ([cluster.register], 1 s heartbeats), splicing both legs
+#            (the publisher's towards the origin and the players');
+#   rechunk  the same proxy with `relay_splice = false`: every message of both legs decoded and
+#            re-chunked (the relay before splicing; the A/B of the splice with one binary);
 #   haproxy  Debian's HAProxy 2.6 in TCP mode (nbthread 1, one backend = the origin).
 # The same fan-out load each time from one shardcast-bench on CPU 1: 1 publisher x N players
 # (1 Mbit/s H.264 + AAC, 2 s GOP), players through the relay, --server-pid = the relay, so the
@@ -23,6 +24,8 @@
 #   PLAYERS="100" WINDOW=5 REPS=1 scripts/proxy-bench.sh
 #   KEEP=1 scripts/proxy-bench.sh                  # keep the logs and run summaries
 #   RELAYS="proxy haproxy" scripts/proxy-bench.sh  # a subset of the relays (default all three)
+#   MERGE_MS=0 scripts/proxy-bench.sh              # origin and proxies at mw/mr_latency_ms = 0
+#                                                  # (default: the shipped 100 ms)
 #   PERF=1 scripts/proxy-bench.sh                  # perf record -g each proxy run's window
 #                                                  # (perf.data per run, kept with KEEP=1)
 set -euo pipefail
@@ -115,6 +118,12 @@ api_listen = "127.0.0.1:$AP"
 registry = "memory"
 heartbeat_interval_ms = 1000
 EOF
+if [ -n "${MERGE_MS:-}" ]; then
+  # Origin and proxies at another merged-write/read window than the shipped 100 ms.
+  for f in origin proxy; do
+    printf '[rtmp]\nmw_latency_ms = %s\nmr_latency_ms = %s\n' "$MERGE_MS" "$MERGE_MS" >>"$WORK/$f.toml"
+  done
+fi
 sed 's/^heartbeat_interval_ms = 1000$/&\nrelay_splice = false/' "$WORK/proxy.toml" >"$WORK/rechunk.toml"
 cat >"$WORK/haproxy.cfg" <<EOF
 global

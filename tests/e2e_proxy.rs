@@ -759,3 +759,124 @@ fn a_players_relay_splices_the_origins_chunks_and_follows_its_chunk_size() {
         .unwrap_or(0);
     assert!(as_is > 60, "media forwarded as received: {line}");
 }
+
+/// Video timestamps a player saw, in order.
+fn video_ts(p: &LibPlayer) -> Vec<u32> {
+    media_seen(p)
+        .iter()
+        .filter(|m| m.0 == shardcast::media::FrameKind::Video)
+        .map(|m| m.1)
+        .collect()
+}
+
+#[test]
+fn a_publishers_relay_splices_its_chunks_to_the_origin() {
+    let _g = serial();
+    let redis = RedisServer::start();
+    let (api1, api2) = (free_port(), free_port());
+    // Proxy 1 splices both legs (the default); proxy 2 re-chunks.
+    let p1 = proxy(api1, &redis.url(), "");
+    let p2 = proxy(api2, &redis.url(), "relay_splice = false\n");
+    let o = origin(&[api1, api2]);
+    wait_alive(api1, 1);
+    wait_alive(api2, 1);
+    let clients = |port: u16, kind: &str| -> Vec<serde_json::Value> {
+        let (_, v) = api_call(port, "GET", "/api/v1/clients");
+        v["clients"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["type"] == kind)
+            .collect()
+    };
+    // ffmpeg (fmt-1/2/3 compressed headers on its audio and video chunk streams) through
+    // each proxy.
+    let (sp, rc) = (Server::key("pubsp"), Server::key("pubrc"));
+    let _e1 = try_ffmpeg_publish(&p1, &p1.url("pubsp"), &sp, WAIT).expect_accepted("publish 1");
+    let _e2 = try_ffmpeg_publish(&p2, &p2.url("pubrc"), &rc, WAIT).expect_accepted("publish 2");
+    let line = p1.expect_log(
+        &[&format!(
+            "stream={sp} proxy publish relay path=splice chunk_size="
+        )],
+        WAIT,
+    );
+    p2.expect_log(
+        &[&format!(
+            "stream={rc} proxy publish relay path=rechunk (relay_splice = false)"
+        )],
+        WAIT,
+    );
+    // Players at the origin and through the other proxy decode both.
+    for name in ["pubsp", "pubrc"] {
+        for url in [o.url(name), p2.url(name)] {
+            let streams = ffprobe_streams(&url, Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("ffprobe {url} ({line}): {e}"));
+            assert_test_streams(&streams, &format!("ffprobe {url}"));
+        }
+    }
+    let at_origin = LibPlayer::start(o.port, "pubsp", LIFE);
+    let via_proxy = LibPlayer::start(p2.port, "pubsp", LIFE);
+    for p in [&at_origin, &via_proxy] {
+        assert!(p.wait_video_above(40, WAIT), "plays ({:?})", p.ended());
+        let v = video_ts(p);
+        assert!(v.windows(2).all(|w| w[0] <= w[1]), "{v:?}");
+    }
+    // The API shows the publisher's relay: spliced, nearly all as received.
+    let publishers = clients(p1.http_port.unwrap(), "fmle-publish");
+    assert_eq!(publishers.len(), 1, "{publishers:?}");
+    let relay = &publishers[0]["relay"];
+    assert_eq!(relay["path"], "splice", "{relay}");
+    let (as_is, rewritten) = (
+        relay["as_is"].as_u64().unwrap(),
+        relay["rewritten"].as_u64().unwrap(),
+    );
+    assert!(as_is > 100 && rewritten < 10, "{relay}");
+    let publishers = clients(p2.http_port.unwrap(), "fmle-publish");
+    assert_eq!(publishers[0]["relay"]["path"], "rechunk", "{publishers:?}");
+    assert!(publishers[0]["relay"]["rechunked"].as_u64().unwrap() > 100);
+
+    // Library publishers (header-compressing on the proxy's own media chunk streams) at the
+    // protocol's default chunk size (no Set Chunk Size) and at a large one.
+    for (name, cs) in [("pub128", 128u32), ("pub60k", 60_000)] {
+        let key = Server::key(name);
+        let publisher = SynthPublisher::start_at_chunk_size(p1.port, name, 9000, 25, 25, LIFE, cs);
+        p1.expect_log(
+            &[&format!(
+                "stream={key} proxy publish relay path=splice chunk_size={cs} "
+            )],
+            WAIT,
+        );
+        let at_origin = LibPlayer::start(o.port, name, LIFE);
+        let via_proxy = LibPlayer::start(p1.port, name, LIFE);
+        for p in [&at_origin, &via_proxy] {
+            assert!(
+                p.wait_video_above(40, WAIT),
+                "{name}: plays ({:?}, publisher {:?})",
+                p.ended(),
+                publisher.ended()
+            );
+            let v = video_ts(p);
+            assert!(v.windows(2).all(|w| w[0] <= w[1]), "{name}: {v:?}");
+            assert!(
+                p.has_seen(|s| matches!(s, Seen::Media { keyframe: true, .. })),
+                "{name}"
+            );
+        }
+        drop(publisher);
+        let ended = p1.expect_log(
+            &[
+                "proxy publish relay ended",
+                &format!("stream={key} "),
+                "path=splice",
+            ],
+            WAIT,
+        );
+        let n = |f: &str| -> u64 {
+            log_field(&ended, f)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        assert!(n("as_is") > 40 && n("rewritten") <= 4, "{ended}");
+    }
+}

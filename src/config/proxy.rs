@@ -41,8 +41,8 @@ pub struct ProxyConfig {
     /// origin's rules, hooks, limits and stats see the real client (the origin must trust this
     /// proxy: `[lb] trusted_proxies` and `[server] proxy_protocol`).
     pub send_proxy_protocol: bool,
-    /// Forward a player's media from the origin as received (spliced, not re-chunked) when
-    /// the legs allow it; `false` re-chunks every message.
+    /// Forward media as received (spliced, not re-chunked) when the legs allow it, a player's
+    /// from the origin and a publisher's to it; `false` re-chunks every message of both legs.
     pub relay_splice: bool,
 }
 

@@ -291,6 +291,32 @@ impl ClientSession {
             .then(|| (self.decoder.chunk_size(), self.decoder.header_states()))
     }
 
+    /// The chunk size this session writes at.
+    pub fn out_chunk_size(&self) -> u32 {
+        self.writer.chunk_size()
+    }
+
+    /// Announce `size` to the peer (a Set Chunk Size through this session's own writer, so
+    /// its header compression stays right) and write everything after it at that size: a
+    /// relay forwards another sender's chunks, cut at `size`.
+    pub fn set_out_chunk_size(&mut self, size: u32) {
+        self.writer.write(
+            &mut self.out,
+            csid::CONTROL,
+            0,
+            type_id::SET_CHUNK_SIZE,
+            0,
+            &size.to_be_bytes(),
+        );
+        self.writer.set_chunk_size(size);
+    }
+
+    /// A relay wrote another sender's message on chunk stream `csid`: this session's next
+    /// message there starts with a full (fmt 0) header.
+    pub fn forget_chunk_stream(&mut self, csid: u32) {
+        self.writer.forget(csid);
+    }
+
     /// After a hand-over: `n` bytes were received (acknowledged as usual).
     pub fn count_received(&mut self, n: usize) {
         self.bytes_received += n as u64;

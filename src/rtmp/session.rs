@@ -308,6 +308,28 @@ impl ServerSession {
         Ok(())
     }
 
+    /// Where a relay may take the client's chunk stream over (to splice it): the client's chunk
+    /// size and each chunk stream's last header, once the handshake is done, no request waits
+    /// and the decoder is between messages with nothing buffered.
+    pub fn handover(&self) -> Option<(u32, Vec<(u32, super::chunk::HeaderState)>)> {
+        (self.handshake_done() && !self.awaiting && !self.stalled && self.decoder.is_idle())
+            .then(|| (self.decoder.chunk_size(), self.decoder.header_states()))
+    }
+
+    /// After a hand-over: `n` bytes were received (acknowledged as usual).
+    pub fn count_received(&mut self, n: usize) {
+        self.bytes_received += n as u64;
+        self.maybe_ack();
+    }
+
+    /// After a hand-over: one whole message the relay did not forward (commands, acks, user
+    /// control...), handled as if it had been read here. Chunk-layer control (Set Chunk Size,
+    /// Abort) is the relay's to apply.
+    pub fn handle_raw(&mut self, raw: &super::chunk::RawMessage) -> Result<(), SessionError> {
+        let msg = message::decode(raw, &self.cfg.amf_limits)?;
+        self.handle_message(raw.stream_id, raw.timestamp, msg)
+    }
+
     /// After a decision: input stopped at the request may hold more messages; call
     /// `handle_input(&[])` to go on.
     pub fn resumable(&self) -> bool {

@@ -105,7 +105,7 @@ impl ClientConn {
         *self.entry.stream.borrow_mut() = stream;
     }
 
-    /// A proxy relays this player: show its path and counts.
+    /// A proxy relays this client (player or publisher): show its path and counts.
     pub fn set_relay(&self, path: Rc<std::cell::Cell<super::kinds::PathStats>>) {
         *self.entry.relay.borrow_mut() = Some(path);
     }
@@ -151,6 +151,15 @@ impl ClientConn {
     }
 }
 
+/// The limits a client's chunk stream is read under (`[rtmp]`).
+pub fn decoder_limits(cfg: &crate::config::Config) -> crate::rtmp::chunk::DecoderLimits {
+    crate::rtmp::chunk::DecoderLimits {
+        max_chunk_size: cfg.rtmp.max_incoming_chunk_size,
+        max_message_len: cfg.rtmp.max_message_size,
+        max_chunk_streams: cfg.rtmp.max_chunk_streams,
+    }
+}
+
 /// The RTMP server session for connection `id`, with the limits of `cfg` (RTMP clients and the
 /// proxy's clients alike).
 pub fn rtmp_session(
@@ -158,16 +167,11 @@ pub fn rtmp_session(
     id: ConnId,
 ) -> crate::rtmp::session::ServerSession {
     use crate::rtmp::amf0::DecodeLimits;
-    use crate::rtmp::chunk::DecoderLimits;
     use crate::rtmp::session::{ServerSession, SessionConfig};
     let session_cfg = SessionConfig {
         out_chunk_size: cfg.rtmp.chunk_size,
         window_ack_size: cfg.rtmp.window_ack_size,
-        decoder_limits: DecoderLimits {
-            max_chunk_size: cfg.rtmp.max_incoming_chunk_size,
-            max_message_len: cfg.rtmp.max_message_size,
-            max_chunk_streams: cfg.rtmp.max_chunk_streams,
-        },
+        decoder_limits: decoder_limits(cfg),
         amf_limits: DecodeLimits::default(),
     };
     let seed = id.get().rotate_left(32) ^ super::time::time_seed();

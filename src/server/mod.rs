@@ -54,6 +54,7 @@ pub mod packet;
 pub mod player_queue;
 pub mod proxy_conn;
 pub mod proxy_prelude;
+pub mod proxy_publish;
 pub mod proxy_upstream;
 pub mod registry;
 pub mod roles;

@@ -3,7 +3,10 @@
 //! registry, a `play` goes to the origin its stream is mapped to. The client's request is then
 //! replayed to that origin ([`proxy_upstream`](super::proxy_upstream)) and the client gets the
 //! origin's answer: Publish.Start / Play.Start, or the origin's refusal. From there media is
-//! relayed both ways until either side ends; a publish's claim is released at the end.
+//! relayed both ways until either side ends; a publish's claim is released at the end. A
+//! publisher's chunks go to the origin spliced when the legs allow it
+//! ([`proxy_publish`](super::proxy_publish)), a player's come from it spliced
+//! ([`proxy_upstream`](super::proxy_upstream)).
 //!
 //! Registry answers a client gets at once: a stream another proxy's publisher holds is
 //! `NetStream.Publish.BadName`; a play of an unmapped stream, or of one whose origin stopped
@@ -14,12 +17,14 @@ use super::conns::Slot;
 use super::ids::ConnId;
 use super::key::{StreamKey, DEFAULT_VHOST};
 use super::kinds::{ClientKind, CloseReason, ConnError};
+use super::proxy_publish::{self, PublishLeg};
 use super::proxy_upstream::{self, PlayerSink, Upstream, UpstreamError};
 use super::shard::Shard;
 use super::writer::ConnWriter;
 use crate::control_plane::registry::{RegistryAnswer, RegistryFailure, RegistryRequest};
 use crate::policy::Refusal;
 use crate::rtmp::client::{ClientConfig, ClientRole};
+use crate::rtmp::message::csid;
 use crate::rtmp::session::{ServerSession, SessionEvent};
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
@@ -42,6 +47,9 @@ struct Relay {
     stream_id: u32,
     key: StreamKey,
     reader: glommio::Task<TcpStream>,
+    /// A publisher's leg towards the origin (a player's is always `Rechunk` here: its
+    /// splice runs in the reader task).
+    leg: PublishLeg,
 }
 
 struct Conn {
@@ -117,18 +125,20 @@ pub async fn serve(
         r.up.close().await;
         // The reader ends once the origin socket is shut down; its socket is dropped here.
         drop(r.reader.await);
-        if r.role == ClientRole::Play {
-            let p = r.up.path.get();
-            info!(
-                "shard={} client={id} peer={peer} proxy relay ended stream={} path={} rechunked={} as_is={} rewritten={}",
-                shard.id(),
-                r.key,
-                p.path.name(),
-                p.rechunked,
-                p.as_is,
-                p.rewritten
-            );
-        }
+        let p = r.up.path.get();
+        info!(
+            "shard={} client={id} peer={peer} proxy {}relay ended stream={} path={} rechunked={} as_is={} rewritten={}",
+            shard.id(),
+            match r.role {
+                ClientRole::Publish => "publish ",
+                ClientRole::Play => "",
+            },
+            r.key,
+            p.path.name(),
+            p.rechunked,
+            p.as_is,
+            p.rewritten
+        );
     }
     if let Some(key) = conn.claimed.take() {
         shard
@@ -212,6 +222,25 @@ impl Conn {
         self.adopt_chunk_size();
         self.bytes_in += input.len() as u64;
         self.client.add_bytes_in(input.len() as u64);
+        if let Some(Relay {
+            leg: PublishLeg::Splice(sp),
+            up,
+            ..
+        }) = &mut self.relay
+        {
+            let up = up.clone();
+            let result = proxy_publish::feed(sp, input, &mut self.session, &*up);
+            self.flush();
+            while let Some(ev) = self.session.poll_event() {
+                if let Err(cause) = self.handle_event(ev).await {
+                    self.flush();
+                    return Err(CloseReason::Failed(cause));
+                }
+                self.flush();
+            }
+            up.flush();
+            return result.map_err(|e| CloseReason::Failed(e.into()));
+        }
         loop {
             let result = self.session.handle_input(input);
             input = &[];
@@ -230,9 +259,50 @@ impl Conn {
                 return Err(CloseReason::Failed(e.into()));
             }
             if !self.session.resumable() {
-                return Ok(());
+                break;
             }
         }
+        self.try_publish_splice();
+        Ok(())
+    }
+
+    /// A publisher's relay whose leg is undecided: splice from here if the legs allow it and
+    /// the session is at a message boundary.
+    fn try_publish_splice(&mut self) {
+        let Some(r) = &mut self.relay else { return };
+        if !matches!(r.leg, PublishLeg::Pending) {
+            return;
+        }
+        let cfg = self.shard.cfg();
+        let label = format!(
+            "shard={} client={} stream={}",
+            self.shard.id(),
+            self.id,
+            r.key
+        );
+        let limits = super::conn::decoder_limits(&cfg);
+        let started = PublishLeg::try_start(
+            &self.session,
+            &r.up,
+            r.stream_id,
+            cfg.proxy.relay_splice,
+            limits,
+        );
+        r.leg = match started {
+            Ok(PublishLeg::Splice(sp)) => {
+                info!(
+                    "{label} proxy publish relay path=splice chunk_size={} (after {} re-chunked messages)",
+                    sp.chunk_size(),
+                    r.up.path.get().rechunked
+                );
+                PublishLeg::Splice(sp)
+            }
+            Ok(leg) => leg,
+            Err(why) => {
+                info!("{label} proxy publish relay path=rechunk ({why})");
+                PublishLeg::Rechunk
+            }
+        };
     }
 
     /// A splice announced the origin's chunk size to the client: chunk what this session
@@ -297,8 +367,18 @@ impl Conn {
             SessionEvent::Media {
                 frame, metadata, ..
             } => {
-                if let Some(r) = &self.relay {
+                if let Some(r) = &mut self.relay {
                     r.up.session.borrow_mut().send_frame(&frame, metadata);
+                    let mut p = r.up.path.get();
+                    p.rechunked += 1;
+                    r.up.path.set(p);
+                    if let PublishLeg::Splice(sp) = &mut r.leg {
+                        // Split out of an aggregate while splicing: the origin's header on
+                        // those chunk streams is the session's now.
+                        for c in [csid::AUDIO, csid::VIDEO] {
+                            sp.peer_wrote(c);
+                        }
+                    }
                 }
             }
             SessionEvent::PublishStopped { .. } | SessionEvent::PlayStopped { .. } => {
@@ -435,9 +515,7 @@ impl Conn {
             origin.id,
             up.origin
         );
-        if role == ClientRole::Play {
-            self.client.set_relay(up.path.clone());
-        }
+        self.client.set_relay(up.path.clone());
         let reader = glommio::spawn_local(proxy_upstream::read_origin(
             up.clone(),
             up_stream,
@@ -451,6 +529,10 @@ impl Conn {
             stream_id,
             key,
             reader,
+            leg: match role {
+                ClientRole::Publish => PublishLeg::Pending,
+                ClientRole::Play => PublishLeg::Rechunk,
+            },
         });
         Ok(())
     }

@@ -30,8 +30,20 @@ impl LibClient {
         role: ClientRole,
         prefix: &[u8],
     ) -> io::Result<LibClient> {
+        LibClient::connect_full(port, name, role, prefix, 4096)
+    }
+
+    /// Connect, sending (a publisher) at `chunk_size`.
+    pub fn connect_full(
+        port: u16,
+        name: &str,
+        role: ClientRole,
+        prefix: &[u8],
+        chunk_size: u32,
+    ) -> io::Result<LibClient> {
         let url = format!("rtmp://127.0.0.1:{port}/live/{name}");
-        let cfg = ClientConfig::from_url(&url, role).expect("valid url");
+        let mut cfg = ClientConfig::from_url(&url, role).expect("valid url");
+        cfg.chunk_size = chunk_size;
         let mut sock = TcpStream::connect(("127.0.0.1", port))?;
         sock.set_nodelay(true)?;
         sock.write_all(prefix)?;
@@ -324,6 +336,19 @@ impl SynthPublisher {
         gop: u32,
         lifetime: Duration,
     ) -> SynthPublisher {
+        SynthPublisher::start_at_chunk_size(port, name, frame_bytes, fps, gop, lifetime, 4096)
+    }
+
+    /// The same, sending at `chunk_size` (128: the protocol's default, no Set Chunk Size).
+    pub fn start_at_chunk_size(
+        port: u16,
+        name: &str,
+        frame_bytes: usize,
+        fps: u32,
+        gop: u32,
+        lifetime: Duration,
+        chunk_size: u32,
+    ) -> SynthPublisher {
         let sent = Arc::new(AtomicU64::new(0));
         let result = Arc::new(Mutex::new(None));
         let (sn, res) = (sent.clone(), result.clone());
@@ -336,6 +361,7 @@ impl SynthPublisher {
                 fps.max(1),
                 gop.max(1),
                 lifetime,
+                chunk_size,
                 &st,
                 &sn,
             );
@@ -373,10 +399,11 @@ fn synth_publish(
     fps: u32,
     gop: u32,
     lifetime: Duration,
+    chunk_size: u32,
     stop: &AtomicBool,
     sent: &AtomicU64,
 ) -> String {
-    let mut c = match LibClient::connect(port, name, ClientRole::Publish) {
+    let mut c = match LibClient::connect_full(port, name, ClientRole::Publish, &[], chunk_size) {
         Ok(c) => c,
         Err(e) => return format!("connect: {e}"),
     };

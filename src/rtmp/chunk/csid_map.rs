@@ -66,6 +66,12 @@ impl<V> CsidMap<V> {
         self.entries.iter().map(|(_, v)| v)
     }
 
+    /// Forget `csid` (its state comes from elsewhere now).
+    pub fn remove(&mut self, csid: u32) -> Option<V> {
+        let i = self.entries.iter().position(|(c, _)| *c == csid)?;
+        Some(self.entries.remove(i).1)
+    }
+
     /// How many chunk stream ids were used.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -98,5 +104,8 @@ mod tests {
         let ids: Vec<u32> = m.iter().map(|(c, _)| *c).collect();
         assert_eq!(ids, [3, 70_000], "first-use order");
         assert_eq!(m.values().copied().collect::<Vec<_>>(), [2, 11]);
+        assert_eq!(m.remove(3), Some(2));
+        assert_eq!(m.remove(3), None);
+        assert_eq!((m.len(), m.get(70_000)), (1, Some(&11)));
     }
 }

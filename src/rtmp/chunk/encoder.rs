@@ -168,6 +168,12 @@ impl ChunkWriter {
         self.chunk_size
     }
 
+    /// Someone else wrote on `csid` (a relay forwarding another sender's chunks on it): the
+    /// peer's last header there is not this writer's, so the next message on it is fmt 0.
+    pub fn forget(&mut self, csid: u32) {
+        self.sent.remove(csid);
+    }
+
     /// Appends one message, choosing the smallest header the peer can resolve
     /// from what was last sent on `csid`.
     ///

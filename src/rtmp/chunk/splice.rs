@@ -20,6 +20,14 @@
 //! it forwards anything, and follows a change by falling back to re-chunking (a change is a
 //! [`Spliced::Local`] Set Chunk Size; [`ChunkSplicer::chunk_size`] tells the new size).
 //!
+//! **Ordered receivers** ([`ChunkSplicer::ordered`]): a publisher's origin leg is no player
+//! queue, it gets every forwarded message in order. There a compressed start (fmt 1/2/3, as
+//! ffmpeg and OBS write all but the first message of a chunk stream) is handed out as received
+//! when it resolves at the receiver to what it resolves here: the splicer keeps the receiver's
+//! last header per chunk stream (what it was handed, as handed) and compares the fields the
+//! start leans on. The first message of each chunk stream towards the receiver, and the first
+//! after a cut-out message changed what the sender's header leans on, are rewritten to fmt 0.
+//!
 //! Header rules are the decoder's ([`super::ChunkDecoder`]): fmt-3 starting a message adds the
 //! last timestamp field again, a repeated extended timestamp is recognised by its value, a
 //! fresh header on a chunk stream with a message open drops that message.
@@ -32,6 +40,7 @@ use super::decoder::{peek_extended, ExtPeek};
 use super::plan::{chunk_control, plan_chunk, ChunkPlan, Control, Prev};
 use super::{
     encode_message, ChunkError, DecoderLimits, HeaderState, RawMessage, DEFAULT_CHUNK_SIZE,
+    EXTENDED_MARKER,
 };
 
 /// Message types forwarded as media: audio, video, AMF0 and AMF3 data (onMetaData).
@@ -126,6 +135,10 @@ pub struct ChunkSplicer {
     stream_id: u32,
     streams: HashMap<u32, Stream>,
     failed: Option<ChunkError>,
+    /// Ordered receiver: its last header per chunk stream, as it was handed out.
+    peer: Option<HashMap<u32, Header>>,
+    /// Chunk streams someone else writes on towards the receiver too: never taken as known.
+    shared: Vec<u32>,
 }
 
 impl ChunkSplicer {
@@ -140,7 +153,19 @@ impl ChunkSplicer {
             stream_id,
             streams: HashMap::new(),
             failed: None,
+            peer: None,
+            shared: Vec::new(),
         }
+    }
+
+    /// For a receiver that gets every forwarded message, in order, and nothing else on their
+    /// chunk streams except on `shared` (where the relay's own session writes too): compressed
+    /// starts that resolve there as here go out as received (see the module doc). The relay's
+    /// writer must forget each chunk stream a forwarded message used.
+    pub fn ordered(mut self, shared: &[u32]) -> ChunkSplicer {
+        self.peer = Some(HashMap::new());
+        self.shared = shared.to_vec();
+        self
     }
 
     /// A splicer at the protocol's default chunk size (tests, fresh connections).
@@ -163,6 +188,14 @@ impl ChunkSplicer {
                 ..Stream::default()
             },
         );
+    }
+
+    /// Someone else wrote a message on `csid` towards an ordered receiver: its header there is
+    /// not known any more (the next forwarded message on it is rewritten to fmt 0).
+    pub fn peer_wrote(&mut self, csid: u32) {
+        if let Some(peer) = self.peer.as_mut() {
+            peer.remove(&csid);
+        }
     }
 
     /// Append received bytes (any split).
@@ -200,7 +233,8 @@ impl ChunkSplicer {
             };
             if let Some(h) = plan.start {
                 if is_media(h.type_id) && h.stream_id == self.stream_id {
-                    match self.whole_message(&plan, h)? {
+                    let known = plan.fmt == 0 || self.resolves_at_peer(&plan);
+                    match self.whole_message(&plan, h, known)? {
                         Whole::NeedMore => return Ok(None),
                         Whole::Ready { total, as_is } => {
                             return Ok(Some(self.take_whole(&plan, h, total, as_is)));
@@ -227,10 +261,52 @@ impl ChunkSplicer {
         )
     }
 
-    /// Are all of a media message's chunks in the buffer, back to back?
-    fn whole_message(&self, first: &Plan, h: Header) -> Result<Whole, ChunkError> {
-        // fmt 0 and the extended field as a context-free encoding writes it.
-        let mut as_is = first.fmt == 0;
+    /// Does a compressed start resolve at an ordered receiver as it does here? It leans on
+    /// the previous header's timestamp and stream id (fmt 1), and its length and type (fmt
+    /// 2), and its timestamp field (fmt 3).
+    fn resolves_at_peer(&self, plan: &Plan) -> bool {
+        let (Some(peer), Some(prev)) = (
+            self.peer.as_ref().and_then(|p| p.get(&plan.csid)),
+            self.streams.get(&plan.csid),
+        ) else {
+            return false;
+        };
+        let base = peer.timestamp == prev.timestamp && peer.stream_id == prev.stream_id;
+        let shape = peer.len == prev.len && peer.type_id == prev.type_id;
+        let field = peer.ts_field == prev.ts_field && peer.extended == prev.extended;
+        match plan.fmt {
+            1 => base,
+            2 => base && shape,
+            3 => base && shape && field,
+            _ => false,
+        }
+    }
+
+    /// What an ordered receiver now holds for `csid`: `h` as is, or a rewrite's fmt-0 form.
+    fn note_peer(&mut self, csid: u32, h: Header, as_is: bool) {
+        let Some(peer) = self.peer.as_mut() else {
+            return;
+        };
+        if self.shared.contains(&csid) {
+            return;
+        }
+        let h = if as_is {
+            h
+        } else {
+            Header {
+                ts_field: h.timestamp,
+                extended: h.timestamp >= EXTENDED_MARKER,
+                ..h
+            }
+        };
+        peer.insert(csid, h);
+    }
+
+    /// Are all of a media message's chunks in the buffer, back to back? `known`: its first
+    /// header reads alone, or as here at an ordered receiver.
+    fn whole_message(&self, first: &Plan, h: Header, known: bool) -> Result<Whole, ChunkError> {
+        // Readable at the receiver, and the extended field as a context-free encoding writes it.
+        let mut as_is = known;
         let mut at = first.header_len + first.payload_len;
         let mut left = h.len as usize - first.payload_len;
         let cs = self.chunk_size as usize;
@@ -280,6 +356,7 @@ impl ChunkSplicer {
         s.len = h.len;
         s.type_id = h.type_id;
         s.stream_id = h.stream_id;
+        self.note_peer(first.csid, h, as_is);
         if as_is {
             let body = first.header_len;
             let head = wire.slice(body..body + first.payload_len.min(HEAD_LEN));
@@ -362,6 +439,7 @@ impl ChunkSplicer {
         let payload = std::mem::take(&mut s.partial).freeze();
         let h = s.header();
         if s.forward {
+            self.note_peer(plan.csid, h, false);
             return Ok(Some(Spliced::Media(self.rewritten(plan.csid, h, payload))));
         }
         let msg = RawMessage {
@@ -846,6 +924,187 @@ mod tests {
             assert!(!out.is_empty());
         }
     }
+
+    /// A publisher's messages after Publish.Start, as ffmpeg and OBS write them: audio on 4,
+    /// video on 6, metadata on 8 (ffmpeg's channels; OBS puts all media on 4), acks and user
+    /// control on 2, a Set Chunk Size midway, a command on a media chunk stream (the relay
+    /// cuts it out, so the receiver's state there goes stale), FCUnpublish and deleteStream.
+    fn publisher(ts0: u32, big: usize, one_csid: bool) -> Vec<M> {
+        let (a, v, d) = if one_csid { (4, 4, 4) } else { (4, 6, 8) };
+        let mut out = vec![
+            m(d, ts0, 18, SID, 280), // @setDataFrame onMetaData
+            m(v, ts0, 9, SID, 50),   // AVC sequence header
+            m(a, ts0, 8, SID, 7),    // AAC sequence header
+            m(v, ts0, 9, SID, big),  // keyframe
+        ];
+        for i in 1..12u32 {
+            out.push(m(a, ts0 + 23 * i, 8, SID, 300));
+            // Constant frame size now and then: fmt 2/3 starts.
+            let len = if i % 3 == 0 {
+                900
+            } else {
+                big / 3 + i as usize
+            };
+            out.push(m(v, ts0 + 40 * i, 9, SID, len));
+            if i == 4 {
+                out.push(m(2, 0, 3, 0, 4)); // Acknowledgement
+                out.push(m(2, 0, 4, 0, 6)); // User Control (pong)
+            }
+            if i == 6 {
+                out.push(set_chunk_size(200));
+            }
+            if i == 8 {
+                out.push(m(v, ts0 + 40 * i, 20, SID, 60)); // a command on a media csid
+                out.push(m(7, ts0 + 40 * i, 9, 2, 50)); // media of another stream
+            }
+        }
+        out.push(m(3, 0, 20, 0, 40)); // FCUnpublish
+        out.push(m(3, 0, 20, 0, 35)); // deleteStream
+        out
+    }
+
+    /// What an ordered receiver (a publisher's origin) decodes from the relay: its own
+    /// session's earlier messages (on the chunk streams the client's media will use too), then
+    /// each forwarded wire, with the relay's Set Chunk Size and an ack of its own in between,
+    /// the relay's writer forgetting each chunk stream a forwarded message used.
+    fn at_receiver(out: &[Spliced], cs: u32) -> Vec<RawMessage> {
+        let mut own = ChunkWriter::new();
+        let mut wire = BytesMut::new();
+        // connect, publish, and media re-chunked before the splice took over.
+        own.write(&mut wire, 3, 0, 20, 0, &[5; 90]);
+        own.write(&mut wire, 5, 0, 20, SID, &[6; 40]);
+        for csid in [4, 6, 8] {
+            own.write(&mut wire, csid, 7, 9, SID, &[7; 30]);
+        }
+        let mut dec = ChunkDecoder::default();
+        dec.push(&wire);
+        while dec.next_message().unwrap().is_some() {}
+        let mut got = Vec::new();
+        let mut at = 128;
+        let _ = cs;
+        for s in out {
+            let mut wire = BytesMut::new();
+            match s {
+                Spliced::Media(sm) => {
+                    if sm.chunk_size != at {
+                        own.write(&mut wire, 2, 0, 1, 0, &sm.chunk_size.to_be_bytes());
+                        own.set_chunk_size(sm.chunk_size);
+                        at = sm.chunk_size;
+                    }
+                    wire.extend_from_slice(&sm.wire);
+                    own.forget(sm.csid);
+                }
+                Spliced::Local(_) => own.write(&mut wire, 2, 0, 3, 0, &[0, 0, 1, 0]),
+            }
+            dec.push(&wire);
+            while let Some(msg) = dec.next_message().unwrap() {
+                if is_media(msg.type_id) {
+                    got.push(msg);
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn an_ordered_receiver_gets_compressed_starts_as_received() {
+        for (ts0, big) in [(0u32, 5_000usize), (EXTENDED_MARKER - 300, 3_000)] {
+            for cs in [128u32, 4096, 60_000] {
+                for form in [Form::Compressed, Form::Fmt0, Form::Interleaved] {
+                    // OBS's single media chunk stream, in the encoder's own form only.
+                    let layouts: &[bool] = match form {
+                        Form::Compressed => &[false, true],
+                        _ => &[false],
+                    };
+                    for &one_csid in layouts {
+                        let msgs = publisher(ts0, big, one_csid);
+                        let input = encode(&msgs, cs, form);
+                        let ctx = format!("ts0={ts0} cs={cs} {form:?} one_csid={one_csid}");
+                        let new = || {
+                            ChunkSplicer::new(cs, SID, DecoderLimits::default()).ordered(&[2, 3, 5])
+                        };
+                        let mut s = new();
+                        let out = run(&mut s, &[&input]);
+                        let (as_is, copied, want) = check_media(&input, cs, &out, &ctx);
+                        // The receiver decodes exactly the media of the publish stream, in the
+                        // order the relay's decoder completes them.
+                        let got: Vec<(u32, u8, Vec<u8>)> = at_receiver(&out, cs)
+                            .into_iter()
+                            .map(|m| (m.timestamp, m.type_id, m.payload.to_vec()))
+                            .collect();
+                        assert_eq!(got.len(), want.len(), "{ctx}");
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert_eq!(g, w, "{ctx}: media #{i} at the receiver");
+                        }
+                        match form {
+                            // Rewritten: the first message of each chunk stream (the receiver's
+                            // state there is the relay's own), the first after the cut-out
+                            // command, and (interleaved) the ones cut apart.
+                            Form::Compressed | Form::Fmt0 => assert!(
+                                copied <= 4 && as_is >= want.len() - 4,
+                                "{ctx}: {as_is} as is, {copied} copied"
+                            ),
+                            Form::Interleaved => assert!(as_is > 0, "{ctx}"),
+                        }
+                        let step = if input.len() > 20_000 { 7 } else { 1 };
+                        for at in (0..=input.len()).step_by(step) {
+                            let mut s = new();
+                            let out2 = run(&mut s, &[&input[..at], &input[at..]]);
+                            assert_eq!(out2, out, "{ctx}: split at {at}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Like [`check`] for an ordered splice: local messages as the decoder reads them, media
+    /// counted (fmt-0 starts context-free, compressed ones as input bytes).
+    /// Also gives the media as (timestamp, type, payload), in that order.
+    fn check_media(input: &[u8], cs: u32, out: &[Spliced], ctx: &str) -> Checked {
+        let mut dec = ChunkDecoder::default();
+        let mut pre = BytesMut::new();
+        encode_message(&mut pre, 128, 2, 0, 1, 0, &cs.to_be_bytes());
+        dec.push(&pre);
+        dec.next_message().unwrap().unwrap();
+        dec.push(input);
+        let mut want = Vec::new();
+        while let Some(msg) = dec.next_message().unwrap() {
+            want.push(msg);
+        }
+        assert_eq!(out.len(), want.len(), "{ctx}: message count");
+        let (mut as_is, mut copied) = (0, 0);
+        for (i, (got, want)) in out.iter().zip(&want).enumerate() {
+            match got {
+                Spliced::Media(sm) => {
+                    assert!(
+                        is_media(want.type_id) && want.stream_id == SID,
+                        "{ctx} #{i}"
+                    );
+                    assert_eq!((sm.timestamp, sm.type_id), (want.timestamp, want.type_id));
+                    if sm.copied {
+                        copied += 1;
+                        assert_eq!(sm.wire[0] >> 6, 0, "{ctx} #{i}: a rewrite is fmt 0");
+                    } else {
+                        as_is += 1;
+                        assert!(
+                            input.windows(sm.wire.len()).any(|w| w == &sm.wire[..]),
+                            "{ctx} #{i}: as-is wire is not input bytes"
+                        );
+                    }
+                }
+                Spliced::Local(l) => assert_eq!(l, want, "{ctx} #{i}"),
+            }
+        }
+        let media = want
+            .iter()
+            .filter(|m| is_media(m.type_id) && m.stream_id == SID)
+            .map(|m| (m.timestamp, m.type_id, m.payload.to_vec()))
+            .collect();
+        (as_is, copied, media)
+    }
+
+    type Checked = (usize, usize, Vec<(u32, u8, Vec<u8>)>);
 
     #[test]
     fn abort_drops_a_local_message_in_progress() {
