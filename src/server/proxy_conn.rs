@@ -79,7 +79,7 @@ pub async fn serve(
     initial: Vec<u8>,
 ) {
     let cfg = shard.cfg();
-    let writer = shard.new_writer();
+    let writer = shard.new_relay_writer(true);
     let Some(client) = ClientConn::open(shard.clone(), &stream, id, peer, slot, writer.clone())
     else {
         return;

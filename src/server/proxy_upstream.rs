@@ -211,12 +211,7 @@ pub async fn open(
         }
     }
     let _ = stream.set_read_timeout(None);
-    let writer = ConnWriter::new(
-        shard.cfg().rtmp.player_queue_ms,
-        shard.cfg().stall_timeout(),
-        shard.flusher(),
-        None,
-    );
+    let writer = shard.new_relay_writer(false);
     let io = ConnIo::open(&stream, writer.clone()).map_err(|e| protocol(e.to_string()))?;
     let fd = {
         use std::os::unix::io::AsRawFd;
