@@ -447,3 +447,23 @@ fn sent_output_leaves_no_buffer_behind() {
     assert!(s.poll_transmit().is_none());
     assert_eq!(s.out.capacity(), 0, "an idle session keeps its send buffer");
 }
+
+#[test]
+fn a_drained_event_queue_gives_back_what_a_burst_grew() {
+    let mut s = server();
+    for _ in 0..200 {
+        s.events.push_back(SessionEvent::HandshakeDone {
+            kind: HandshakeKind::Plain,
+        });
+    }
+    let mut n = 0;
+    while s.poll_event().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 200);
+    assert!(
+        s.events.capacity() <= KEEP_EVENTS,
+        "capacity {}",
+        s.events.capacity()
+    );
+}
