@@ -15,7 +15,7 @@
 #   scripts/stream-memory.sh --bin ./old-shardcast --media my.flv
 #
 # Options: -m M (publishers, 200), --port-base P (29935; RTMP on P, HTTP on P+1), --warmup S
-# (seconds after the ramp, 6), --samples N (5, 2 s apart), --rtmp LINE (added to [rtmp], may
+# (seconds after the ramp, 6), --ramp R (publishers started per second, 500), --samples N (5, 2 s apart), --rtmp LINE (added to [rtmp], may
 # repeat), --bin PATH / --bench PATH (default: this tree's release build, built if missing),
 # --media FILE (default: generated with ffmpeg), --no-lock.
 set -euo pipefail
@@ -25,6 +25,7 @@ ROOT=$(pwd)
 M=200
 PORT=29935
 WARMUP=6
+RAMP=500
 SAMPLES=5
 RTMP_EXTRA=""
 BIN=""
@@ -37,6 +38,7 @@ while (($#)); do
     -m) M="$2"; shift ;;
     --port-base) PORT="$2"; shift ;;
     --warmup) WARMUP="$2"; shift ;;
+    --ramp) RAMP="$2"; shift ;;
     --samples) SAMPLES="$2"; shift ;;
     --rtmp) RTMP_EXTRA+="$2"$'\n'; shift ;;
     --bin) BIN="$2"; shift ;;
@@ -95,8 +97,7 @@ for _ in $(seq 50); do curl -s -o /dev/null "127.0.0.1:$HTTP/metrics" && break; 
 sleep 1
 IDLE=$(rss)
 
-# Publishers join 500 a second; sample once every one is up and the GOPs are full.
-RAMP=500
+# Publishers join RAMP a second; sample once every one is up and the GOPs are full.
 UP=$(((M + RAMP - 1) / RAMP + WARMUP))
 RUN=$((UP + 2 * SAMPLES + 4))
 timeout $((RUN + 30)) taskset -c 1 "$BENCH" publish --url "rtmp://127.0.0.1:$PORT/live/s{i}" \
