@@ -15,9 +15,10 @@
 #   scripts/stream-memory.sh --bin ./old-shardcast --media my.flv
 #
 # Options: -m M (publishers, 200), --port-base P (29935; RTMP on P, HTTP on P+1), --warmup S
-# (seconds after the ramp, 6), --ramp R (publishers started per second, 500), --samples N (5, 2 s apart), --rtmp LINE (added to [rtmp], may
-# repeat), --bin PATH / --bench PATH (default: this tree's release build, built if missing),
-# --media FILE (default: generated with ffmpeg), --no-lock.
+# (seconds after the ramp, 6), --ramp R (publishers started a second, 500), --samples N (5,
+# 2 s apart), --rtmp LINE (added to [rtmp], may repeat), --bin PATH / --bench PATH (default:
+# this tree's release build, built if missing), --media FILE (default: made with ffmpeg),
+# --no-lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -32,7 +33,7 @@ BIN=""
 BENCH=""
 MEDIA=""
 LOCK=1
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case "$1" in
     -m) M="$2"; shift ;;
