@@ -33,7 +33,7 @@ BIN=""
 BENCH=""
 MEDIA=""
 LOCK=1
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case "$1" in
     -m) M="$2"; shift ;;
