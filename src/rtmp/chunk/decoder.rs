@@ -10,16 +10,9 @@ use super::{ChunkError, DecoderLimits, HeaderState, RawMessage, DEFAULT_CHUNK_SI
 /// What one chunk stream id remembers between chunks.
 #[derive(Debug, Default)]
 struct ChunkStream {
-    /// Absolute timestamp of the current (or last) message.
-    timestamp: u32,
-    /// Last timestamp field as sent: absolute after fmt 0, a delta after fmt 1/2.
-    /// A fmt-3 chunk that starts a new message adds it again (spec 5.3.1.2.4).
-    ts_field: u32,
-    /// Whether `ts_field` came in the extended field, so fmt-3 chunks may repeat it.
-    extended: bool,
-    len: u32,
-    type_id: u8,
-    stream_id: u32,
+    /// The current (or last) message's header: what fmt 1/2/3 chunks build on (a fmt-3 chunk
+    /// that starts a new message adds `ts_field` again, spec 5.3.1.2.4).
+    header: HeaderState,
     /// Payload bytes still owed by the message in progress; 0 between messages.
     remaining: u32,
     /// Reassembly buffer of a message spanning several chunks.
@@ -30,14 +23,7 @@ impl ChunkStream {
     /// What the next chunk's header builds on.
     fn prev(&self) -> Prev {
         Prev {
-            header: HeaderState {
-                timestamp: self.timestamp,
-                ts_field: self.ts_field,
-                extended: self.extended,
-                len: self.len,
-                type_id: self.type_id,
-                stream_id: self.stream_id,
-            },
+            header: self.header,
             remaining: self.remaining,
         }
     }
@@ -163,19 +149,7 @@ impl ChunkDecoder {
     pub fn header_states(&self) -> Vec<(u32, HeaderState)> {
         self.streams
             .iter()
-            .map(|(&csid, s)| {
-                (
-                    csid,
-                    HeaderState {
-                        timestamp: s.timestamp,
-                        ts_field: s.ts_field,
-                        extended: s.extended,
-                        len: s.len,
-                        type_id: s.type_id,
-                        stream_id: s.stream_id,
-                    },
-                )
-            })
+            .map(|(&csid, s)| (csid, s.header))
             .collect()
     }
 
@@ -210,12 +184,7 @@ impl ChunkDecoder {
             // A fresh header while a message is still open means the sender gave
             // up on it; drop it as an Abort would rather than mix two payloads.
             stream.drop_partial();
-            stream.timestamp = h.timestamp;
-            stream.ts_field = h.ts_field;
-            stream.extended = h.extended;
-            stream.len = h.len;
-            stream.type_id = h.type_id;
-            stream.stream_id = h.stream_id;
+            stream.header = h;
 
             if plan.payload_len == h.len as usize {
                 // Whole message in one chunk: hand out a slice of the receive
@@ -265,9 +234,9 @@ impl ChunkDecoder {
 fn message(csid: u32, stream: &ChunkStream, payload: Bytes) -> RawMessage {
     RawMessage {
         csid,
-        timestamp: stream.timestamp,
-        type_id: stream.type_id,
-        stream_id: stream.stream_id,
+        timestamp: stream.header.timestamp,
+        type_id: stream.header.type_id,
+        stream_id: stream.header.stream_id,
         payload,
     }
 }

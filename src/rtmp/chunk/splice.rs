@@ -83,12 +83,8 @@ pub enum Spliced {
 
 #[derive(Debug, Default)]
 struct Stream {
-    timestamp: u32,
-    ts_field: u32,
-    extended: bool,
-    len: u32,
-    type_id: u8,
-    stream_id: u32,
+    /// The current (or last) message's header.
+    header: Header,
     /// Payload bytes still owed by the message in progress; 0 between messages.
     remaining: u32,
     /// The message in progress is forwarded media (else a local message).
@@ -107,20 +103,8 @@ impl Stream {
     /// What the next chunk's header builds on.
     fn prev(&self) -> Prev {
         Prev {
-            header: self.header(),
+            header: self.header,
             remaining: self.remaining,
-        }
-    }
-
-    /// The last message header.
-    fn header(&self) -> Header {
-        Header {
-            timestamp: self.timestamp,
-            ts_field: self.ts_field,
-            extended: self.extended,
-            len: self.len,
-            type_id: self.type_id,
-            stream_id: self.stream_id,
         }
     }
 }
@@ -179,12 +163,7 @@ impl ChunkSplicer {
         self.streams.insert(
             csid,
             Stream {
-                timestamp: h.timestamp,
-                ts_field: h.ts_field,
-                extended: h.extended,
-                len: h.len,
-                type_id: h.type_id,
-                stream_id: h.stream_id,
+                header: h,
                 ..Stream::default()
             },
         );
@@ -267,7 +246,7 @@ impl ChunkSplicer {
     fn resolves_at_peer(&self, plan: &Plan) -> bool {
         let (Some(peer), Some(prev)) = (
             self.peer.as_ref().and_then(|p| p.get(&plan.csid)),
-            self.streams.get(&plan.csid),
+            self.streams.get(&plan.csid).map(|s| &s.header),
         ) else {
             return false;
         };
@@ -350,12 +329,7 @@ impl ChunkSplicer {
         let s = self.streams.entry(first.csid).or_default();
         s.partial = BytesMut::new();
         s.remaining = 0;
-        s.timestamp = h.timestamp;
-        s.ts_field = h.ts_field;
-        s.extended = h.extended;
-        s.len = h.len;
-        s.type_id = h.type_id;
-        s.stream_id = h.stream_id;
+        s.header = h;
         self.note_peer(first.csid, h, as_is);
         if as_is {
             let body = first.header_len;
@@ -421,12 +395,7 @@ impl ChunkSplicer {
         self.buf.advance(plan.header_len);
         if let Some(h) = plan.start {
             s.partial = BytesMut::new();
-            s.timestamp = h.timestamp;
-            s.ts_field = h.ts_field;
-            s.extended = h.extended;
-            s.len = h.len;
-            s.type_id = h.type_id;
-            s.stream_id = h.stream_id;
+            s.header = h;
             s.remaining = h.len;
             s.forward = is_media(h.type_id) && h.stream_id == forward_sid;
         }
@@ -437,7 +406,7 @@ impl ChunkSplicer {
             return Ok(None);
         }
         let payload = std::mem::take(&mut s.partial).freeze();
-        let h = s.header();
+        let h = s.header;
         if s.forward {
             self.note_peer(plan.csid, h, false);
             return Ok(Some(Spliced::Media(self.rewritten(plan.csid, h, payload))));
