@@ -276,8 +276,9 @@ impl ClientSession {
         }
         self.decoder.push(data);
         while let Some(raw) = self.decoder.next_message()? {
-            let msg = message::decode(&raw, &self.amf_limits)?;
-            self.handle_message(raw.timestamp, msg)?;
+            let timestamp = raw.timestamp;
+            let msg = message::decode_owned(raw, &self.amf_limits)?;
+            self.handle_message(timestamp, msg)?;
         }
         self.maybe_ack();
         Ok(())

@@ -183,6 +183,18 @@ fn be_u32(p: &[u8], type_id: u8) -> Result<u32, MessageError> {
     Ok(u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
 }
 
+/// [`decode`] taking the message: media payloads move into the [`Message`] instead of being
+/// cloned and the original dropped. Why: that pair of reference-count updates on a buffer last
+/// touched a tick ago was 5.5% of a shard's CPU with 200 publishers (perf, 100 ms merged reads).
+pub fn decode_owned(raw: RawMessage, limits: &DecodeLimits) -> Result<Message, MessageError> {
+    Ok(match raw.type_id {
+        type_id::AUDIO => Message::Audio(raw.payload),
+        type_id::VIDEO => Message::Video(raw.payload),
+        type_id::AGGREGATE => Message::Aggregate(raw.payload),
+        _ => decode(&raw, limits)?,
+    })
+}
+
 /// Decode a reassembled message into its typed form.
 pub fn decode(raw: &RawMessage, limits: &DecodeLimits) -> Result<Message, MessageError> {
     let p = &raw.payload[..];

@@ -296,8 +296,9 @@ impl ServerSession {
             let Some(raw) = self.decoder.next_message()? else {
                 break;
             };
-            let msg = message::decode(&raw, &self.cfg.amf_limits)?;
-            self.handle_message(raw.stream_id, raw.timestamp, msg)?;
+            let (stream_id, timestamp) = (raw.stream_id, raw.timestamp);
+            let msg = message::decode_owned(raw, &self.cfg.amf_limits)?;
+            self.handle_message(stream_id, timestamp, msg)?;
         }
         self.decoder.shrink();
         if self.awaiting {
