@@ -10,9 +10,13 @@
 //! without arming a poll turns that into one wake-up per tick for the whole shard.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
 use std::os::unix::io::RawFd;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// What one direct read got.
@@ -100,11 +104,68 @@ pub fn next_tick(origin: Instant, now: Instant, period: Duration) -> Instant {
     origin + Duration::from_nanos(u64::try_from(ticks * p).unwrap_or(u64::MAX))
 }
 
-/// Sleep until the shard's next read tick of `period`.
+thread_local! {
+    /// This shard's pending read ticks: the tasks waiting for each, woken together by one
+    /// timer. Why not a timer per publisher: 1000 publishers at 100 ms spent 6.3% of the
+    /// shard's CPU registering, firing and removing 10,000 runtime timers a second (perf).
+    static TICKS: RefCell<BTreeMap<Instant, Vec<Waker>>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Sleep until the shard's next read tick of `period`: every task waiting for the same tick
+/// is woken by one timer.
 pub async fn sleep_to_tick(period: Duration) {
-    let now = Instant::now();
-    let due = next_tick(epoch(), now, period);
-    glommio::timer::sleep(due.saturating_duration_since(now)).await;
+    let due = next_tick(epoch(), Instant::now(), period);
+    TickWait {
+        due,
+        registered: false,
+    }
+    .await
+}
+
+/// Waits for `due` on the shard's tick board.
+struct TickWait {
+    due: Instant,
+    registered: bool,
+}
+
+impl Future for TickWait {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let due = self.due;
+        TICKS.with(|t| {
+            let mut ticks = t.borrow_mut();
+            if self.registered {
+                // The tick's timer takes its entry out when it fires.
+                return if ticks.contains_key(&due) {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                };
+            }
+            if due <= Instant::now() {
+                return Poll::Ready(());
+            }
+            let waiters = ticks.entry(due).or_default();
+            if waiters.is_empty() {
+                glommio::spawn_local(fire_tick(due)).detach();
+            }
+            waiters.push(cx.waker().clone());
+            self.registered = true;
+            Poll::Pending
+        })
+    }
+}
+
+/// The one timer of a tick: wakes every task waiting for it.
+async fn fire_tick(due: Instant) {
+    glommio::timer::sleep(due.saturating_duration_since(Instant::now())).await;
+    let waiters = TICKS
+        .with(|t| t.borrow_mut().remove(&due))
+        .unwrap_or_default();
+    for w in waiters {
+        w.wake();
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +199,44 @@ mod tests {
         // Before the origin (cannot happen with a lazily set epoch, but must not panic).
         let earlier = o.checked_sub(Duration::from_millis(5)).unwrap_or(o);
         assert_eq!(next_tick(o, earlier, Duration::from_millis(10)), o);
+    }
+
+    #[test]
+    fn tasks_waiting_for_one_tick_share_its_timer_and_all_wake() {
+        glommio::LocalExecutor::default().run(async {
+            let period = Duration::from_millis(20);
+            let woke = std::rc::Rc::new(std::cell::Cell::new(0));
+            let mut tasks = Vec::new();
+            for _ in 0..50 {
+                let woke = woke.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    sleep_to_tick(period).await;
+                    woke.set(woke.get() + 1);
+                }));
+            }
+            // Let every task register, then look at the board: one or two ticks (the grid may
+            // turn while they start), each with one timer, holding all 50.
+            let board = || {
+                TICKS.with(|t| {
+                    let t = t.borrow();
+                    (t.len(), t.values().map(Vec::len).sum::<usize>())
+                })
+            };
+            for _ in 0..1000 {
+                if board().1 == 50 {
+                    break;
+                }
+                futures_lite::future::yield_now().await;
+            }
+            let (ticks, waiting) = board();
+            assert!((1..=2).contains(&ticks), "{ticks} ticks");
+            assert_eq!(waiting, 50);
+            for t in tasks {
+                t.await;
+            }
+            assert_eq!(woke.get(), 50);
+            assert_eq!(board(), (0, 0));
+        });
     }
 
     #[test]
