@@ -56,7 +56,9 @@ log() { echo "[stream-memory] $*" >&2; }
 WORK=$(mktemp -d)
 SERVER_PID=""
 BENCH_PID=""
+POLL_PID=""
 cleanup() {
+  [ -n "$POLL_PID" ] && kill "$POLL_PID" 2>/dev/null && wait "$POLL_PID" 2>/dev/null
   [ -n "$BENCH_PID" ] && kill "$BENCH_PID" 2>/dev/null && wait "$BENCH_PID" 2>/dev/null
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   rm -rf "$WORK"
@@ -105,18 +107,25 @@ timeout $((RUN + 30)) taskset -c 1 "$BENCH" publish --url "rtmp://127.0.0.1:$POR
   --file "$MEDIA" -m "$M" --ramp "$RAMP" --warmup "$UP" --window $((RUN - UP)) --threads 1 \
   --cores 1 -q >"$WORK/bench.log" 2>&1 &
 BENCH_PID=$!
-sleep "$UP"
-# The GOPs of publishers of one file started together fill and empty in step, and the heap
-# keeps its high-water mark, so the rest is counted against the peak of the GOP bytes (sampled
-# every 0.1 s), not against whatever phase a sample happens to catch.
-printf '%-6s %9s %9s %11s %11s %12s %10s\n' sample "idle KiB" "RSS KiB" "KiB/stream" "GOP KiB/st" "GOP peak/st" "rest KiB"
-PEAK=0
-for i in $(seq "$SAMPLES"); do
-  for _ in $(seq 20); do
+# The GOPs of publishers of one file started together fill and empty in step, and RSS is a
+# high-water mark (the heap keeps what it once held), so the rest is counted against the peak of
+# the GOP bytes since the first publisher (sampled every 0.1 s in the background, so the larger
+# first GOP of an encoder's output counts too), not against whatever phase a sample catches.
+PEAKS="$WORK/gop-peaks"
+(
+  for _ in $(seq $((RUN * 10))); do
+    gop >>"$PEAKS"
     sleep 0.1
-    G=$(gop)
-    ((G > PEAK)) && PEAK=$G
   done
+) &
+POLL_PID=$!
+gop_peak() { sort -n "$PEAKS" | tail -1; }
+sleep "$UP"
+printf '%-6s %9s %9s %11s %11s %12s %10s\n' sample "idle KiB" "RSS KiB" "KiB/stream" "GOP KiB/st" "GOP peak/st" "rest KiB"
+for i in $(seq "$SAMPLES"); do
+  sleep 2
+  G=$(gop)
+  PEAK=$(gop_peak)
   kill -0 "$SERVER_PID" 2>/dev/null || { log "server died"; cat "$WORK/server.log" >&2; exit 1; }
   B=$(rss)
   printf '%-6s %s\n' "$i" "$(awk -v a="$IDLE" -v b="$B" -v g="$G" -v p="$PEAK" -v m="$M" \
@@ -124,4 +133,7 @@ for i in $(seq "$SAMPLES"); do
 done
 wait "$BENCH_PID" || true
 BENCH_PID=""
+kill "$POLL_PID" 2>/dev/null
+wait "$POLL_PID" 2>/dev/null || true
+POLL_PID=""
 awk -v a="$IDLE" -v b="$B" -v p="$PEAK" -v m="$M" 'BEGIN {printf "M=%d publishers: idle RSS %d KiB, with them %d KiB; per stream %.1f KiB = GOP payload (peak) %.1f KiB + rest %.1f KiB\n", m, a, b, (b - a) / m, p / 1024 / m, (b - a) / m - p / 1024 / m}'
