@@ -513,10 +513,66 @@ pub struct FlvParser {
     tag_type: u8,
     timestamp: u32,
     size: u32,
+    edges: Edges,
+}
+
+/// The first and last [`EDGE`] bytes of a payload that streams past in pieces (what a player
+/// keeps of a media message: codec flags and the latency fingerprint need no more). Fixed size,
+/// no allocation; shared by the FLV tag parser and the RTMP chunk scanner.
+#[derive(Debug, Clone, Copy)]
+pub struct Edges {
     head: [u8; EDGE],
     head_len: usize,
     tail: [u8; EDGE],
     tail_len: usize,
+}
+
+impl Default for Edges {
+    fn default() -> Self {
+        Edges {
+            head: [0; EDGE],
+            head_len: 0,
+            tail: [0; EDGE],
+            tail_len: 0,
+        }
+    }
+}
+
+impl Edges {
+    /// Forget the payload seen so far (a new one starts).
+    pub fn clear(&mut self) {
+        self.head_len = 0;
+        self.tail_len = 0;
+    }
+
+    /// The next piece of the payload.
+    pub fn keep(&mut self, s: &[u8]) {
+        if self.head_len < EDGE {
+            let n = (EDGE - self.head_len).min(s.len());
+            self.head[self.head_len..self.head_len + n].copy_from_slice(&s[..n]);
+            self.head_len += n;
+        }
+        if s.len() >= EDGE {
+            self.tail.copy_from_slice(&s[s.len() - EDGE..]);
+            self.tail_len = EDGE;
+        } else {
+            let keep = self.tail_len.min(EDGE - s.len());
+            self.tail
+                .copy_within(self.tail_len - keep..self.tail_len, 0);
+            self.tail[keep..keep + s.len()].copy_from_slice(s);
+            self.tail_len = keep + s.len();
+        }
+    }
+
+    /// The first `min(len, EDGE)` bytes of the payload seen so far.
+    pub fn head(&self) -> &[u8] {
+        &self.head[..self.head_len]
+    }
+
+    /// The last `min(len, EDGE)` bytes of the payload seen so far.
+    pub fn tail(&self) -> &[u8] {
+        &self.tail[..self.tail_len]
+    }
 }
 
 impl Default for FlvParser {
@@ -528,10 +584,7 @@ impl Default for FlvParser {
             tag_type: 0,
             timestamp: 0,
             size: 0,
-            head: [0; EDGE],
-            head_len: 0,
-            tail: [0; EDGE],
-            tail_len: 0,
+            edges: Edges::default(),
         }
     }
 }
@@ -559,32 +612,13 @@ impl FlvParser {
         }
     }
 
-    /// Keeps the first and last [`EDGE`] bytes of the payload seen so far.
-    fn keep_edges(&mut self, s: &[u8]) {
-        if self.head_len < EDGE {
-            let n = (EDGE - self.head_len).min(s.len());
-            self.head[self.head_len..self.head_len + n].copy_from_slice(&s[..n]);
-            self.head_len += n;
-        }
-        if s.len() >= EDGE {
-            self.tail.copy_from_slice(&s[s.len() - EDGE..]);
-            self.tail_len = EDGE;
-        } else {
-            let keep = self.tail_len.min(EDGE - s.len());
-            self.tail
-                .copy_within(self.tail_len - keep..self.tail_len, 0);
-            self.tail[keep..keep + s.len()].copy_from_slice(s);
-            self.tail_len = keep + s.len();
-        }
-    }
-
     fn emit(&mut self, on_tag: &mut impl FnMut(&FlvTag<'_>)) {
         on_tag(&FlvTag {
             tag_type: self.tag_type,
             timestamp: self.timestamp,
             size: self.size,
-            head: &self.head[..self.head_len],
-            tail: &self.tail[..self.tail_len],
+            head: self.edges.head(),
+            tail: self.edges.tail(),
         });
     }
 
@@ -634,8 +668,7 @@ impl FlvParser {
                     self.size = be24(&h[1..4]);
                     // The extension byte holds bits 24..31 of the timestamp.
                     self.timestamp = be24(&h[4..7]) | (u32::from(h[7]) << 24);
-                    self.head_len = 0;
-                    self.tail_len = 0;
+                    self.edges.clear();
                     if self.size == 0 {
                         self.emit(&mut on_tag);
                         self.state = FlvState::PrevSize;
@@ -645,7 +678,7 @@ impl FlvParser {
                 }
                 FlvState::Payload(left) => {
                     let take = (left as usize).min(input.len() - i);
-                    self.keep_edges(&input[i..i + take]);
+                    self.edges.keep(&input[i..i + take]);
                     i += take;
                     if take == left as usize {
                         self.emit(&mut on_tag);

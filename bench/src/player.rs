@@ -1,27 +1,40 @@
-//! A player: connect, play, then read and count. RTMP players drive the client library;
-//! HTTP-FLV players send one GET and parse the chunked FLV body in place ([`crate::httpflv`]).
-//! Per message either only looks at the kind, the timestamp and the flags of the payload's first
-//! bytes; no AMF of media is decoded. What it measures lives in [`PlayerMeter`], which is pure so
-//! the window and kept-up logic is tested without sockets, and is the same for both protocols.
+//! A player: connect, play, then read and count. RTMP players drive the client library until
+//! the play has started and its chunk decoder is between messages; HTTP-FLV players send one
+//! GET and read up to the end of the response head. From there the connection goes to the
+//! thread's pump ([`crate::pump`]), which reads it in place once per tick: RTMP with a
+//! [`ChunkScanner`] (media payloads are never gathered, only their first and last bytes are
+//! kept; every other message still goes through the session: acks, pings, statuses), HTTP-FLV
+//! with the de-chunker and FLV parser of [`crate::httpflv`]. Per message either path only looks
+//! at the kind, the timestamp and the flags of the payload's first bytes; no AMF of media is
+//! decoded. Every read of a thread lands in the thread's one buffer ([`ThreadCtx::read_buf`])
+//! and is handled before the next await. What it measures lives in [`PlayerMeter`], which is
+//! pure so the window and kept-up logic is tested without sockets, and is the same for both
+//! protocols and every path.
 
 use crate::conn::Conn;
 use crate::httpflv::{parse_response_head, BodyDecoder, FlvParser, FlvTag, HttpFlvError};
 use crate::latency::{LatencyBoard, LatencyProbe, Lookup};
+use crate::pump::{Pumped, Wire};
+use crate::rtmpscan::{ChunkScanner, MediaMessage, Scanned};
 use crate::runner::{Proto, Role, ThreadCtx};
 use crate::stats::{kept_up, StepCounts, WindowSample};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use serde::Serialize;
 use shardcast::media::{Frame, FrameKind};
+use shardcast::rtmp::chunk::{ChunkError, DecoderLimits};
 use shardcast::rtmp::client::{ClientConfig, ClientEvent, ClientSession};
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// A gap between media arrivals longer than this is a stall.
 pub const STALL: Duration = Duration::from_secs(1);
-/// Bytes per read: one buffer per connection, reused for the whole run.
-const READ_BUF: usize = 16 * 1024;
+/// Bytes an HTTP-FLV response head may take (gathered in a buffer of the player's own).
+const HEAD_BUF: usize = 16 * 1024;
+/// Longest message a player accepts, as the client session's own decoder.
+const MAX_MESSAGE_LEN: u32 = 64 * 1024 * 1024;
 
 /// One side of the measurement window as this player saw it: the first read at or after the
 /// edge, with the media time reached and the frames counted by then.
@@ -74,6 +87,18 @@ impl MediaMsg {
             sequence_header: frame.sequence_header,
             end_of_sequence: frame.kind == FrameKind::Video
                 && crate::flv::is_end_of_sequence(&frame.payload),
+        }
+    }
+
+    /// A media message the chunk scanner saw pass, as an FLV tag of the same type (AMF3 data
+    /// counts as data, as the client session counts it).
+    pub fn scanned_tag<'a>(m: &MediaMessage<'a>) -> FlvTag<'a> {
+        FlvTag {
+            tag_type: if m.type_id == 15 { 18 } else { m.type_id },
+            timestamp: m.timestamp,
+            size: m.len,
+            head: m.head,
+            tail: m.tail,
         }
     }
 
@@ -377,17 +402,46 @@ pub async fn run(ctx: Rc<ThreadCtx>, index: usize, meter: Rc<RefCell<PlayerMeter
         Proto::HttpFlv { request } => play_http(&ctx, target.addr, request, &meter).await,
     };
     let outcome = match result {
-        Ok(()) => Outcome::Ok,
-        Err(_) if ctx.stopping(Role::Player) => Outcome::Ok,
-        Err(PlayError::Closed) => Outcome::Disconnected,
-        Err(PlayError::Failed(e)) => Outcome::Error(e),
+        // The pump reads on and finishes the meter.
+        Ok(Ended::Pumped) => return,
+        Ok(Ended::Stopped) => Outcome::Ok,
+        Err(e) => e.outcome(ctx.stopping(Role::Player)),
     };
     meter.borrow_mut().finish(outcome);
 }
 
-enum PlayError {
+/// How a player task ended without an error.
+enum Ended {
+    /// The run stopped it.
+    Stopped,
+    /// Its connection went to the thread's pump ([`crate::pump`]).
+    Pumped,
+}
+
+/// Why a player's connection ended before the run stopped it.
+pub(crate) enum PlayError {
+    /// The server closed (or reset) the connection.
     Closed,
+    /// Anything else, worded for the report.
     Failed(String),
+}
+
+impl PlayError {
+    /// What the report says of it; everything ends well once the run is stopping.
+    pub(crate) fn outcome(self, stopping: bool) -> Outcome {
+        match self {
+            _ if stopping => Outcome::Ok,
+            PlayError::Closed => Outcome::Disconnected,
+            PlayError::Failed(e) => Outcome::Error(e),
+        }
+    }
+}
+
+impl From<ChunkError> for PlayError {
+    fn from(e: ChunkError) -> Self {
+        // Worded as the client session words it.
+        PlayError::Failed(format!("rtmp: chunk stream: {e}"))
+    }
 }
 
 async fn play(
@@ -396,7 +450,7 @@ async fn play(
     cfg: ClientConfig,
     index: usize,
     meter: &Rc<RefCell<PlayerMeter>>,
-) -> Result<(), PlayError> {
+) -> Result<Ended, PlayError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| PlayError::Failed(format!("{what}: {e}"));
     let mut conn = Conn::open(ctx, addr, Role::Player)
         .await
@@ -408,15 +462,15 @@ async fn play(
         .map_err(|e| fail("write", &e))?;
     let window = ctx.window();
     let mut probe = LatencyProbe::new(meter.borrow().stream);
-    let mut buf = vec![0u8; READ_BUF];
+    // Handshake, connect, play: the session decodes everything until it may hand over.
     loop {
-        let n = read_some(&mut conn, &mut buf).await?;
+        let n = read_shared(ctx, &mut conn).await?;
         if ctx.stopping(Role::Player) {
-            return Ok(());
+            return Ok(Ended::Stopped);
         }
         let now = Instant::now();
         session
-            .handle_input(&buf[..n])
+            .handle_input(&ctx.read_buf.borrow()[..n])
             .map_err(|e| fail("rtmp", &e))?;
         absorb(
             ctx,
@@ -430,12 +484,49 @@ async fn play(
         conn.flush(&mut session)
             .await
             .map_err(|e| fail("write", &e))?;
+        if let Some((chunk_size, headers)) = session.handover() {
+            let limits = DecoderLimits {
+                max_message_len: MAX_MESSAGE_LEN,
+                ..DecoderLimits::default()
+            };
+            let scanner = ChunkScanner::new(chunk_size, &headers, limits);
+            // Playing: the pump reads the chunk stream in place from here.
+            let wire = Wire::Rtmp {
+                session: Box::new(session),
+                scanner,
+            };
+            return to_pump(ctx, Pumped::new(conn, wire, meter.clone(), probe));
+        }
     }
 }
 
-/// One read; the peer closing (or resetting) the connection is [`PlayError::Closed`].
+/// Hands a playing connection to the thread's pump.
+fn to_pump(ctx: &ThreadCtx, p: Pumped) -> Result<Ended, PlayError> {
+    ctx.pump
+        .add(p)
+        .map(|()| Ended::Pumped)
+        .map_err(|e| PlayError::Failed(format!("epoll: {e}")))
+}
+
+/// One read into the thread's shared buffer ([`ThreadCtx::read_buf`]), held only while the
+/// read is polled; the caller handles the `n` bytes before its next await. The peer closing
+/// (or resetting) the connection is [`PlayError::Closed`].
+async fn read_shared(ctx: &ThreadCtx, conn: &mut Conn) -> Result<usize, PlayError> {
+    let r = futures_lite::future::poll_fn(|cx| {
+        let mut buf = ctx.read_buf.borrow_mut();
+        Pin::new(&mut conn.stream).poll_read(cx, &mut buf[..])
+    })
+    .await;
+    read_result(r)
+}
+
+/// One read into `buf` (see [`read_shared`]).
 async fn read_some(conn: &mut Conn, buf: &mut [u8]) -> Result<usize, PlayError> {
-    match conn.stream.read(buf).await {
+    read_result(conn.stream.read(buf).await)
+}
+
+fn read_result(r: std::io::Result<usize>) -> Result<usize, PlayError> {
+    match r {
         Ok(0) => Err(PlayError::Closed),
         Ok(n) => Ok(n),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Err(PlayError::Closed),
@@ -450,7 +541,7 @@ async fn play_http(
     addr: std::net::SocketAddr,
     request: &str,
     meter: &Rc<RefCell<PlayerMeter>>,
-) -> Result<(), PlayError> {
+) -> Result<Ended, PlayError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| PlayError::Failed(format!("{what}: {e}"));
     let mut conn = Conn::open(ctx, addr, Role::Player)
         .await
@@ -462,14 +553,14 @@ async fn play_http(
         .map_err(|e| fail("write", &e))?;
     let window = ctx.window();
     let mut probe = LatencyProbe::new(meter.borrow().stream);
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = vec![0u8; HEAD_BUF];
     let mut flv = FlvParser::default();
     // The response head, gathered at the start of the buffer (it must fit in it).
     let mut filled = 0;
-    let (mut body, first) = loop {
+    let (body, first) = loop {
         let n = read_some(&mut conn, &mut buf[filled..]).await?;
         if ctx.stopping(Role::Player) {
-            return Ok(());
+            return Ok(Ended::Stopped);
         }
         let now = Instant::now();
         filled += n;
@@ -495,21 +586,15 @@ async fn play_http(
             None => meter.borrow_mut().after_read(now, n, window),
         }
     };
-    let (now, n, mut ended) = first;
+    let (now, n, ended) = first;
     meter.borrow_mut().after_read(now, n, window);
-    while !ended {
-        let n = read_some(&mut conn, &mut buf).await?;
-        if ctx.stopping(Role::Player) {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut m = meter.borrow_mut();
-        ended = absorb_http(ctx, &mut body, &mut flv, &mut m, &mut probe, now, &buf[..n])
-            .map_err(|e| fail("http-flv", &e))?;
-        m.after_read(now, n, window);
+    if ended {
+        meter.borrow_mut().stream_eof();
+        return Err(PlayError::Closed);
     }
-    meter.borrow_mut().stream_eof();
-    Err(PlayError::Closed)
+    // The body is parsed in place by the pump from here.
+    let wire = Wire::HttpFlv { body, flv };
+    to_pump(ctx, Pumped::new(conn, wire, meter.clone(), probe))
 }
 
 /// The latency board, while the window is open (fanout only).
@@ -534,7 +619,7 @@ fn note_latency(ctx: &ThreadCtx, m: &mut PlayerMeter, now: Instant, lookup: Look
 
 /// The tags in one read's body bytes: counts and latency samples (no await inside). True once
 /// the body has ended.
-fn absorb_http(
+pub(crate) fn absorb_http(
     ctx: &ThreadCtx,
     body: &mut BodyDecoder,
     flv: &mut FlvParser,
@@ -544,18 +629,7 @@ fn absorb_http(
     data: &[u8],
 ) -> Result<bool, HttpFlvError> {
     let board = open_board(ctx, now, ctx.window());
-    let mut on_tag = |tag: &FlvTag<'_>| {
-        let Some(msg) = MediaMsg::of_tag(tag) else {
-            return;
-        };
-        m.on_msg(now, msg);
-        if let Some(board) = board {
-            if msg.kind != FrameKind::Data {
-                let lookup = probe.lookup_fp(board, msg.kind, msg.timestamp, tag.fingerprint());
-                note_latency(ctx, m, now, lookup);
-            }
-        }
-    };
+    let mut on_tag = |tag: &FlvTag<'_>| count_tag(ctx, board, m, probe, now, tag);
     body.feed(data, |chunk| flv.feed(chunk, &mut on_tag))
 }
 
@@ -570,6 +644,40 @@ fn absorb(
     window: (Instant, Instant),
 ) {
     let board = open_board(ctx, now, window);
+    session_events(ctx, board, session, m, probe, now);
+    m.after_read(now, n, window);
+}
+
+/// Counts one media message (from either RTMP path's parser) and takes its latency sample.
+fn count_tag(
+    ctx: &ThreadCtx,
+    board: Option<&LatencyBoard>,
+    m: &mut PlayerMeter,
+    probe: &mut LatencyProbe,
+    now: Instant,
+    tag: &FlvTag<'_>,
+) {
+    let Some(msg) = MediaMsg::of_tag(tag) else {
+        return;
+    };
+    m.on_msg(now, msg);
+    if let Some(board) = board {
+        if msg.kind != FrameKind::Data {
+            let lookup = probe.lookup_fp(board, msg.kind, msg.timestamp, tag.fingerprint());
+            note_latency(ctx, m, now, lookup);
+        }
+    }
+}
+
+/// The events of the session after it handled a message: what the meter needs of them.
+fn session_events(
+    ctx: &ThreadCtx,
+    board: Option<&LatencyBoard>,
+    session: &mut ClientSession,
+    m: &mut PlayerMeter,
+    probe: &mut LatencyProbe,
+    now: Instant,
+) {
     while let Some(ev) = session.poll_event() {
         match ev {
             ClientEvent::Media { frame, .. } => {
@@ -584,7 +692,41 @@ fn absorb(
             _ => {}
         }
     }
+}
+
+/// One read's `data` on the scanner path: media counted from the chunk headers and payload
+/// edges, every other message handled by the session (acks, pings, statuses, stream EOF), then
+/// the byte counts and window edges. No await inside.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scan(
+    ctx: &ThreadCtx,
+    scanner: &mut ChunkScanner,
+    session: &mut ClientSession,
+    m: &mut PlayerMeter,
+    probe: &mut LatencyProbe,
+    now: Instant,
+    data: &[u8],
+    window: (Instant, Instant),
+) -> Result<(), PlayError> {
+    let board = open_board(ctx, now, window);
+    let n = data.len();
+    scanner.feed(data, |msg| {
+        match msg {
+            Scanned::Media(media) => {
+                count_tag(ctx, board, m, probe, now, &MediaMsg::scanned_tag(&media));
+            }
+            Scanned::Local(raw) => {
+                session
+                    .handle_raw(&raw)
+                    .map_err(|e| PlayError::Failed(format!("rtmp: {e}")))?;
+                session_events(ctx, board, session, m, probe, now);
+            }
+        }
+        Ok::<(), PlayError>(())
+    })?;
+    session.count_received(n);
     m.after_read(now, n, window);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -670,6 +812,55 @@ mod tests {
         assert_eq!(r.join_ms, Some(1500.0));
         assert_eq!(r.video_span_ms, Some(80));
         assert_eq!(r.longest_gap_ms, 1500.0);
+    }
+
+    #[test]
+    fn scanned_messages_count_as_frames_do() {
+        // Every payload once through the client session's Frame, once through the scanner's
+        // edges: same kind, flags and latency fingerprint.
+        let mut payloads: Vec<(u8, Vec<u8>)> = vec![
+            (9, vec![]),
+            (9, vec![0x17, 0, 0, 0, 0, 1, 0x64]),
+            (9, vec![0x17, 2, 0, 0, 0]),
+            (9, vec![0x27, 1, 0, 0, 0, 9]),
+            (8, vec![0xAF, 0, 0x12, 0x10]),
+            (8, vec![0xAF, 1, 7]),
+            (8, vec![]),
+            (18, b"\x02\x00\x0aonMetaData".to_vec()),
+            (15, b"\x00\x02\x00\x0aonMetaData".to_vec()),
+        ];
+        for len in [31, 32, 33, 63, 64, 65, 3000] {
+            let key: Vec<u8> = [0x17u8, 1, 0, 0, 0]
+                .into_iter()
+                .chain((0..len).map(|i| (i * 7) as u8))
+                .collect();
+            payloads.push((9, key));
+        }
+        for (type_id, p) in payloads {
+            let frame = match type_id {
+                8 => Frame::audio(40, Bytes::from(p.clone())),
+                9 => Frame::video(40, Bytes::from(p.clone())),
+                _ => Frame::data(40, Bytes::from(p.clone())),
+            };
+            let head = &p[..p.len().min(32)];
+            let tail = &p[p.len().saturating_sub(32)..];
+            let scanned = MediaMessage {
+                csid: 6,
+                type_id,
+                timestamp: 40,
+                stream_id: 1,
+                len: p.len() as u32,
+                head,
+                tail,
+            };
+            let tag = MediaMsg::scanned_tag(&scanned);
+            assert_eq!(
+                MediaMsg::of_tag(&tag),
+                Some(MediaMsg::of_frame(&frame)),
+                "type {type_id}, {p:?}"
+            );
+            assert_eq!(tag.fingerprint(), crate::latency::fingerprint(&p));
+        }
     }
 
     #[test]

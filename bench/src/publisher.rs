@@ -155,7 +155,9 @@ async fn publish(
         report.borrow_mut().bytes_sent += sent as u64;
 
         // Wait for the next frame, serving whatever the server sends meanwhile (acks, pings).
-        let wait = next_due.saturating_duration_since(Instant::now());
+        let wait = ctx
+            .on_tick(next_due)
+            .saturating_duration_since(Instant::now());
         let input = async { Some(read(&mut conn, &mut buf).await) };
         let tick = async {
             glommio::timer::sleep(wait).await;

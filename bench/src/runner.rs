@@ -9,6 +9,7 @@ use crate::latency::LatencyBoard;
 use crate::player::{self, PlayerMeter, PlayerReport};
 use crate::procstat::{self, ProcSample};
 use crate::publisher::{self, PublisherReport};
+use crate::pump::{self, Pump};
 use crate::schedule::Schedule;
 use crate::stats::Histogram;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
@@ -193,7 +194,21 @@ pub struct ThreadCtx {
     next_id: Cell<u64>,
     latency_us: RefCell<Histogram>,
     live_tasks: Cell<usize>,
+    /// The one read buffer of every player of the thread: a player reads into it and handles
+    /// the bytes before its next await, so nothing in it outlives the read (players keep only
+    /// parser state), and the buffer stays hot in cache instead of one per connection.
+    pub read_buf: RefCell<Box<[u8]>>,
+    /// Playing connections, read once per tick by the thread's pump task.
+    pub pump: Pump,
 }
+
+/// Publishers send what is due on a grid of this step ([`ThreadCtx::on_tick`]): frames go out
+/// at most this late (their latency stamps are taken when they do), and a thread wakes up for
+/// its publishers at most once per step rather than once per frame of each publisher.
+pub const SEND_TICK: Duration = Duration::from_millis(1);
+
+/// Bytes of the thread's shared player read buffer ([`ThreadCtx::read_buf`]).
+pub const SHARED_READ_BUF: usize = 64 * 1024;
 
 impl ThreadCtx {
     fn new(shared: Arc<Shared>) -> Self {
@@ -205,6 +220,8 @@ impl ThreadCtx {
             next_id: Cell::new(0),
             latency_us: RefCell::new(Histogram::default()),
             live_tasks: Cell::new(0),
+            read_buf: RefCell::new(vec![0; SHARED_READ_BUF].into_boxed_slice()),
+            pump: Pump::new().expect("epoll_create1"),
         }
     }
 
@@ -256,6 +273,12 @@ impl ThreadCtx {
         )
     }
 
+    /// `t` rounded up to the thread's next publisher tick ([`SEND_TICK`] after the epoch): the
+    /// publishers of a thread wake together once per tick instead of once per frame each.
+    pub fn on_tick(&self, t: Instant) -> Instant {
+        round_up(self.shared.epoch, t, SEND_TICK)
+    }
+
     /// Milliseconds since the epoch, for the handshake's time field.
     pub fn epoch_ms(&self) -> u32 {
         self.shared.epoch.elapsed().as_millis() as u32
@@ -285,6 +308,13 @@ impl ThreadCtx {
         })
         .detach();
     }
+}
+
+/// `t` rounded up to the next multiple of `step` after `epoch` (`epoch` itself for earlier).
+fn round_up(epoch: Instant, t: Instant, step: Duration) -> Instant {
+    let step = step.as_nanos().max(1);
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    epoch + Duration::from_nanos((since.div_ceil(step) * step) as u64)
 }
 
 /// Refreshes this thread's progress counters from its connections.
@@ -338,6 +368,9 @@ async fn thread_main(shared: Arc<Shared>) -> ThreadResult {
             r
         })
         .collect();
+    if index < shared.args.total_players() {
+        ctx.spawn(pump::run(ctx.clone()));
+    }
     let streams = shared.play_targets.len().max(1);
     let players: Vec<_> = (index..shared.args.total_players())
         .step_by(k)
@@ -675,6 +708,21 @@ fn watch(shared: &Shared, quiet: bool, pids: &[i32], server: &mut ServerSamples)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_round_up_to_the_grid() {
+        let epoch = Instant::now();
+        let ms = Duration::from_millis(1);
+        let tick = |t| round_up(epoch, t, ms);
+        assert_eq!(tick(epoch), epoch);
+        assert_eq!(tick(epoch - ms), epoch);
+        assert_eq!(tick(epoch + Duration::from_micros(1)), epoch + ms);
+        assert_eq!(tick(epoch + 5 * ms), epoch + 5 * ms);
+        assert_eq!(
+            tick(epoch + 5 * ms + Duration::from_nanos(1)),
+            epoch + 6 * ms
+        );
+    }
 
     #[test]
     fn resolves_urls_with_and_without_port() {
