@@ -168,15 +168,35 @@ while ! port_free "$PORT"; do PORT=$((PORT + 1)); done
 HTTP_PORT=$((PORT + 1))
 while ! port_free "$HTTP_PORT"; do HTTP_PORT=$((HTTP_PORT + 1)); done
 
-# wait_listening [PORT]: until the server listens on PORT (default $PORT).
+# wait_listening [PORT]: until the server listens on PORT (default $PORT), and is still up a
+# moment later (a server that lost the port to another process exits at once).
 wait_listening() {
   local port=${1:-$PORT}
   for _ in $(seq 100); do
-    if ! port_free "$port"; then return 0; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || { log "server exited early"; return 1; }
+    if ! port_free "$port"; then
+      sleep 0.3
+      kill -0 "$SERVER_PID" 2>/dev/null && return 0
+      break
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.1
   done
-  log "server did not listen on $port within 10 s"
+  if kill -0 "$SERVER_PID" 2>/dev/null; then
+    log "server did not listen on $port within 10 s"
+  else
+    log "server exited early:"
+    tail -5 "$WORK/shardcast.log" "$WORK/nginx/error.log" 2>/dev/null >&2
+  fi
+  return 1
+}
+
+# wait_port_free: a port the last server (or anything else) still holds is waited for, up to 5 s.
+wait_port_free() {
+  for _ in $(seq 50); do
+    port_free "$PORT" && return 0
+    sleep 0.1
+  done
+  log "port $PORT still in use"
   return 1
 }
 
@@ -201,6 +221,7 @@ rtmp {
   }
 }
 EOF
+  wait_port_free
   taskset -c 0 nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
   SERVER_PID=$!
   wait_listening
@@ -217,6 +238,7 @@ start_shardcast() {
   if [ -n "${4:-}" ]; then
     printf '\n[http]\nenabled = true\nlisten = "127.0.0.1:%s"\n' "$4" >>"$conf"
   fi
+  wait_port_free
   RUST_LOG=warn taskset -c "$3" "$SERVER_BIN" -c "$conf" 2>"$WORK/shardcast.log" &
   SERVER_PID=$!
   wait_listening && { [ -z "${4:-}" ] || wait_listening "$4"; }
