@@ -253,7 +253,7 @@ fn a_publish_on_an_edge_reaches_an_origin_and_fails_over_without_dropping_the_en
 
 /// Two origins that know each other (fixed ports, so each can name the other's API).
 fn coworkers(b_extra: &str) -> (Server, Server) {
-    let (pa, ha, pb, hb) = (free_port(), free_port(), free_port(), free_port());
+    let [pa, ha, pb, hb] = free_ports();
     let a = Server::start_with(ServerOpts {
         http: true,
         ports: Some((pa, ha)),

@@ -189,7 +189,7 @@ fn edge_with_fake_origin(mode: FakeOrigin, says: &str, within: Duration) -> Bed 
 /// Two origins that redirect plays of `loop` to each other (each one's coworker says the
 /// other has it), and an edge of the first.
 fn redirect_loop() -> Bed {
-    let (px, hx, py, hy) = (free_port(), free_port(), free_port(), free_port());
+    let [px, hx, py, hy] = free_ports();
     let says_at = |port: u16| {
         move |path: &str, _: &serde_json::Value| {
             let origin = if path.contains("stream=loop") {

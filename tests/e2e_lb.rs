@@ -401,7 +401,7 @@ fn players_on(http: u16) -> usize {
 #[test]
 fn players_through_haproxy_land_on_both_nodes_as_themselves_and_drain_moves_them() {
     let _g = serial();
-    let (a1, a2) = (free_port(), free_port());
+    let [a1, a2] = free_ports();
     // Rules against the balancer's address must not touch clients behind it.
     let rules = "[security]\nrules = [\"deny play 127.0.0.3\"]\n";
     let cap = "max_connections = 40\n";

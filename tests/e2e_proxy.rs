@@ -111,7 +111,7 @@ fn try_play(port: u16, name: &str) -> (Duration, Result<(), String>) {
 fn publish_through_one_proxy_and_play_through_the_other() {
     let _g = serial();
     let redis = RedisServer::start();
-    let (api1, api2) = (free_port(), free_port());
+    let [api1, api2] = free_ports();
     let p1 = proxy(api1, &redis.url(), "");
     let p2 = proxy(api2, &redis.url(), "");
     let a = origin(&[api1, api2]);
@@ -158,7 +158,7 @@ fn publish_through_one_proxy_and_play_through_the_other() {
 fn two_publishers_of_a_new_stream_through_two_proxies_one_wins() {
     let _g = serial();
     let redis = RedisServer::start();
-    let (api1, api2) = (free_port(), free_port());
+    let [api1, api2] = free_ports();
     let p1 = proxy(api1, &redis.url(), "");
     let p2 = proxy(api2, &redis.url(), "");
     let _a = origin(&[api1, api2]);
@@ -654,7 +654,7 @@ fn media_seen(p: &LibPlayer) -> Vec<(shardcast::media::FrameKind, u32)> {
 fn a_players_relay_splices_the_origins_chunks_and_follows_its_chunk_size() {
     let _g = serial();
     let redis = RedisServer::start();
-    let (api1, api2) = (free_port(), free_port());
+    let [api1, api2] = free_ports();
     // Proxy 1 splices (the default); proxy 2 re-chunks, for comparison.
     let p1 = proxy(api1, &redis.url(), "");
     let p2 = proxy(api2, &redis.url(), "relay_splice = false\n");
@@ -773,7 +773,7 @@ fn video_ts(p: &LibPlayer) -> Vec<u32> {
 fn a_publishers_relay_splices_its_chunks_to_the_origin() {
     let _g = serial();
     let redis = RedisServer::start();
-    let (api1, api2) = (free_port(), free_port());
+    let [api1, api2] = free_ports();
     // Proxy 1 splices both legs (the default); proxy 2 re-chunks.
     let p1 = proxy(api1, &redis.url(), "");
     let p2 = proxy(api2, &redis.url(), "relay_splice = false\n");

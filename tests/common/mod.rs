@@ -69,6 +69,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `N` distinct free ports: each is held until all are chosen (two `free_port()` calls in a row
+/// can get the same port back; a test once gave two nodes one agent port).
+#[allow(dead_code)]
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local addr").port())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Temporary directories
 
