@@ -20,16 +20,13 @@
 
 use crate::httpflv::Edges;
 use bytes::Bytes;
-use shardcast::rtmp::chunk::{ChunkError, DecoderLimits, HeaderState, RawMessage};
+use shardcast::rtmp::chunk::{
+    chunk_control, parse_chunk_header, ChunkError, Control, DecoderLimits, HeaderState, Prev,
+    RawMessage, MSG_ABORT, MSG_SET_CHUNK_SIZE,
+};
 
 /// Longest chunk header: 3-byte basic header, 11-byte message header, 4-byte extended timestamp.
 const MAX_HEADER: usize = 18;
-/// The 3-byte timestamp value announcing an extended timestamp.
-const EXTENDED_MARKER: u32 = 0xFF_FFFF;
-/// Set Chunk Size.
-const MSG_SET_CHUNK_SIZE: u8 = 1;
-/// Abort Message.
-const MSG_ABORT: u8 = 2;
 
 /// Message types a player counts as media: audio, video, AMF0 and AMF3 data.
 pub fn is_media(type_id: u8) -> bool {
@@ -236,107 +233,22 @@ impl ChunkScanner {
         self.streams.iter().position(|s| s.csid == csid)
     }
 
-    /// Parses a chunk header from the front of `b` (the chunk decoder's rules), without
+    /// Parses a chunk header from the front of `b` (the chunk decoder's own parser), without
     /// touching state; `None` until all of it is there.
     fn parse(&self, b: &[u8]) -> Result<Option<Parsed>, ChunkError> {
-        let Some(&first) = b.first() else {
-            return Ok(None);
+        let prev = |csid| {
+            self.stream_index(csid).map(|i| Prev {
+                header: self.streams[i].header,
+                remaining: self.streams[i].remaining,
+            })
         };
-        let fmt = first >> 6;
-        let (csid, mut pos) = match first & 0x3F {
-            0 => match b.get(1) {
-                Some(&x) => (64 + u32::from(x), 2),
-                None => return Ok(None),
-            },
-            1 => match b.get(1..3) {
-                Some(x) => (64 + u32::from(u16::from_le_bytes([x[0], x[1]])), 3),
-                None => return Ok(None),
-            },
-            n => (u32::from(n), 1),
-        };
-        let prev = self.stream_index(csid).map(|i| &self.streams[i]);
-        if prev.is_none() && fmt == 0 && self.streams.len() >= self.limits.max_chunk_streams {
-            return Err(ChunkError::TooManyChunkStreams {
-                limit: self.limits.max_chunk_streams,
-            });
-        }
-        let need_prev = || prev.ok_or(ChunkError::NoPreviousHeader { csid, fmt });
-        if fmt == 3 {
-            let p = need_prev()?;
-            if p.header.extended {
-                // Present only when the next bytes repeat the field (some senders omit it).
-                let want = p.header.ts_field.to_be_bytes();
-                let rest = &b[pos..];
-                let n = rest.len().min(4);
-                if rest[..n] == want[..n] {
-                    if n < 4 {
-                        return Ok(None);
-                    }
-                    pos += 4;
-                }
-            }
-            let start = (p.remaining == 0).then(|| HeaderState {
-                timestamp: p.header.timestamp.wrapping_add(p.header.ts_field),
-                ..p.header
-            });
-            return Ok(Some(Parsed {
-                csid,
-                len: pos,
-                start,
-            }));
-        }
-        let prev = if fmt == 0 {
-            None
-        } else {
-            Some(need_prev()?.header)
-        };
-        let header_len = match fmt {
-            0 => 11,
-            1 => 7,
-            _ => 3,
-        };
-        let Some(h) = b.get(pos..pos + header_len) else {
-            return Ok(None);
-        };
-        pos += header_len;
-        let be24 = |x: &[u8]| u32::from_be_bytes([0, x[0], x[1], x[2]]);
-        let field = be24(&h[0..3]);
-        let (len, type_id) = match prev {
-            Some(p) if fmt == 2 => (p.len, p.type_id),
-            _ => (be24(&h[3..6]), h[6]),
-        };
-        if len > self.limits.max_message_len {
-            return Err(ChunkError::MessageTooLong {
-                len,
-                limit: self.limits.max_message_len,
-            });
-        }
-        let extended = field == EXTENDED_MARKER;
-        let ts_field = if extended {
-            let Some(x) = b.get(pos..pos + 4) else {
-                return Ok(None);
-            };
-            pos += 4;
-            u32::from_be_bytes([x[0], x[1], x[2], x[3]])
-        } else {
-            field
-        };
-        let (timestamp, stream_id) = match prev {
-            Some(p) => (p.timestamp.wrapping_add(ts_field), p.stream_id),
-            None => (ts_field, u32::from_le_bytes([h[7], h[8], h[9], h[10]])),
-        };
-        Ok(Some(Parsed {
-            csid,
-            len: pos,
-            start: Some(HeaderState {
-                timestamp,
-                ts_field,
-                extended,
-                len,
-                type_id,
-                stream_id,
+        Ok(
+            parse_chunk_header(b, prev, self.streams.len(), &self.limits)?.map(|h| Parsed {
+                csid: h.csid,
+                len: h.header_len,
+                start: h.start,
             }),
-        }))
+        )
     }
 
     /// Takes a parsed header on: the chunk's stream is current, its payload next.
@@ -406,34 +318,18 @@ impl ChunkScanner {
 
     /// Set Chunk Size or Abort, checked as the decoder checks them.
     fn control(&mut self, type_id: u8, p: &[u8]) -> Result<(), ChunkError> {
-        let Some(b) = p.get(..4) else {
-            return Err(ChunkError::ControlMessageTooShort {
-                type_id,
-                len: p.len(),
-            });
-        };
-        let value = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        if type_id == MSG_ABORT {
-            if let Some(i) = self.stream_index(value) {
-                let s = &mut self.streams[i];
-                s.remaining = 0;
-                s.edges.clear();
-                s.local.clear();
+        match chunk_control(type_id, p, &self.limits)? {
+            Some(Control::ChunkSize(size)) => self.chunk_size = size,
+            Some(Control::Abort(csid)) => {
+                if let Some(i) = self.stream_index(csid) {
+                    let s = &mut self.streams[i];
+                    s.remaining = 0;
+                    s.edges.clear();
+                    s.local.clear();
+                }
             }
-            return Ok(());
+            None => {}
         }
-        // The top bit is reserved and must be ignored.
-        let size = value & 0x7FFF_FFFF;
-        if size == 0 {
-            return Err(ChunkError::ChunkSizeZero);
-        }
-        if size > self.limits.max_chunk_size {
-            return Err(ChunkError::ChunkSizeTooLarge {
-                size,
-                limit: self.limits.max_chunk_size,
-            });
-        }
-        self.chunk_size = size;
         Ok(())
     }
 }

@@ -256,7 +256,7 @@ impl ChunkDecoder {
 
     /// Applies chunk-layer protocol control before the next chunk is parsed.
     fn apply_control(&mut self, msg: &RawMessage) -> Result<(), ChunkError> {
-        match chunk_control(msg, &self.limits)? {
+        match chunk_control(msg.type_id, &msg.payload, &self.limits)? {
             Some(Control::ChunkSize(size)) => self.chunk_size = size,
             Some(Control::Abort(csid)) => {
                 if let Some(stream) = self.streams.get_mut(csid) {

@@ -12,6 +12,7 @@ pub mod splice;
 
 pub use decoder::ChunkDecoder;
 pub use encoder::{encode_message, encoded_len, ChunkWriter};
+pub use plan::{chunk_control, parse_chunk_header, ChunkHeader, Control, Prev};
 
 use bytes::{BufMut, BytesMut};
 

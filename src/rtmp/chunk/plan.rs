@@ -1,16 +1,16 @@
 //! One chunk's headers parsed against the previous header of its chunk stream, without touching
-//! any state (a short read is retried once more bytes arrived). The decoder and the relay's
-//! splicer both read chunk streams; they share this instead of a copy each.
+//! any state (a short read is retried once more bytes arrived). The decoder, the relay's splicer
+//! and the load generator's in-place scanner all read chunk streams; they share this instead of
+//! a copy each.
 
 use super::decoder::{be24, be32, peek_extended, ExtPeek};
 use super::{
-    ChunkError, DecoderLimits, HeaderState, RawMessage, EXTENDED_MARKER, MSG_ABORT,
-    MSG_SET_CHUNK_SIZE,
+    ChunkError, DecoderLimits, HeaderState, EXTENDED_MARKER, MSG_ABORT, MSG_SET_CHUNK_SIZE,
 };
 
 /// What a chunk stream id remembers that its next chunk's header builds on.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Prev {
+pub struct Prev {
     /// The last message header.
     pub header: HeaderState,
     /// Payload bytes still owed by the message in progress; 0 between messages.
@@ -29,16 +29,30 @@ pub(super) struct ChunkPlan {
     pub start: Option<HeaderState>,
 }
 
-/// Parse the chunk at the front of `buf`; `None` until all of it is there. `prev` answers a
-/// chunk stream id's state, `known` is how many chunk streams are in use. Errors are reported
-/// as soon as the header shows them, before any payload is waited for.
-pub(super) fn plan_chunk(
+/// One chunk's headers, parsed; its payload may not have arrived yet.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkHeader {
+    /// Chunk stream id.
+    pub csid: u32,
+    /// Header format (0-3).
+    pub fmt: u8,
+    /// Bytes before the payload: basic + message header + extended timestamp.
+    pub header_len: usize,
+    /// The resolved header when the chunk starts a message; `None` for a continuation.
+    pub start: Option<HeaderState>,
+    /// Payload bytes the message still owes, this chunk's included.
+    pub remaining: u32,
+}
+
+/// Parse the chunk header at the front of `buf`; `None` until all of it is there. `prev`
+/// answers a chunk stream id's state, `known` is how many chunk streams are in use. Errors are
+/// reported as soon as the header shows them.
+pub fn parse_chunk_header(
     buf: &[u8],
     prev: impl Fn(u32) -> Option<Prev>,
     known: usize,
     limits: &DecoderLimits,
-    chunk_size: u32,
-) -> Result<Option<ChunkPlan>, ChunkError> {
+) -> Result<Option<ChunkHeader>, ChunkError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -133,44 +147,67 @@ pub(super) fn plan_chunk(
         };
         (Some(h), len)
     };
-    let payload_len = remaining.min(chunk_size) as usize;
-    if buf.len() - pos < payload_len {
-        return Ok(None);
-    }
-    Ok(Some(ChunkPlan {
+    Ok(Some(ChunkHeader {
         csid,
         fmt,
         header_len: pos,
-        payload_len,
         start,
+        remaining,
+    }))
+}
+
+/// Parse the chunk at the front of `buf` ([`parse_chunk_header`]); `None` until its payload is
+/// all there too.
+pub(super) fn plan_chunk(
+    buf: &[u8],
+    prev: impl Fn(u32) -> Option<Prev>,
+    known: usize,
+    limits: &DecoderLimits,
+    chunk_size: u32,
+) -> Result<Option<ChunkPlan>, ChunkError> {
+    let Some(h) = parse_chunk_header(buf, prev, known, limits)? else {
+        return Ok(None);
+    };
+    let payload_len = h.remaining.min(chunk_size) as usize;
+    if buf.len() - h.header_len < payload_len {
+        return Ok(None);
+    }
+    Ok(Some(ChunkPlan {
+        csid: h.csid,
+        fmt: h.fmt,
+        header_len: h.header_len,
+        payload_len,
+        start: h.start,
     }))
 }
 
 /// A chunk-layer control message, to apply before the next chunk is parsed.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Control {
+pub enum Control {
     /// Set Chunk Size: the peer's chunks are this long from now on.
     ChunkSize(u32),
     /// Abort: drop the partial message of this chunk stream id.
     Abort(u32),
 }
 
-/// `msg` as a chunk-layer control message (checked against `limits`), if it is one.
-pub(super) fn chunk_control(
-    msg: &RawMessage,
+/// A message of `type_id` with `payload` as a chunk-layer control message (checked against
+/// `limits`), if it is one.
+pub fn chunk_control(
+    type_id: u8,
+    payload: &[u8],
     limits: &DecoderLimits,
 ) -> Result<Option<Control>, ChunkError> {
-    if msg.type_id != MSG_SET_CHUNK_SIZE && msg.type_id != MSG_ABORT {
+    if type_id != MSG_SET_CHUNK_SIZE && type_id != MSG_ABORT {
         return Ok(None);
     }
-    let Some(b) = msg.payload.get(..4) else {
+    let Some(b) = payload.get(..4) else {
         return Err(ChunkError::ControlMessageTooShort {
-            type_id: msg.type_id,
-            len: msg.payload.len(),
+            type_id,
+            len: payload.len(),
         });
     };
     let value = be32(b);
-    if msg.type_id == MSG_ABORT {
+    if type_id == MSG_ABORT {
         return Ok(Some(Control::Abort(value)));
     }
     // The top bit is reserved and must be ignored.

@@ -424,7 +424,7 @@ impl ChunkSplicer {
 
     /// Set Chunk Size and Abort, as the decoder applies them.
     fn apply_control(&mut self, msg: &RawMessage) -> Result<(), ChunkError> {
-        match chunk_control(msg, &self.limits)? {
+        match chunk_control(msg.type_id, &msg.payload, &self.limits)? {
             Some(Control::ChunkSize(size)) => self.chunk_size = size,
             Some(Control::Abort(csid)) => {
                 if let Some(s) = self.streams.get_mut(&csid) {
