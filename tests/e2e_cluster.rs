@@ -37,16 +37,8 @@ fn edge(origins: &[u16], cluster: &str) -> Server {
 }
 
 /// Clients of `server` of API type `kind` (e.g. "rtmp-play").
-fn clients_of_type(server: &Server, kind: &str) -> Vec<serde_json::Value> {
-    let (status, v) = api_call(server.http_port.unwrap(), "GET", "/api/v1/clients");
-    assert_eq!(status, 200, "{v}");
-    v["clients"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c["type"] == kind)
-        .collect()
+fn clients_of(server: &Server, kind: &str) -> Vec<serde_json::Value> {
+    clients_of_type(server.http_port.unwrap(), kind)
 }
 
 /// The `source` object `/api/v1/streams` gives for `live/NAME` (null when not listed).
@@ -97,7 +89,7 @@ fn an_edge_pulls_once_for_all_its_players_and_lingers() {
         .collect();
     assert_eq!(shards.len(), 2, "edge players on both shards");
     // ...and exactly one upstream player at the origin.
-    let ups = clients_of_type(&a, "rtmp-play");
+    let ups = clients_of(&a, "rtmp-play");
     assert_eq!(ups.len(), 1, "one upstream at the origin: {ups:#?}");
     let upstream_id = ups[0]["id"].clone();
 
@@ -110,7 +102,7 @@ fn an_edge_pulls_once_for_all_its_players_and_lingers() {
         back.wait_video_above(5, WAIT),
         "a player within the linger plays"
     );
-    let ups = clients_of_type(&a, "rtmp-play");
+    let ups = clients_of(&a, "rtmp-play");
     assert_eq!(ups.len(), 1, "{ups:#?}");
     assert_eq!(
         ups[0]["id"], upstream_id,
@@ -118,7 +110,7 @@ fn an_edge_pulls_once_for_all_its_players_and_lingers() {
     );
     drop(back);
     // After the linger the upstream is gone.
-    let gone = wait_until(WAIT, || clients_of_type(&a, "rtmp-play").is_empty());
+    let gone = wait_until(WAIT, || clients_of(&a, "rtmp-play").is_empty());
     assert!(gone, "the upstream closed after the linger");
     e.expect_log(&["upstream stream=", "stopped"], WAIT);
 }
@@ -316,9 +308,9 @@ fn an_origin_relays_a_stream_its_coworker_has_and_refuses_a_second_source() {
         on_b.video_frames()
     );
     assert!(
-        wait_until(WAIT, || clients_of_type(&a, "rtmp-play").len() == 1),
+        wait_until(WAIT, || clients_of(&a, "rtmp-play").len() == 1),
         "B pulls once from A: {:#?}",
-        clients_of_type(&a, "rtmp-play")
+        clients_of(&a, "rtmp-play")
     );
     let from_a = format!("127.0.0.1:{}", a.port);
     assert_eq!(

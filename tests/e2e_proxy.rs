@@ -780,16 +780,6 @@ fn a_publishers_relay_splices_its_chunks_to_the_origin() {
     let o = origin(&[api1, api2]);
     wait_alive(api1, 1);
     wait_alive(api2, 1);
-    let clients = |port: u16, kind: &str| -> Vec<serde_json::Value> {
-        let (_, v) = api_call(port, "GET", "/api/v1/clients");
-        v["clients"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|c| c["type"] == kind)
-            .collect()
-    };
     // ffmpeg (fmt-1/2/3 compressed headers on its audio and video chunk streams) through
     // each proxy.
     let (sp, rc) = (Server::key("pubsp"), Server::key("pubrc"));
@@ -823,7 +813,7 @@ fn a_publishers_relay_splices_its_chunks_to_the_origin() {
         assert!(v.windows(2).all(|w| w[0] <= w[1]), "{v:?}");
     }
     // The API shows the publisher's relay: spliced, nearly all as received.
-    let publishers = clients(p1.http_port.unwrap(), "fmle-publish");
+    let publishers = clients_of_type(p1.http_port.unwrap(), "fmle-publish");
     assert_eq!(publishers.len(), 1, "{publishers:?}");
     let relay = &publishers[0]["relay"];
     assert_eq!(relay["path"], "splice", "{relay}");
@@ -832,7 +822,7 @@ fn a_publishers_relay_splices_its_chunks_to_the_origin() {
         relay["rewritten"].as_u64().unwrap(),
     );
     assert!(as_is > 100 && rewritten < 10, "{relay}");
-    let publishers = clients(p2.http_port.unwrap(), "fmle-publish");
+    let publishers = clients_of_type(p2.http_port.unwrap(), "fmle-publish");
     assert_eq!(publishers[0]["relay"]["path"], "rechunk", "{publishers:?}");
     assert!(publishers[0]["relay"]["rechunked"].as_u64().unwrap() > 100);
 

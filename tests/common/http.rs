@@ -271,6 +271,20 @@ pub fn api_call(port: u16, method: &str, path: &str) -> (u16, serde_json::Value)
     (r.status, v)
 }
 
+/// The clients `GET /api/v1/clients` on `port` lists with API type `kind` (e.g. "rtmp-play").
+#[allow(dead_code)]
+pub fn clients_of_type(port: u16, kind: &str) -> Vec<serde_json::Value> {
+    let (status, v) = api_call(port, "GET", "/api/v1/clients");
+    assert_eq!(status, 200, "{v}");
+    v["clients"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["type"] == kind)
+        .collect()
+}
+
 /// An open streaming response (HTTP-FLV): the head is read, the body comes chunk by chunk.
 pub struct HttpStream {
     pub sock: TcpStream,
