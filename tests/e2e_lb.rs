@@ -504,7 +504,13 @@ fn players_through_haproxy_land_on_both_nodes_as_themselves_and_drain_moves_them
         on2,
         players_on(h2)
     );
-    assert_eq!(players_on(h1), on1, "none went to the drained node");
+    // No more than before: the direct players' connections may still be closing when `on1` is
+    // taken (seen: 5 then 3), so the count can fall but must not rise.
+    let now1 = players_on(h1);
+    assert!(
+        now1 <= on1,
+        "none went to the drained node ({on1} -> {now1})"
+    );
     for p in &players {
         let before = p.video_frames();
         assert!(
