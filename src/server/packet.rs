@@ -58,7 +58,15 @@ impl MediaUnit for Packet {
 
 impl Packet {
     /// Encode `frame` once, in chunks of `chunk_size`.
-    pub fn new(frame: Frame, metadata: bool, chunk_size: u32) -> Packet {
+    ///
+    /// Metadata and sequence headers get a payload of their own: they are kept for the whole
+    /// publish, and as a slice of the receive buffer they arrived in they kept all of it (often
+    /// the first read after `publish`, with the first keyframe): 23 KiB per publisher with the
+    /// GOP cache off (heaptrack peak, 200 publishers at 100 ms merged reads).
+    pub fn new(mut frame: Frame, metadata: bool, chunk_size: u32) -> Packet {
+        if metadata || frame.sequence_header {
+            frame.payload = Bytes::copy_from_slice(&frame.payload);
+        }
         Packet(Arc::new(PacketInner {
             frame,
             metadata,
@@ -127,6 +135,26 @@ pub fn encode_frame(frame: &Frame, chunk_size: u32, stream_id: u32) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_do_not_keep_their_receive_buffer() {
+        let mut buf = vec![0u8; 8192];
+        buf[..4].copy_from_slice(&[0xAF, 0, 0x12, 0x10]); // AAC sequence header
+        buf[40..42].copy_from_slice(&[0xAF, 1]); // AAC raw
+        let read = Bytes::from(buf);
+        let header = Packet::new(Frame::audio(0, read.slice(0..4)), false, 4096);
+        let meta = Packet::new(Frame::data(0, read.slice(4..40)), true, 4096);
+        let media = Packet::new(Frame::audio(0, read.slice(40..60)), false, 4096);
+        let inside = |b: &Bytes| read.as_ptr_range().contains(&b.as_ptr());
+        assert!(header.frame.sequence_header);
+        assert!(!inside(&header.frame.payload) && !inside(&meta.frame.payload));
+        assert!(
+            inside(&media.frame.payload),
+            "media stays a slice (no copy per frame)"
+        );
+        assert_eq!(&header.frame.payload[..], &read[0..4]);
+        assert_eq!(&meta.frame.payload[..], &read[4..40]);
+    }
 
     #[test]
     fn forms_are_made_once_and_shared() {
