@@ -37,7 +37,7 @@ impl<T: MediaUnit> GopCache<T> {
     /// Sequence headers and Data frames are NOT stored here (the caller keeps those apart). A video keyframe starts a new GOP (drops the old one).
     /// Audio/video before the first keyframe are not kept (for an audio-only stream — no video seen for the whole cache life — keep the last max_frames audio frames so audio-only players still start).
     /// Past max_frames or max_bytes, the cache is cleared and waits for the next keyframe.
-    pub fn push(&mut self, unit: &T) {
+    pub fn push(&mut self, unit: T) {
         let frame = unit.frame();
         if frame.sequence_header {
             return;
@@ -78,6 +78,11 @@ impl<T: MediaUnit> GopCache<T> {
     /// streams).
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.units.iter()
+    }
+
+    /// The held units, mutable (a caller may turn them into another form of the same frame).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.units.iter_mut()
     }
 
     /// Number of units held.
@@ -123,9 +128,14 @@ impl<T: MediaUnit> GopCache<T> {
         }
     }
 
-    fn append(&mut self, unit: &T) {
+    fn append(&mut self, unit: T) {
         self.bytes += unit.byte_len();
-        self.units.push_back(unit.clone());
+        if self.units.len() == self.units.capacity() {
+            // Grow by a quarter, not `VecDeque`'s doubling: a 2 s GOP of H.264 + AAC (~135
+            // frames) took 256 slots.
+            self.units.reserve_exact((self.units.len() / 4).max(16));
+        }
+        self.units.push_back(unit);
     }
 
     fn pop_front(&mut self) {
@@ -135,7 +145,10 @@ impl<T: MediaUnit> GopCache<T> {
     }
 
     fn drop_units(&mut self) {
+        // The next GOP is likely as long as this one: keep room for it and a quarter more.
+        let held = self.units.len();
         self.units.clear();
+        self.units.shrink_to(held + held / 4);
         self.bytes = 0;
     }
 
@@ -239,16 +252,16 @@ mod tests {
     #[test]
     fn nothing_before_first_keyframe() {
         let mut c = GopCache::new(100, 1 << 20);
-        c.push(&audio(0)); // audio-only so far: kept
+        c.push(audio(0)); // audio-only so far: kept
         assert_eq!(c.len(), 1);
-        c.push(&inter(10)); // video appears: audio-only mode ends
-        c.push(&audio(20));
-        c.push(&inter(30));
+        c.push(inter(10)); // video appears: audio-only mode ends
+        c.push(audio(20));
+        c.push(inter(30));
         assert!(c.is_empty());
         assert_eq!(c.bytes(), 0);
-        c.push(&key(40));
-        c.push(&audio(45));
-        c.push(&inter(80));
+        c.push(key(40));
+        c.push(audio(45));
+        c.push(inter(80));
         assert_eq!(stamps(&c), vec![40, 45, 80]);
         assert!(c.iter().next().unwrap().keyframe);
         assert_eq!(c.bytes(), 8 + 4 + 6);
@@ -259,11 +272,11 @@ mod tests {
     fn keyframe_starts_new_gop() {
         let mut c = GopCache::new(100, 1 << 20);
         for f in [key(0), inter(40), audio(41), inter(80)] {
-            c.push(&f);
+            c.push(f);
         }
         assert_eq!(c.len(), 4);
-        c.push(&key(120));
-        c.push(&audio(121));
+        c.push(key(120));
+        c.push(audio(121));
         assert_eq!(stamps(&c), vec![120, 121]);
         assert_eq!(c.bytes(), 8 + 4);
     }
@@ -271,19 +284,19 @@ mod tests {
     #[test]
     fn headers_and_data_not_stored() {
         let mut c = GopCache::new(100, 1 << 20);
-        c.push(&vseq());
-        c.push(&aseq());
-        c.push(&meta());
+        c.push(vseq());
+        c.push(aseq());
+        c.push(meta());
         assert!(c.is_empty());
-        c.push(&key(0));
-        c.push(&vseq());
-        c.push(&aseq());
-        c.push(&meta());
+        c.push(key(0));
+        c.push(vseq());
+        c.push(aseq());
+        c.push(meta());
         assert_eq!(c.len(), 1);
         // A video sequence header is not video "seen" and never starts a GOP.
         let mut c2: GopCache<Frame> = GopCache::new(100, 1 << 20);
-        c2.push(&vseq());
-        c2.push(&audio(0));
+        c2.push(vseq());
+        c2.push(audio(0));
         assert_eq!(c2.len(), 1, "still audio-only mode");
     }
 
@@ -291,7 +304,7 @@ mod tests {
     fn audio_only_keeps_sliding_window() {
         let mut c = GopCache::new(3, 1 << 20);
         for ts in 0..10 {
-            c.push(&audio(ts * 23));
+            c.push(audio(ts * 23));
         }
         assert_eq!(stamps(&c), vec![7 * 23, 8 * 23, 9 * 23]);
         assert_eq!(c.bytes(), 12);
@@ -299,14 +312,14 @@ mod tests {
 
         let mut c = GopCache::new(100, 10);
         for ts in 0..5 {
-            c.push(&audio(ts));
+            c.push(audio(ts));
         }
         assert_eq!(stamps(&c), vec![3, 4], "bytes cap slides too");
 
         // Video arriving later switches to GOP mode: old audio goes.
         let mut c = GopCache::new(3, 1 << 20);
-        c.push(&audio(0));
-        c.push(&key(10));
+        c.push(audio(0));
+        c.push(key(10));
         assert_eq!(stamps(&c), vec![10]);
     }
 
@@ -314,51 +327,51 @@ mod tests {
     fn max_frames_overflow_clears_until_keyframe() {
         let mut c = GopCache::new(4, 1 << 20);
         for f in [key(0), inter(40), inter(80), inter(120)] {
-            c.push(&f);
+            c.push(f);
         }
         assert_eq!(c.len(), 4);
-        c.push(&inter(160));
+        c.push(inter(160));
         assert!(c.is_empty());
         assert_eq!(c.bytes(), 0);
-        c.push(&inter(200));
-        c.push(&audio(201));
+        c.push(inter(200));
+        c.push(audio(201));
         assert!(c.is_empty());
-        c.push(&key(240));
+        c.push(key(240));
         assert_eq!(stamps(&c), vec![240]);
     }
 
     #[test]
     fn max_bytes_overflow_clears_until_keyframe() {
         let mut c = GopCache::new(100, 20);
-        c.push(&key(0)); // 8
-        c.push(&inter(40)); // 14
-        c.push(&inter(80)); // 20: at the cap is fine
+        c.push(key(0)); // 8
+        c.push(inter(40)); // 14
+        c.push(inter(80)); // 20: at the cap is fine
         assert_eq!(c.bytes(), 20);
-        c.push(&audio(81)); // 24: over
+        c.push(audio(81)); // 24: over
         assert!(c.is_empty());
         assert_eq!(c.bytes(), 0);
-        c.push(&inter(120));
+        c.push(inter(120));
         assert!(c.is_empty());
-        c.push(&key(160));
+        c.push(key(160));
         assert_eq!(c.len(), 1);
         // A single keyframe above the cap is not kept either.
         let mut small = GopCache::new(100, 4);
-        small.push(&key(0));
+        small.push(key(0));
         assert!(small.is_empty());
     }
 
     #[test]
     fn clear_and_reset() {
         let mut c = GopCache::new(100, 1 << 20);
-        c.push(&key(0));
-        c.push(&inter(40));
+        c.push(key(0));
+        c.push(inter(40));
         c.clear();
         assert!(c.is_empty());
-        c.push(&inter(80));
-        c.push(&audio(81));
+        c.push(inter(80));
+        c.push(audio(81));
         assert!(c.is_empty(), "waits for the next keyframe after clear");
         c.reset();
-        c.push(&audio(100));
+        c.push(audio(100));
         assert_eq!(c.len(), 1, "reset forgets video, audio-only again");
     }
 
@@ -366,20 +379,37 @@ mod tests {
     fn duration_is_wrapping_safe() {
         let mut c = GopCache::new(100, 1 << 20);
         assert_eq!(c.duration_ms(), 0);
-        c.push(&key(u32::MAX - 9));
+        c.push(key(u32::MAX - 9));
         assert_eq!(c.duration_ms(), 0);
-        c.push(&inter(30));
+        c.push(inter(30));
         assert_eq!(c.duration_ms(), 40);
-        c.push(&key(1000));
-        c.push(&inter(900));
+        c.push(key(1000));
+        c.push(inter(900));
         assert_eq!(c.duration_ms(), 0, "backwards input is not a huge span");
+    }
+
+    #[test]
+    fn room_follows_the_last_gop_not_the_doubling() {
+        let mut c = GopCache::new(1000, 1 << 30);
+        for round in 0..3 {
+            c.push(key(round * 1000));
+            for i in 1..135 {
+                c.push(inter(round * 1000 + i));
+            }
+            assert_eq!(c.len(), 135);
+            let room = c.units.capacity();
+            assert!(
+                (135..=180).contains(&room),
+                "GOP {round}: 135 frames in {room} slots"
+            );
+        }
     }
 
     #[test]
     fn cached_units_share_payload() {
         let f = key(0);
         let mut c = GopCache::new(10, 1000);
-        c.push(&f);
+        c.push(f.clone());
         assert_eq!(
             c.iter().next().unwrap().payload.as_ptr(),
             f.payload.as_ptr()
@@ -408,8 +438,8 @@ mod tests {
             frame: f,
         };
         let mut c = GopCache::new(10, 1000);
-        c.push(&w(key(0)));
-        c.push(&w(audio(1)));
+        c.push(w(key(0)));
+        c.push(w(audio(1)));
         assert_eq!(c.bytes(), 8 + 12 + 4 + 12);
         let mut h = StreamHeaders::new();
         assert!(h.update(&w(aseq())));

@@ -40,6 +40,7 @@ pub mod forward;
 pub mod forward_backend;
 pub mod forward_peer;
 pub mod global;
+pub mod gop_entry;
 pub mod heartbeat;
 pub mod ids;
 pub mod inbox;

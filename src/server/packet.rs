@@ -75,6 +75,11 @@ impl Packet {
         }))
     }
 
+    /// The same packet (not just equal frames).
+    pub fn ptr_eq(&self, other: &Packet) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     fn forms(&self) -> &Forms {
         self.forms.get_or_init(Box::default)
     }

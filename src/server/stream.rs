@@ -2,13 +2,14 @@
 //! arrives from another shard), the headers and GOP a new player starts with, and the players on
 //! this shard. Media is fanned out here to local players; the shard sends it on to other shards.
 
+use super::gop_entry::GopEntry;
 use super::ids::{ConnId, ShardId};
 use super::key::StreamKey;
 use super::kinds::WireForm;
 use super::packet::{Packet, SHARED_STREAM_ID};
 use super::splice::SpliceFanout;
 use super::writer::ConnWriter;
-use crate::media::{FrameKind, GopCache, StreamHeaders, TimestampSmoother};
+use crate::media::{Frame, FrameKind, GopCache, StreamHeaders, TimestampSmoother};
 use crate::rtmp::message::play_notify;
 use bytes::Bytes;
 use std::cell::Cell;
@@ -101,6 +102,16 @@ pub struct RemoteSub {
     pub lagging: bool,
 }
 
+/// Where [`LocalStream`] keeps a frame from its source.
+enum Keep {
+    /// Metadata and sequence headers: for every new player.
+    Headers,
+    /// Audio and video in the GOP cache.
+    Gop,
+    /// Not kept (other data, or the GOP cache is off).
+    Nowhere,
+}
+
 /// Per-stream settings from the config.
 pub struct StreamLimits {
     /// Outgoing RTMP chunk size.
@@ -122,7 +133,7 @@ pub struct LocalStream {
     /// What feeds it here.
     pub source: Source,
     headers: StreamHeaders<Packet>,
-    gop: GopCache<Packet>,
+    gop: GopCache<GopEntry>,
     gop_enabled: bool,
     chunk_size: u32,
     has_video: bool,
@@ -188,27 +199,45 @@ impl LocalStream {
         self.players.is_empty() && !matches!(self.source, Source::Local { .. })
     }
 
+    /// Someone takes the media as it comes: players here or other shards. Without them a
+    /// local publisher's frames need no packet ([`LocalStream::ingest_unplayed`]).
+    pub fn has_audience(&self) -> bool {
+        !self.players.is_empty() || !self.remote_subs.is_empty()
+    }
+
+    /// Counts a frame from the source and says where it is kept.
+    fn count(&mut self, frame: &Frame, metadata: bool) -> Keep {
+        self.frames_in += 1;
+        self.bytes_in += frame.payload.len() as u64;
+        self.next_seq += 1;
+        if frame.kind == FrameKind::Video && !frame.sequence_header {
+            self.has_video = true;
+        }
+        if metadata || (frame.sequence_header && frame.kind != FrameKind::Data) {
+            Keep::Headers
+        } else if self.gop_enabled && frame.kind != FrameKind::Data {
+            Keep::Gop
+        } else {
+            Keep::Nowhere
+        }
+    }
+
     /// A media message from the source: remember it for late joiners and queue it for every
     /// player on this shard (shared bytes; a private encoding only for odd stream ids).
     /// Returns true when the packet starts a new merged-write batch (the caller lists the
     /// stream with the flusher).
     pub fn ingest(&mut self, p: &Packet) -> bool {
-        self.frames_in += 1;
-        self.bytes_in += p.frame.payload.len() as u64;
-        if p.frame.kind == FrameKind::Video && !p.frame.sequence_header {
-            self.has_video = true;
+        match self.count(&p.frame, p.metadata) {
+            Keep::Headers => {
+                self.headers.update(p);
+            }
+            Keep::Gop => self.gop.push(GopEntry::Packet(p.clone())),
+            Keep::Nowhere => {}
         }
-        if p.metadata || (p.frame.sequence_header && p.frame.kind != FrameKind::Data) {
-            self.headers.update(p);
-        } else if self.gop_enabled && p.frame.kind != FrameKind::Data {
-            self.gop.push(p);
-        }
-        self.next_seq += 1;
         if self.players.is_empty() {
             // Nobody to write to (an origin's ingest): no batch, no merged write scheduled; a
             // player joining later starts from the GOP cache.
-            self.batch.clear();
-            self.batch_base = self.next_seq;
+            self.skip_batch();
             return false;
         }
         if self.merged {
@@ -221,6 +250,26 @@ impl LocalStream {
         }
         self.batch_base = self.next_seq;
         false
+    }
+
+    /// A frame from the local publisher while nobody takes the media
+    /// ([`LocalStream::has_audience`] is false): kept for late joiners as a bare frame.
+    pub fn ingest_unplayed(&mut self, frame: Frame, metadata: bool) {
+        match self.count(&frame, metadata) {
+            Keep::Headers => {
+                self.headers
+                    .update(&Packet::new(frame, metadata, self.chunk_size));
+            }
+            Keep::Gop => self.gop.push(GopEntry::Frame(frame)),
+            Keep::Nowhere => {}
+        }
+        self.skip_batch();
+    }
+
+    /// No batch while no player is here.
+    fn skip_batch(&mut self) {
+        self.batch.clear();
+        self.batch_base = self.next_seq;
     }
 
     /// Move the batched packets into each player's own queue, so what follows (a notice to the
@@ -324,12 +373,11 @@ impl LocalStream {
     }
 
     /// What a new subscriber needs first: metadata, sequence headers, then the GOP.
-    pub fn snapshot(&self) -> Vec<Packet> {
-        self.headers
-            .iter()
-            .chain(self.gop.iter())
-            .cloned()
-            .collect()
+    pub fn snapshot(&mut self) -> Vec<Packet> {
+        let mut out: Vec<Packet> = self.headers.iter().cloned().collect();
+        let chunk_size = self.chunk_size;
+        out.extend(self.gop.iter_mut().map(|e| e.packet(chunk_size).clone()));
+        out
     }
 
     /// Add a player and give it the start burst if the stream is live.
@@ -338,8 +386,11 @@ impl LocalStream {
         pl.next_seq.set(self.next_seq);
         if self.is_live() {
             let has_video = self.has_video || self.headers.video_seq.is_some();
-            for p in self.headers.iter().chain(self.gop.iter()) {
+            for p in self.headers.iter() {
                 pl.send(p, self.chunk_size, has_video);
+            }
+            for e in self.gop.iter_mut() {
+                pl.send(e.packet(self.chunk_size), self.chunk_size, has_video);
             }
         }
         self.players.push(pl);

@@ -216,6 +216,10 @@ pub fn publish_frame(
         return;
     }
     frame.timestamp = s.smoother.smooth(frame.kind, frame.timestamp);
+    if !s.has_audience() {
+        s.ingest_unplayed(frame, metadata);
+        return;
+    }
     let packet = Packet::new(frame, metadata, chunk_size);
     if s.ingest(&packet) {
         links.batch_started(key);
