@@ -25,12 +25,11 @@ pub struct PacketInner {
     pub metadata: bool,
     /// Chunk size of the shared RTMP form.
     chunk_size: u32,
-    /// The wire forms, boxed apart and made by the first player that needs one: a stream
-    /// nobody plays (an origin's ingest, most of its streams) never encodes, and its GOP cache
-    /// holds the payload and this small struct only. Inline, the two `OnceLock<Bytes>` made a
-    /// packet 144 bytes (a 160-byte allocation); boxed in a `OnceLock` 80 (96); in a `OnceBox`
-    /// (one pointer; racing first uses each box one, one box wins) 72 (80). A 2 s GOP of H.264
-    /// + AAC holds ~135 packets: 10.5 KiB per idle stream, was 21.
+    /// The wire forms, boxed apart and made by the first player that needs one: a packet
+    /// nobody plays never encodes. Inline, the two `OnceLock<Bytes>` made a packet 144 bytes
+    /// (a 160-byte allocation); boxed in a `OnceLock` 80 (96); in a `OnceBox` (one pointer;
+    /// racing first uses each box one, one box wins) 72 (80). A 2 s GOP of H.264 + AAC holds
+    /// ~135 frames; a stream nobody plays keeps them without packets (`gop_entry`).
     forms: OnceBox<Forms>,
 }
 
