@@ -29,6 +29,7 @@
 
 pub mod accept;
 pub mod agent;
+pub mod batch_iov;
 pub mod board;
 pub mod cluster_gate;
 pub mod conn;

@@ -2,6 +2,7 @@
 //! every shard: RTMP chunks always, the HTTP-FLV form on first use.
 
 use crate::media::{flv, Frame, FrameKind, MediaUnit};
+use crate::rtmp::chunk::{MessageHeads, MAX_MESSAGE_LEN};
 use crate::rtmp::message::{csid, MessageWriter};
 use bytes::{Bytes, BytesMut};
 use once_cell::race::OnceBox;
@@ -74,6 +75,27 @@ impl Packet {
         }))
     }
 
+    /// Headers of the shared RTMP form: with the payload in pieces of
+    /// [`chunk_size`](Self::chunk_size) between them, the bytes of [`wire`](Self::wire).
+    /// None for a payload RTMP cannot carry (longer than 24 bits), which is never sent.
+    pub fn wire_heads(&self) -> Option<MessageHeads> {
+        let f = &self.frame;
+        (f.payload.len() <= MAX_MESSAGE_LEN as usize).then(|| {
+            MessageHeads::new(
+                frame_csid(f),
+                f.timestamp,
+                f.rtmp_type_id(),
+                SHARED_STREAM_ID,
+                f.payload.len(),
+            )
+        })
+    }
+
+    /// Chunk size of the shared RTMP form.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
     /// The same packet (not just equal frames).
     pub fn ptr_eq(&self, other: &Packet) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
@@ -117,17 +139,21 @@ impl Packet {
     }
 }
 
-/// RTMP chunks of `frame` on message stream `stream_id` (a private encoding).
-pub fn encode_frame(frame: &Frame, chunk_size: u32, stream_id: u32) -> Bytes {
-    let cs = match frame.kind {
+/// The chunk stream a frame is sent on.
+fn frame_csid(frame: &Frame) -> u32 {
+    match frame.kind {
         FrameKind::Audio => csid::AUDIO,
         FrameKind::Video => csid::VIDEO,
         FrameKind::Data => csid::MEDIA_DATA,
-    };
+    }
+}
+
+/// RTMP chunks of `frame` on message stream `stream_id` (a private encoding).
+pub fn encode_frame(frame: &Frame, chunk_size: u32, stream_id: u32) -> Bytes {
     let mut out = BytesMut::new();
     MessageWriter::new(chunk_size).raw(
         &mut out,
-        cs,
+        frame_csid(frame),
         frame.timestamp,
         frame.rtmp_type_id(),
         stream_id,

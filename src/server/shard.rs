@@ -2,6 +2,7 @@
 //! from other shards to the role that handles them. Single-threaded: plain `RefCell`s, no
 //! locks. A borrow is never held across an await.
 
+use super::batch_iov::BatchIov;
 use super::conns::Conns;
 use super::counters::IoTotals;
 use super::global::Global;
@@ -340,7 +341,7 @@ impl Shard {
 
     /// The merged write of these streams' batches (called by the flusher when they are due).
     pub fn write_stream_batches(&self, keys: &[StreamKey]) {
-        let (mut iov_rtmp, mut iov_flv) = (Vec::new(), Vec::new());
+        let (mut iov_rtmp, mut iov_flv) = (BatchIov::default(), BatchIov::default());
         let mut streams = self.streams.borrow_mut();
         let mut fanout = self.splice.borrow_mut();
         let min = self.cfg().rtmp.splice_min_bytes;

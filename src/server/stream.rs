@@ -2,6 +2,7 @@
 //! arrives from another shard), the headers and GOP a new player starts with, and the players on
 //! this shard. Media is fanned out here to local players; the shard sends it on to other shards.
 
+use super::batch_iov::BatchIov;
 use super::gop_entry::GopEntry;
 use super::ids::{ConnId, ShardId};
 use super::key::StreamKey;
@@ -294,8 +295,8 @@ impl LocalStream {
     /// the kernel).
     pub fn flush_batch(
         &mut self,
-        iov_rtmp: &mut Vec<libc::iovec>,
-        iov_flv: &mut Vec<libc::iovec>,
+        iov_rtmp: &mut BatchIov,
+        iov_flv: &mut BatchIov,
         mut fanouts: Option<&mut [SpliceFanout; 2]>,
         splice_min: usize,
     ) {
@@ -321,32 +322,31 @@ impl LocalStream {
             };
             let flv = form == WireForm::Flv;
             let iov = if flv { &mut *iov_flv } else { &mut *iov_rtmp };
+            // The batch keeps every packet (and so what the iovecs point at) alive through the
+            // writes.
             if iov.is_empty() {
-                iov.extend(self.batch.iter().map(|p| {
-                    let b = if flv { p.http_flv_bytes() } else { p.wire() };
-                    // The batch keeps every packet (and so these bytes) alive through the writes.
-                    libc::iovec {
-                        iov_base: b.as_ptr() as *mut libc::c_void,
-                        iov_len: b.len(),
-                    }
-                }));
+                if flv {
+                    iov.build_whole(&self.batch, Packet::http_flv_bytes);
+                } else {
+                    iov.build_rtmp(&self.batch);
+                }
             }
             let form = form.index();
             if from == 0 && spliced[form].is_none() {
-                let total: usize = iov.iter().map(|v| v.iov_len).sum();
+                let total: usize = iov.all().iter().map(|v| v.iov_len).sum();
                 spliced[form] = Some(match fanouts.as_deref_mut() {
-                    Some(f) if f[form].fits(total, splice_min) => f[form].load(iov),
+                    Some(f) if f[form].fits(total, splice_min) => f[form].load(iov.all()),
                     _ => false,
                 });
             }
             let stopped = match fanouts.as_deref() {
                 Some(f) if from == 0 && spliced[form] == Some(true) => {
-                    pl.writer.write_spliced(&f[form], iov)
+                    pl.writer.write_spliced(&f[form], iov.all())
                 }
-                _ => pl.writer.write_shared(&iov[from..]),
+                _ => pl.writer.write_shared(iov.from(from)),
             };
             if let Some(at) = stopped {
-                let (idx, off) = (at.idx, at.off);
+                let (at_packet, off) = iov.locate(from, at);
                 // The socket is full: the writer task finishes from where it stopped.
                 let wire = |p: &Packet| {
                     if flv {
@@ -355,12 +355,13 @@ impl LocalStream {
                         p.wire().clone()
                     }
                 };
-                let first = &self.batch[from + idx];
-                let mut rest = vec![wire(first).slice(off..)];
-                rest.extend(self.batch[from + idx + 1..].iter().map(wire));
+                let mut rest = vec![wire(&self.batch[at_packet]).slice(off..)];
+                rest.extend(self.batch[at_packet + 1..].iter().map(wire));
                 pl.writer.hand_off(rest);
             }
         }
+        iov_rtmp.clear();
+        iov_flv.clear();
         if let Some(f) = fanouts {
             for (fan, used) in f.iter_mut().zip(spliced) {
                 if used == Some(true) {

@@ -77,24 +77,77 @@ pub fn encode_message(
     stream_id: u32,
     payload: &[u8],
 ) {
-    let len = check_args(chunk_size, csid, payload.len());
+    check_args(chunk_size, csid, payload.len());
+    let heads = MessageHeads::new(csid, timestamp, type_id, stream_id, payload.len());
     out.reserve(encoded_len(chunk_size, csid, timestamp, payload.len()));
-    let extended = timestamp >= EXTENDED_MARKER;
-    put_basic_header(out, 0, csid);
-    put_u24(out, timestamp.min(EXTENDED_MARKER));
-    put_u24(out, len);
-    out.put_u8(type_id);
-    out.put_u32_le(stream_id);
-    if extended {
-        out.put_u32(timestamp);
+    out.put_slice(heads.first());
+    for (i, piece) in payload.chunks(chunk_size as usize).enumerate() {
+        if i > 0 {
+            out.put_slice(heads.continuation());
+        }
+        out.put_slice(piece);
     }
-    put_payload(
-        out,
-        chunk_size,
-        csid,
-        extended.then_some(timestamp),
-        payload,
-    );
+}
+
+/// The bytes [`encode_message`] puts around a message's payload: the first chunk's header and
+/// the header every continuation chunk repeats. With them a vectored write sends the payload
+/// from where it already is (`[first, piece, continuation, piece, ...]`, pieces of the chunk
+/// size) instead of from a copy made next to its headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageHeads {
+    first: [u8; 18],
+    first_len: u8,
+    continuation: [u8; 7],
+    continuation_len: u8,
+}
+
+impl MessageHeads {
+    /// The headers of a message of `payload_len` bytes.
+    ///
+    /// # Panics
+    /// As [`encode_message`] (chunk stream id, payload length).
+    pub fn new(csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload_len: usize) -> Self {
+        let len = check_args(DEFAULT_CHUNK_SIZE, csid, payload_len);
+        let extended = timestamp >= EXTENDED_MARKER;
+        let mut first = [0u8; 18];
+        let mut continuation = [0u8; 7];
+        let first_len = {
+            let mut b = &mut first[..];
+            put_basic_header(&mut b, 0, csid);
+            put_u24(&mut b, timestamp.min(EXTENDED_MARKER));
+            put_u24(&mut b, len);
+            b.put_u8(type_id);
+            b.put_u32_le(stream_id);
+            if extended {
+                b.put_u32(timestamp);
+            }
+            18 - b.len()
+        };
+        let continuation_len = {
+            let mut b = &mut continuation[..];
+            put_basic_header(&mut b, 3, csid);
+            if extended {
+                b.put_u32(timestamp);
+            }
+            7 - b.len()
+        };
+        MessageHeads {
+            first,
+            first_len: first_len as u8,
+            continuation,
+            continuation_len: continuation_len as u8,
+        }
+    }
+
+    /// The first chunk's header (fmt 0).
+    pub fn first(&self) -> &[u8] {
+        &self.first[..self.first_len as usize]
+    }
+
+    /// A continuation chunk's header (fmt 3, with the extended timestamp when there is one).
+    pub fn continuation(&self) -> &[u8] {
+        &self.continuation[..self.continuation_len as usize]
+    }
 }
 
 /// Exact number of bytes encode_message will append (to reserve once).

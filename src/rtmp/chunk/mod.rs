@@ -11,10 +11,10 @@ mod plan;
 pub mod splice;
 
 pub use decoder::ChunkDecoder;
-pub use encoder::{encode_message, encoded_len, ChunkWriter};
+pub use encoder::{encode_message, encoded_len, ChunkWriter, MessageHeads};
 pub use plan::{chunk_control, parse_chunk_header, ChunkHeader, Control, Prev};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 
 /// Chunk size both sides assume until a Set Chunk Size message says otherwise.
 pub const DEFAULT_CHUNK_SIZE: u32 = 128;
@@ -153,7 +153,7 @@ fn basic_header_len(csid: u32) -> usize {
 }
 
 /// Appends a basic header; `csid` must be in `MIN_CSID..=MAX_CSID`.
-fn put_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
+fn put_basic_header(out: &mut impl BufMut, fmt: u8, csid: u32) {
     let fmt = fmt << 6;
     match csid {
         0..=63 => out.put_u8(fmt | csid as u8),
@@ -167,7 +167,7 @@ fn put_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
 }
 
 /// Appends a 24-bit big-endian value (timestamps and lengths in message headers).
-fn put_u24(out: &mut BytesMut, value: u32) {
+fn put_u24(out: &mut impl BufMut, value: u32) {
     out.put_slice(&value.to_be_bytes()[1..]);
 }
 
@@ -269,10 +269,10 @@ mod tests {
         ];
         for (csid, want) in cases {
             assert_eq!(basic_header_len(csid), want.len(), "csid {csid}");
-            let mut out = BytesMut::new();
+            let mut out = bytes::BytesMut::new();
             put_basic_header(&mut out, 0, csid);
             assert_eq!(&out[..], want, "csid {csid} fmt 0");
-            let mut out = BytesMut::new();
+            let mut out = bytes::BytesMut::new();
             put_basic_header(&mut out, 3, csid);
             assert_eq!(out[0], want[0] | 0xC0, "csid {csid} fmt 3");
             assert_eq!(&out[1..], &want[1..]);
