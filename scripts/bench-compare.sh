@@ -47,6 +47,7 @@ NGINX=1
 TWO_SHARD=1
 HTTP_FLV=0
 PORT_BASE=19350
+BATCH_MS=0
 BITRATE=1000k
 # ingest / many-streams series: stream bitrate, publishers (ingest) and streams (many-streams).
 SMALL_BITRATE=500k
@@ -203,6 +204,7 @@ wait_port_free() {
 # start_nginx: nginx-rtmp, one worker, pinned to CPU 0; $SERVER_PID is the master.
 start_nginx() {
   local dir="$WORK/nginx"
+  BATCH_MS=0 # nginx-rtmp writes each message as it comes
   mkdir -p "$dir"
   cat >"$dir/nginx.conf" <<EOF
 load_module $RTMP_MODULE;
@@ -238,6 +240,11 @@ start_shardcast() {
   if [ -n "${4:-}" ]; then
     printf '\n[http]\nenabled = true\nlisten = "127.0.0.1:%s"\n' "$4" >>"$conf"
   fi
+  # The kept-up check allows a player to be one read + one write window behind at either edge
+  # (the shipped windows are 100 ms each).
+  local mw=$2
+  [ "$mw" = "-" ] && mw=100
+  BATCH_MS=$((${MR:-100} + mw))
   wait_port_free
   RUST_LOG=warn taskset -c "$3" "$SERVER_BIN" -c "$conf" 2>"$WORK/shardcast.log" &
   SERVER_PID=$!
@@ -256,7 +263,8 @@ measure() {
   timeout "$bound" taskset -c "$cpus" "$BENCH_BIN" fanout \
     --url "rtmp://127.0.0.1:$PORT/live/s{i}" --file "$MEDIA" -m 1 -n "$n" \
     --ramp "$RAMP" --warmup "$WARMUP" --window "$WINDOW" --threads "$threads" --cores "$cpus" \
-    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/$label-$n.json" -q "$@" \
+    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/$label-$n.json" -q \
+    --batch-ms "$BATCH_MS" "$@" \
     | sed 's/^/    /' >&2 || log "$label at $n players failed (exit $?)"
 }
 
@@ -283,6 +291,7 @@ measure_many() {
     --url "rtmp://127.0.0.1:$PORT/live/s{i}" --file "$SMALL_MEDIA" -m "$m" -n "$PLAYERS_PER_STREAM" \
     --ramp "$RAMP" --warmup "$WARMUP" --window "$WINDOW" --threads 1 --cores 1 \
     --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/many-$label-$m.json" -q \
+    --batch-ms "$BATCH_MS" \
     | sed 's/^/    /' >&2 || log "$label at $m streams failed (exit $?)"
 }
 

@@ -38,6 +38,9 @@ load options:
   --window S         measurement window in seconds                          [10]
   --duration S       hard bound on the whole run in seconds    [ramp+warmup+window+3]
   --fps F            video frame rate for the kept-up check   [from timestamps]
+  --batch-ms MS      kept-up check: how far behind a player may be at either window edge
+                     beyond the 3%: the server's merged read + write windows, whose batches
+                     make a player's lag swing by that much                     [0]
   --threads K        executor threads (one pinned per CPU)   [CPUs in --cores, else all]
   --cores LIST       CPUs to run on, e.g. `1`, `0-3` or `0,2`
   --json FILE        write the summary as JSON
@@ -103,6 +106,8 @@ pub struct LoadArgs {
     pub window: f64,
     pub duration: Option<f64>,
     pub fps: Option<f64>,
+    /// Slack of the kept-up check in ms (the server's batching).
+    pub batch_ms: f64,
     pub threads: Option<usize>,
     pub cores: Option<Vec<usize>>,
     pub json: Option<PathBuf>,
@@ -163,6 +168,7 @@ impl LoadArgs {
             window: 10.0,
             duration: None,
             fps: None,
+            batch_ms: 0.0,
             threads: None,
             cores: None,
             json: None,
@@ -310,6 +316,9 @@ impl LoadArgs {
         if !(self.warmup >= 0.0 && self.warmup < 86_400.0) {
             return bad("--warmup must be between 0 and 86400 seconds");
         }
+        if !(0.0..=60_000.0).contains(&self.batch_ms) {
+            return bad("--batch-ms must be 0 to 60000");
+        }
         if !(self.window > 0.0 && self.window < 86_400.0) {
             return bad("--window must be above 0 and below 86400 seconds");
         }
@@ -424,6 +433,7 @@ where
             Long("ramp") => a.ramp = num(&mut p, "--ramp")?,
             Long("warmup") => a.warmup = num(&mut p, "--warmup")?,
             Long("window") => a.window = num(&mut p, "--window")?,
+            Long("batch-ms") => a.batch_ms = num(&mut p, "--batch-ms")?,
             Long("duration") => a.duration = Some(num(&mut p, "--duration")?),
             Long("fps") => a.fps = Some(num(&mut p, "--fps")?),
             Long("threads") => a.threads = Some(num(&mut p, "--threads")?),

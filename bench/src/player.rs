@@ -353,6 +353,7 @@ impl PlayerMeter {
         window: (Instant, Instant),
         stop: Instant,
         fps: Option<f64>,
+        slack_ms: f64,
     ) -> PlayerReport {
         let fps = fps.or_else(|| self.steps.fps());
         let mut out_stalls = self.stalls;
@@ -378,7 +379,8 @@ impl PlayerMeter {
             }
         });
         let has_video = self.video_frames > 0;
-        let kept = window_sample.is_some_and(|s| kept_up(&s, if has_video { fps } else { None }));
+        let fps = if has_video { fps } else { None };
+        let kept = window_sample.is_some_and(|s| kept_up(&s, fps, slack_ms));
         PlayerReport {
             stream: self.stream,
             outcome: self.outcome.clone(),
@@ -799,7 +801,7 @@ mod tests {
     fn batched_delivery_keeps_up() {
         for batch in [10, 40, 350, 500] {
             let (m, w, stop) = feed(batch, 1.0, 14);
-            let r = m.report(w, stop, None);
+            let r = m.report(w, stop, None, 0.0);
             assert_eq!(r.fps, Some(25.0), "batch {batch}");
             assert!(r.kept_up, "batch {batch}: {:?}", r.window);
             assert_eq!(r.first_video_keyframe, Some(true));
@@ -837,17 +839,17 @@ mod tests {
         // closes 700 ms old media: edges taken there made this player 7% behind.
         let lags = [0, 0, 0, 0, 0, 0, 0, 0, 350, 700, 0, 700];
         let (m, w, stop) = feed_jittered(&lags, 1.0);
-        let r = m.report(w, stop, Some(25.0));
+        let r = m.report(w, stop, Some(25.0), 0.0);
         assert!(r.kept_up, "{:?}", r.window);
         let (m, w, stop) = feed_jittered(&lags, 0.95);
-        let r = m.report(w, stop, Some(25.0));
+        let r = m.report(w, stop, Some(25.0), 0.0);
         assert!(!r.kept_up, "5% slow: {:?}", r.window);
     }
 
     #[test]
     fn slow_player_does_not_keep_up() {
         let (m, w, stop) = feed(40, 0.95, 14);
-        let r = m.report(w, stop, Some(25.0));
+        let r = m.report(w, stop, Some(25.0), 0.0);
         assert!(!r.kept_up, "{:?}", r.window);
     }
 
@@ -856,7 +858,7 @@ mod tests {
         let (mut m, w, stop) = feed(40, 1.0, 14);
         // Nothing after the window: the closing edge is the stop instant.
         m.edge_end = None;
-        let r = m.report(w, stop + Duration::from_secs(3), Some(25.0));
+        let r = m.report(w, stop + Duration::from_secs(3), Some(25.0), 0.0);
         assert!(!r.kept_up);
         assert_eq!(r.stalls, 1);
     }
@@ -869,7 +871,7 @@ mod tests {
         m.on_media(t0, &video(0, false));
         m.on_media(t0 + Duration::from_millis(1500), &video(40, true));
         m.on_media(t0 + Duration::from_millis(1600), &video(80, false));
-        let r = m.report((t0, t0), t0 + Duration::from_millis(1700), None);
+        let r = m.report((t0, t0), t0 + Duration::from_millis(1700), None, 0.0);
         assert_eq!(r.stalls, 1);
         assert_eq!(r.first_video_keyframe, Some(false));
         assert_eq!(r.join_ms, Some(1500.0));
@@ -939,7 +941,7 @@ mod tests {
             t0,
             &Frame::data(0, Bytes::from_static(b"\x02\x00\x0aonMetaData")),
         );
-        let r = m.report((t0, t0), t0, None);
+        let r = m.report((t0, t0), t0, None, 0.0);
         assert_eq!(r.video_frames, 0);
         assert_eq!(r.messages, 2);
         assert_eq!(r.first_video_keyframe, None);

@@ -413,7 +413,10 @@ async fn thread_main(shared: Arc<Shared>) -> ThreadResult {
     let result = ThreadResult {
         players: players
             .iter()
-            .map(|m| m.borrow().report(window, players_stopped, shared.fps))
+            .map(|m| {
+                m.borrow()
+                    .report(window, players_stopped, shared.fps, shared.args.batch_ms)
+            })
             .collect(),
         publishers: pubs.iter().map(|p| p.borrow().clone()).collect(),
         latency_us: ctx.latency_us.take(),

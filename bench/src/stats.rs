@@ -215,14 +215,19 @@ pub struct WindowSample {
 }
 
 /// The kept-up rule: media time advanced by at least 97% of the wall time, and (for streams with
-/// video, when the frame rate is known) at least 97% of wall time x frame rate frames arrived.
-pub fn kept_up(s: &WindowSample, fps: Option<f64>) -> bool {
+/// video, when the frame rate is known) at least 97% of wall time x frame rate frames arrived,
+/// give or take `slack_ms` of media (a server's batching: its merged read and write windows
+/// make what a player has at any instant swing by up to their sum).
+pub fn kept_up(s: &WindowSample, fps: Option<f64>, slack_ms: f64) -> bool {
     if s.wall_ms <= 0.0 {
         return false;
     }
-    let media_ok = s.media_ms >= KEEP_UP_FRACTION * s.wall_ms;
+    let media_ok = s.media_ms + slack_ms >= KEEP_UP_FRACTION * s.wall_ms;
     let frames_ok = match fps {
-        Some(f) if f > 0.0 => s.video_frames as f64 >= KEEP_UP_FRACTION * s.wall_ms / 1000.0 * f,
+        Some(f) if f > 0.0 => {
+            (s.video_frames as f64 + slack_ms / 1000.0 * f)
+                >= KEEP_UP_FRACTION * s.wall_ms / 1000.0 * f
+        }
         _ => true,
     };
     media_ok && frames_ok
@@ -315,39 +320,60 @@ mod tests {
     }
 
     #[test]
+    fn batching_slack() {
+        // 700 ms behind at the end of a 10 s window: a 350 + 350 ms batch, or falling behind.
+        let batch = WindowSample {
+            wall_ms: 10_000.0,
+            media_ms: 9_300.0,
+            video_frames: 233,
+        };
+        assert!(!kept_up(&batch, Some(25.0), 0.0));
+        assert!(kept_up(&batch, Some(25.0), 700.0));
+        let slow = WindowSample {
+            wall_ms: 10_000.0,
+            media_ms: 8_800.0,
+            video_frames: 220,
+        };
+        assert!(
+            !kept_up(&slow, Some(25.0), 700.0),
+            "12% behind is more than a batch"
+        );
+    }
+
+    #[test]
     fn kept_up_rule() {
         let ok = WindowSample {
             wall_ms: 10_000.0,
             media_ms: 9_800.0,
             video_frames: 245,
         };
-        assert!(kept_up(&ok, Some(25.0)));
-        assert!(kept_up(&ok, None));
+        assert!(kept_up(&ok, Some(25.0), 0.0));
+        assert!(kept_up(&ok, None, 0.0));
         // Media time fell behind by more than 3%.
         let slow = WindowSample {
             media_ms: 9_600.0,
             ..ok
         };
-        assert!(!kept_up(&slow, Some(25.0)));
+        assert!(!kept_up(&slow, Some(25.0), 0.0));
         // Timestamps advanced but frames were dropped (skip to keyframe).
         let dropped = WindowSample {
             video_frames: 200,
             ..ok
         };
-        assert!(!kept_up(&dropped, Some(25.0)));
-        assert!(kept_up(&dropped, None));
+        assert!(!kept_up(&dropped, Some(25.0), 0.0));
+        assert!(kept_up(&dropped, None, 0.0));
         // Boundary: exactly 97%.
         let edge = WindowSample {
             wall_ms: 1000.0,
             media_ms: 970.0,
             video_frames: 97,
         };
-        assert!(kept_up(&edge, Some(100.0)));
+        assert!(kept_up(&edge, Some(100.0), 0.0));
         let empty = WindowSample {
             wall_ms: 0.0,
             media_ms: 0.0,
             video_frames: 0,
         };
-        assert!(!kept_up(&empty, None));
+        assert!(!kept_up(&empty, None, 0.0));
     }
 }
