@@ -17,8 +17,9 @@ use bytes::Bytes;
 #[derive(Default)]
 pub struct BatchIov {
     iov: Vec<libc::iovec>,
-    /// Chunk headers the RTMP iovecs point into; not touched while `iov` is in use.
-    heads: Vec<MessageHeads>,
+    /// Chunk headers the RTMP iovecs point into (None: a payload RTMP cannot carry); not
+    /// touched while `iov` is in use.
+    heads: Vec<Option<MessageHeads>>,
     /// Index in `iov` of each packet's first piece.
     starts: Vec<usize>,
 }
@@ -47,15 +48,13 @@ impl BatchIov {
     /// while the iovecs are used.
     pub fn build_rtmp(&mut self, batch: &[Packet]) {
         self.clear();
-        let default = MessageHeads::new(2, 0, 0, 0, 0);
-        self.heads
-            .extend(batch.iter().map(|p| p.wire_heads().unwrap_or(default)));
+        self.heads.extend(batch.iter().map(Packet::wire_heads));
         for (p, heads) in batch.iter().zip(&self.heads) {
             self.starts.push(self.iov.len());
-            if p.wire_heads().is_none() {
+            let Some(heads) = heads else {
                 self.iov.push(piece(p.wire())); // never sent: empty
                 continue;
-            }
+            };
             self.iov.push(piece(heads.first()));
             let size = p.chunk_size() as usize;
             for (i, part) in p.frame.payload.chunks(size).enumerate() {
