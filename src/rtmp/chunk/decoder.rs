@@ -1,6 +1,7 @@
 //! Chunk stream decoder: received bytes in, whole messages out.
 
 use super::csid_map::CsidMap;
+use super::encoder::continuation_header;
 use super::plan::{chunk_control, plan_chunk, ChunkPlan, Control, Prev};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -290,7 +291,7 @@ fn reassemble_in_place(buf: &mut BytesMut, csid: u32, len: usize, first: usize) 
     if first == 0 || len <= first {
         return None;
     }
-    let (basic, hb) = continuation_header(csid);
+    let (basic, hb) = continuation_header(csid, None);
     let basic = &basic[..hb];
     let pieces = (len - first).div_ceil(first);
     if buf.len() < len + pieces * hb {
@@ -310,18 +311,6 @@ fn reassemble_in_place(buf: &mut BytesMut, csid: u32, len: usize, first: usize) 
     let payload = buf.split_to(len).freeze();
     buf.advance(pieces * hb);
     Some(payload)
-}
-
-/// The basic header of a fmt-3 chunk on `csid`, and its length.
-fn continuation_header(csid: u32) -> ([u8; 3], usize) {
-    match csid {
-        2..=63 => ([0xC0 | csid as u8, 0, 0], 1),
-        64..=319 => ([0xC0, (csid - 64) as u8, 0], 2),
-        _ => {
-            let rel = (csid - 64).to_le_bytes();
-            ([0xC1, rel[0], rel[1]], 3)
-        }
-    }
 }
 
 fn message(csid: u32, stream: &ChunkStream, payload: Bytes) -> RawMessage {

@@ -36,23 +36,25 @@ fn chunked_len(
     basic + first_header + ext + payload_len + (chunks - 1) * (basic + ext)
 }
 
-/// Appends the payload after a first chunk's header: its first piece, then fmt-3
-/// chunks that repeat the extended timestamp when the header had one.
-fn put_payload(
-    out: &mut BytesMut,
-    chunk_size: u32,
-    csid: u32,
-    extended: Option<u32>,
-    payload: &[u8],
-) {
-    let mut pieces = payload.chunks(chunk_size as usize);
-    if let Some(first) = pieces.next() {
-        out.put_slice(first);
+/// A continuation (fmt 3) chunk's header on `csid`, and its length: the basic header, then the
+/// extended timestamp again when the message has one.
+pub(super) fn continuation_header(csid: u32, extended: Option<u32>) -> ([u8; 7], usize) {
+    let mut h = [0u8; 7];
+    let mut b = &mut h[..];
+    put_basic_header(&mut b, 3, csid);
+    if let Some(ts) = extended {
+        b.put_u32(ts);
     }
-    for piece in pieces {
-        put_basic_header(out, 3, csid);
-        if let Some(ts) = extended {
-            out.put_u32(ts);
+    let len = 7 - b.len();
+    (h, len)
+}
+
+/// Appends the payload after a first chunk's header: its first piece, then each further
+/// piece behind `continuation` (see [`continuation_header`]).
+fn put_payload(out: &mut BytesMut, chunk_size: u32, continuation: &[u8], payload: &[u8]) {
+    for (i, piece) in payload.chunks(chunk_size as usize).enumerate() {
+        if i > 0 {
+            out.put_slice(continuation);
         }
         out.put_slice(piece);
     }
@@ -81,12 +83,7 @@ pub fn encode_message(
     let heads = MessageHeads::new(csid, timestamp, type_id, stream_id, payload.len());
     out.reserve(encoded_len(chunk_size, csid, timestamp, payload.len()));
     out.put_slice(heads.first());
-    for (i, piece) in payload.chunks(chunk_size as usize).enumerate() {
-        if i > 0 {
-            out.put_slice(heads.continuation());
-        }
-        out.put_slice(piece);
-    }
+    put_payload(out, chunk_size, heads.continuation(), payload);
 }
 
 /// The bytes [`encode_message`] puts around a message's payload: the first chunk's header and
@@ -110,7 +107,6 @@ impl MessageHeads {
         let len = check_args(DEFAULT_CHUNK_SIZE, csid, payload_len);
         let extended = timestamp >= EXTENDED_MARKER;
         let mut first = [0u8; 18];
-        let mut continuation = [0u8; 7];
         let first_len = {
             let mut b = &mut first[..];
             put_basic_header(&mut b, 0, csid);
@@ -123,14 +119,8 @@ impl MessageHeads {
             }
             18 - b.len()
         };
-        let continuation_len = {
-            let mut b = &mut continuation[..];
-            put_basic_header(&mut b, 3, csid);
-            if extended {
-                b.put_u32(timestamp);
-            }
-            7 - b.len()
-        };
+        let (continuation, continuation_len) =
+            continuation_header(csid, extended.then_some(timestamp));
         MessageHeads {
             first,
             first_len: first_len as u8,
@@ -281,13 +271,8 @@ impl ChunkWriter {
         if extended {
             out.put_u32(ts_field);
         }
-        put_payload(
-            out,
-            self.chunk_size,
-            csid,
-            extended.then_some(ts_field),
-            payload,
-        );
+        let (continuation, n) = continuation_header(csid, extended.then_some(ts_field));
+        put_payload(out, self.chunk_size, &continuation[..n], payload);
 
         self.sent.insert(
             csid,
