@@ -97,6 +97,7 @@ impl Packet {
     }
 
     /// The same packet (not just equal frames).
+    #[cfg(test)]
     pub fn ptr_eq(&self, other: &Packet) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
