@@ -828,9 +828,15 @@ fn watcher_fed(watcher: &LibPlayer) -> Result<(), String> {
 
 /// Runs one case; `Err` describes everything that went wrong.
 fn check_case(server: &Server, watcher: &LibPlayer, case: &Case) -> Result<(), String> {
+    // Only lines logged from here on, and the peer's whole port: an earlier case's connection
+    // may have had the same ephemeral port (a flake: its lines were taken for this case's).
+    let mark = server.log_mark();
     let mut c = RawConn::open(server.port);
-    let peer = c.peer();
-    let error_prefix = format!("{peer} error: ");
+    let peer = format!("{} ", c.peer());
+    let error_prefix = format!("{peer}error: ");
+    let line = |timeout: Duration, parts: &[&str]| {
+        server.wait_for_line_since(mark, timeout, |l| parts.iter().all(|p| l.contains(p)))
+    };
     let started = Instant::now();
     (case.run)(&mut c).map_err(|e| format!("client side failed: {e}"))?;
     let mut problems = Vec::new();
@@ -850,17 +856,13 @@ fn check_case(server: &Server, watcher: &LibPlayer, case: &Case) -> Result<(), S
                 Err(e) => problems.push(format!("connection not closed: {e}")),
             }
             // (a) an error line for this very connection, naming the cause.
-            let error_line =
-                server.wait_for_line(Duration::from_secs(3), |l| l.contains(&error_prefix));
+            let error_line = line(Duration::from_secs(3), &[&error_prefix]);
             match error_line {
                 Some(l) if l.contains(cause) => {}
                 Some(l) => problems.push(format!("error line does not name `{cause}`: {l}")),
-                None => problems.push(format!("no `{peer} error:` line")),
+                None => problems.push(format!("no `{peer}error:` line")),
             }
-            if server
-                .wait_for_log(&[&peer, " close reason=\"error: "], Duration::from_secs(3))
-                .is_none()
-            {
+            if line(Duration::from_secs(3), &[&peer, "close reason=\"error: "]).is_none() {
                 problems.push(format!("no close line with an error reason for {peer}"));
             }
         }
@@ -870,31 +872,26 @@ fn check_case(server: &Server, watcher: &LibPlayer, case: &Case) -> Result<(), S
             if let Ok(after) = c.wait_closed(Duration::from_millis(300)) {
                 problems.push(format!("closed {after:?} after the input"));
             }
-            if let Some(l) =
-                server.wait_for_line(Duration::from_millis(100), |l| l.contains(&error_prefix))
-            {
+            if let Some(l) = line(Duration::from_millis(100), &[&error_prefix]) {
                 problems.push(format!("error line for a legal input: {l}"));
             }
             let _ = c.sock.shutdown(Shutdown::Both);
-            if server
-                .wait_for_log(
-                    &[&peer, " close reason=\"closed by peer\""],
-                    Duration::from_secs(3),
-                )
-                .is_none()
+            if line(
+                Duration::from_secs(3),
+                &[&peer, "close reason=\"closed by peer\""],
+            )
+            .is_none()
             {
                 problems.push(format!("no `closed by peer` line for {peer} after it left"));
             }
         }
         Expect::PeerGone => {
-            match server.wait_for_log(&[&peer, " close reason="], Duration::from_secs(3)) {
+            match line(Duration::from_secs(3), &[&peer, "close reason="]) {
                 Some(l) if l.contains("by peer") && l.contains("role=none") => {}
                 Some(l) => problems.push(format!("unexpected close line: {l}")),
                 None => problems.push(format!("no close line for {peer}")),
             }
-            if let Some(l) =
-                server.wait_for_line(Duration::from_millis(100), |l| l.contains(&error_prefix))
-            {
+            if let Some(l) = line(Duration::from_millis(100), &[&error_prefix]) {
                 problems.push(format!("error line for a client that just left: {l}"));
             }
         }

@@ -176,9 +176,27 @@ impl Server {
 
     /// The first log line `pred` accepts, waiting up to `timeout` for it.
     pub fn wait_for_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        self.wait_for_line_since(0, timeout, pred)
+    }
+
+    /// Where the log ends now: lines after it are [`Server::wait_for_line_since`]'s.
+    pub fn log_mark(&self) -> usize {
+        self.log().len()
+    }
+
+    /// Like [`Server::wait_for_line`], among the lines logged after `mark` only (a client's
+    /// ephemeral port may have been an earlier client's, whose lines name the same peer).
+    pub fn wait_for_line_since(
+        &self,
+        mark: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let mut found = None;
         wait_until(timeout, || {
-            found = self.log().lines().find(|l| pred(l)).map(str::to_string);
+            let log = self.log();
+            let new = log.get(mark..).unwrap_or(&log);
+            found = new.lines().find(|l| pred(l)).map(str::to_string);
             found.is_some()
         });
         found
