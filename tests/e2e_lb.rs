@@ -177,6 +177,8 @@ fn bad_and_untrusted_proxy_headers_close_only_their_connection() {
         },
     ];
     for case in &cases {
+        // Only this case's lines: an earlier case's connection may have had the same port.
+        let mark = server.log_mark();
         let mut s = connect_from(case.source, server.port);
         let port = s.local_addr().unwrap().port();
         (case.run)(&mut s);
@@ -185,7 +187,7 @@ fn bad_and_untrusted_proxy_headers_close_only_their_connection() {
         let mine = format!("peer={}:{port} ", case.source);
         let lines = || -> Vec<String> {
             server
-                .log_lines()
+                .log_lines_since(mark)
                 .into_iter()
                 .filter(|l| l.contains(&mine))
                 .collect()

@@ -184,6 +184,13 @@ impl Server {
         self.log().len()
     }
 
+    /// The lines logged after `mark` (see [`Server::wait_for_line_since`]).
+    pub fn log_lines_since(&self, mark: usize) -> Vec<String> {
+        let log = self.log();
+        let new = log.get(mark..).unwrap_or(&log);
+        new.lines().map(str::to_string).collect()
+    }
+
     /// Like [`Server::wait_for_line`], among the lines logged after `mark` only (a client's
     /// ephemeral port may have been an earlier client's, whose lines name the same peer).
     pub fn wait_for_line_since(
@@ -194,9 +201,7 @@ impl Server {
     ) -> Option<String> {
         let mut found = None;
         wait_until(timeout, || {
-            let log = self.log();
-            let new = log.get(mark..).unwrap_or(&log);
-            found = new.lines().find(|l| pred(l)).map(str::to_string);
+            found = self.log_lines_since(mark).into_iter().find(|l| pred(l));
             found.is_some()
         });
         found
