@@ -1,7 +1,7 @@
 //! Each shard's stats ticker: copies the shard's figures onto the shared board a few times a
 //! second (the client list once a second: at thousands of players it is the costly part).
 
-use super::board::{audio_info, video_info, ClientStat, ForwardStat, ShardSnapshot};
+use super::board::{ClientStat, ForwardStat, ShardSnapshot};
 use super::board::{StreamSource, StreamStat, UpstreamStat};
 use super::cpu::ThreadCpu;
 use super::shard::Shard;
@@ -80,7 +80,7 @@ pub fn snapshot(shard: &Shard, clients: Vec<ClientStat>, cpu: f64) -> ShardSnaps
         .borrow()
         .values()
         .map(|s| {
-            let h = s.headers();
+            let c = s.codecs();
             let publisher = match s.source {
                 Source::Local { conn_id, .. } => Some(conn_id.get()),
                 _ => None,
@@ -95,8 +95,8 @@ pub fn snapshot(shard: &Shard, clients: Vec<ClientStat>, cpu: f64) -> ShardSnaps
                 bytes_in: s.bytes_in,
                 gop_frames: s.gop_len(),
                 gop_bytes: s.gop_bytes(),
-                video: h.video_seq.as_ref().and_then(|p| video_info(&p.frame)),
-                audio: h.audio_seq.as_ref().and_then(|p| audio_info(&p.frame)),
+                video: c.video.clone(),
+                audio: c.audio.clone(),
                 live_since_ms: s.live_since_ms,
             }
         })
