@@ -310,3 +310,112 @@ fn merged_reads_still_deliver_every_frame_in_order() {
     }
     h.shutdown().expect("clean shutdown");
 }
+
+/// Whether the board shows `name` live.
+fn live(h: &Handle, name: &str) -> bool {
+    board(h)
+        .iter()
+        .flat_map(|s| s.streams.iter())
+        .any(|s| s.key.stream_name() == name && s.live)
+}
+
+/// Send `count` synthetic video + audio frames at 25 fps from `c`, answering the server.
+fn send_frames(c: &mut LibClient, from: u32, count: u32) -> Result<(), String> {
+    use shardcast::media::Frame;
+    for n in from..from + count {
+        let ts = n * 40;
+        let key = n.is_multiple_of(25);
+        for f in [
+            Frame::video(ts, synth::avc_frame(key, n as u8)),
+            Frame::audio(ts, synth::aac_frame(n as u8)),
+        ] {
+            c.send_frame(&f).map_err(|e| format!("write: {e}"))?;
+        }
+        c.pump(Duration::from_millis(40))?;
+    }
+    Ok(())
+}
+
+/// A merged-read publisher's session is fed by the shard's read tick while its task sleeps
+/// (`parked_publisher`): its commands, a kick and reloads of the read period must still reach
+/// the task, and its media the players.
+#[test]
+fn a_parked_publisher_still_hears_commands_kicks_and_reloads() {
+    use shardcast::media::Frame;
+    use shardcast::rtmp::client::ClientEvent;
+    let _g = serial();
+    let h = start_server("[rtmp]\nmr_latency_ms = 50\n");
+    let mut c = LibClient::connect(port(&h), "parked", ClientRole::Publish).expect("connects");
+    c.pump_until(WAIT, |e| *e == ClientEvent::PublishStarted)
+        .expect("publish starts");
+    for f in [
+        Frame::video(0, synth::avc_sequence_header()),
+        Frame::audio(0, synth::aac_sequence_header()),
+    ] {
+        c.send_frame(&f).expect("headers sent");
+    }
+    let p = LibPlayer::start(port(&h), "parked", LIFE);
+    send_frames(&mut c, 0, 25).expect("frames sent");
+    assert!(p.wait_video_above(10, WAIT), "{} frames", p.video_frames());
+
+    // A command right behind media (so it arrives while the publisher is parked): the tick
+    // hands the session back to the task, which ends the publish; the connection stays.
+    c.send_frame(&Frame::video(1000, synth::avc_frame(false, 0)))
+        .expect("frame sent");
+    c.session.unpublish();
+    c.flush().expect("unpublish sent");
+    assert!(
+        wait_until(WAIT, || !live(&h, "parked")),
+        "the unpublish was handled"
+    );
+    let me = c.local_port();
+    let listed = wait_until(WAIT, || find_client(&h, me).is_some());
+    assert!(listed, "the board lists the publisher");
+    let open = c.pump(Duration::from_millis(200));
+    assert!(open.is_ok(), "the connection stays open: {open:?}");
+
+    // The read period changed by reloads while a publisher is parked: media keeps flowing.
+    let pubr = publisher(&h, "retimed");
+    let q = LibPlayer::start(port(&h), "retimed", LIFE);
+    assert!(q.wait_video_above(10, WAIT), "{} frames", q.video_frames());
+    for mr in [0, 30, 100] {
+        h.controller()
+            .reload(Arc::new(config(&format!("[rtmp]\nmr_latency_ms = {mr}\n"))));
+        let before = q.video_frames();
+        assert!(
+            q.wait_video_above(before + 15, WAIT),
+            "media after the reload to mr {mr}: {} frames",
+            q.video_frames()
+        );
+    }
+    assert!(pubr.ended().is_none(), "{:?}", pubr.ended());
+
+    // A kick of a publisher that keeps sending (parked on every tick): its connection ends,
+    // the board drops it.
+    let mut k = LibClient::connect(port(&h), "kicked", ClientRole::Publish).expect("connects");
+    k.pump_until(WAIT, |e| *e == ClientEvent::PublishStarted)
+        .expect("publish starts");
+    send_frames(&mut k, 0, 5).expect("frames sent");
+    let kp = k.local_port();
+    assert!(
+        wait_until(WAIT, || live(&h, "kicked")),
+        "the stream is live"
+    );
+    // (The board lists clients once a second.)
+    let listed = wait_until(WAIT, || find_client(&h, kp).is_some());
+    assert!(listed, "the board lists the publisher");
+    let (_, id) = find_client(&h, kp).expect("listed");
+    h.controller().kick(ConnId::from_raw(id));
+    let mut n = 5;
+    let ended = wait_until(WAIT, || {
+        n += 1;
+        send_frames(&mut k, n, 1).is_err()
+    });
+    assert!(ended, "the kicked publisher's connection ended");
+    assert!(
+        wait_until(WAIT, || find_client(&h, kp).is_none()),
+        "the board drops the kicked publisher"
+    );
+    assert!(find_client(&h, me).is_some(), "only the kicked one went");
+    h.shutdown().expect("clean shutdown");
+}

@@ -351,6 +351,11 @@ impl ServerSession {
         ev
     }
 
+    /// The next event, left queued (a caller that handles only some kinds looks first).
+    pub fn peek_event(&self) -> Option<&SessionEvent> {
+        self.events.front()
+    }
+
     /// Bytes to send, if any, in order. The whole buffer goes with them: a split would keep
     /// the handshake-sized allocation alive for the life of every connection.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {

@@ -117,9 +117,15 @@ impl ClientConn {
 
     /// Count bytes read from the client.
     pub fn add_bytes_in(&self, n: u64) {
-        let e = &self.entry.bytes_in;
-        e.set(e.get() + n);
-        super::counters::IoTotals::add(&self.shard.totals.bytes_in, n);
+        add_bytes_in(&self.entry, &self.shard, n);
+    }
+
+    /// What counts bytes read from the client where this is not at hand (a parked publisher).
+    pub fn in_counter(&self) -> InCounter {
+        InCounter {
+            entry: self.entry.clone(),
+            shard: self.shard.clone(),
+        }
     }
 
     /// Why a read saw end of stream: the API kicked it, or the peer closed.
@@ -149,6 +155,24 @@ impl ClientConn {
             writer.dropped_frames()
         );
     }
+}
+
+/// Counts bytes read from one client: its listing and the shard's totals.
+pub struct InCounter {
+    entry: Rc<ConnEntry>,
+    shard: Rc<Shard>,
+}
+
+impl InCounter {
+    /// Count `n` bytes read.
+    pub fn add(&self, n: u64) {
+        add_bytes_in(&self.entry, &self.shard, n);
+    }
+}
+
+fn add_bytes_in(entry: &ConnEntry, shard: &Shard, n: u64) {
+    entry.bytes_in.set(entry.bytes_in.get() + n);
+    super::counters::IoTotals::add(&shard.totals.bytes_in, n);
 }
 
 /// The limits a client's chunk stream is read under (`[rtmp]`).

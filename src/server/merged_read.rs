@@ -1,6 +1,7 @@
 //! Merged reads for publishers (`rtmp.mr_latency_ms`, SRS's `mr`): a publisher's socket is read
 //! on a shard-wide tick, all publishers of the shard in the same wake-up, with a plain
-//! non-blocking `recv` that takes everything queued.
+//! non-blocking `recv` that takes everything queued. The tick runs each waiting publisher's
+//! [`TickFeed`] itself (`parked_publisher`): no task is woken for media.
 //!
 //! Why not a sleep per connection and the runtime's read: measured with 200 publishers of
 //! 0.5 Mbit/s on one shard (`strace -c`, 10 s), per-connection 350 ms sleeps still cost 7,600
@@ -11,12 +12,10 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io;
 use std::os::unix::io::RawFd;
-use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::OnceLock;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// What one direct read got.
@@ -104,70 +103,61 @@ pub fn next_tick(origin: Instant, now: Instant, period: Duration) -> Instant {
     origin + Duration::from_nanos(u64::try_from(ticks * p).unwrap_or(u64::MAX))
 }
 
+/// What the shard's read tick runs itself instead of waking a task (a parked publisher).
+pub trait TickFeed {
+    /// Called on the tick it waited for. `Some(period)`: run again on the next tick of
+    /// `period`; `None`: done (it woke its task, or its task is gone).
+    fn on_tick(&self) -> Option<Duration>;
+}
+
 thread_local! {
-    /// This shard's pending read ticks: the tasks waiting for each, woken together by one
+    /// This shard's pending read ticks: the feeds waiting for each, run together by one
     /// timer. Why not a timer per publisher: 1000 publishers at 100 ms spent 6.3% of the
     /// shard's CPU registering, firing and removing 10,000 runtime timers a second (perf).
-    static TICKS: RefCell<BTreeMap<Instant, Vec<Waker>>> = const { RefCell::new(BTreeMap::new()) };
+    static TICKS: RefCell<BTreeMap<Instant, Vec<Rc<dyn TickFeed>>>> = const { RefCell::new(BTreeMap::new()) };
 }
 
-/// Sleep until the shard's next read tick of `period`: every task waiting for the same tick
-/// is woken by one timer.
-pub async fn sleep_to_tick(period: Duration) {
-    let due = next_tick(epoch(), Instant::now(), period);
-    TickWait {
-        due,
-        registered: false,
-    }
-    .await
+/// Run `feed` on the shard's next read tick of `period` (and on later ones while it asks).
+pub fn feed_on_tick(feed: Rc<dyn TickFeed>, period: Duration) {
+    add_to_tick(next_feed_tick(Instant::now(), period), feed);
 }
 
-/// Waits for `due` on the shard's tick board.
-struct TickWait {
-    due: Instant,
-    registered: bool,
+/// A feed's next tick: never `now` itself (a zero period would run it in a loop).
+fn next_feed_tick(now: Instant, period: Duration) -> Instant {
+    next_tick(epoch(), now, period.max(MIN_FEED_PERIOD))
 }
 
-impl Future for TickWait {
-    type Output = ();
+/// The shortest period a feed is run at.
+const MIN_FEED_PERIOD: Duration = Duration::from_millis(1);
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let due = self.due;
-        if self.registered {
-            // The tick's timer takes its entry out when it fires.
-            let pending = TICKS.with(|t| t.borrow().contains_key(&due));
-            return if pending {
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            };
-        }
-        if due <= Instant::now() {
-            return Poll::Ready(());
-        }
-        let first = TICKS.with(|t| {
-            let mut ticks = t.borrow_mut();
-            let waiters = ticks.entry(due).or_default();
-            waiters.push(cx.waker().clone());
-            waiters.len() == 1
-        });
-        self.registered = true;
-        if first {
-            // Not while the board is borrowed: the runtime may start the new task at once.
-            glommio::spawn_local(fire_tick(due)).detach();
-        }
-        Poll::Pending
+/// Put `feed` on the board for `due`, starting the tick's timer if it is the first.
+fn add_to_tick(due: Instant, feed: Rc<dyn TickFeed>) {
+    let first = TICKS.with(|t| {
+        let mut ticks = t.borrow_mut();
+        let feeds = ticks.entry(due).or_default();
+        feeds.push(feed);
+        feeds.len() == 1
+    });
+    if first {
+        // Not while the board is borrowed: the runtime may start the new task at once.
+        glommio::spawn_local(fire_tick(due)).detach();
     }
 }
 
-/// The one timer of a tick: wakes every task waiting for it.
+/// The one timer of a tick: runs every feed waiting for it and puts those that ask for it on
+/// their next tick.
 async fn fire_tick(due: Instant) {
     glommio::timer::sleep(due.saturating_duration_since(Instant::now())).await;
-    let waiters = TICKS
+    let feeds = TICKS
         .with(|t| t.borrow_mut().remove(&due))
         .unwrap_or_default();
-    for w in waiters {
-        w.wake();
+    let again: Vec<_> = feeds
+        .into_iter()
+        .filter_map(|f| f.on_tick().map(|period| (period, f)))
+        .collect();
+    let now = Instant::now();
+    for (period, f) in again {
+        add_to_tick(next_feed_tick(now, period), f);
     }
 }
 
@@ -204,53 +194,101 @@ mod tests {
         assert_eq!(next_tick(o, earlier, Duration::from_millis(10)), o);
     }
 
+    /// A feed that asks for `left` more runs, every `period`, noting when it ran.
+    struct Counting {
+        period: Duration,
+        left: std::cell::Cell<u32>,
+        at: RefCell<Vec<Instant>>,
+    }
+
+    impl Counting {
+        fn new(runs: u32, period: Duration) -> Rc<Counting> {
+            Rc::new(Counting {
+                period,
+                left: std::cell::Cell::new(runs),
+                at: RefCell::default(),
+            })
+        }
+
+        fn runs(&self) -> usize {
+            self.at.borrow().len()
+        }
+    }
+
+    impl TickFeed for Counting {
+        fn on_tick(&self) -> Option<Duration> {
+            self.at.borrow_mut().push(Instant::now());
+            let left = self.left.get() - 1;
+            self.left.set(left);
+            (left > 0).then_some(self.period)
+        }
+    }
+
+    /// Run the executor until `done` or 5 s (then fail).
+    async fn until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out");
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn board() -> (usize, usize) {
+        TICKS.with(|t| {
+            let t = t.borrow();
+            (t.len(), t.values().map(Vec::len).sum::<usize>())
+        })
+    }
+
     #[test]
-    fn tasks_waiting_for_one_tick_share_its_timer_and_all_wake() {
+    fn feeds_waiting_for_one_tick_share_its_timer_and_all_run() {
         glommio::LocalExecutor::default().run(async {
             let period = Duration::from_millis(20);
-            let woke = std::rc::Rc::new(std::cell::Cell::new(0));
-            let mut tasks = Vec::new();
-            for _ in 0..50 {
-                let woke = woke.clone();
-                tasks.push(glommio::spawn_local(async move {
-                    sleep_to_tick(period).await;
-                    woke.set(woke.get() + 1);
-                }));
+            let feeds: Vec<_> = (0..50).map(|_| Counting::new(1, period)).collect();
+            for f in &feeds {
+                feed_on_tick(f.clone(), period);
             }
-            // Let every task register, then look at the board: one or two ticks (the grid may
-            // turn while they start), each with one timer, holding all 50.
-            let board = || {
-                TICKS.with(|t| {
-                    let t = t.borrow();
-                    (t.len(), t.values().map(Vec::len).sum::<usize>())
-                })
-            };
-            for _ in 0..1000 {
-                if board().1 == 50 {
-                    break;
-                }
-                futures_lite::future::yield_now().await;
-            }
+            // One or two ticks (the grid may turn while they register), holding all 50.
             let (ticks, waiting) = board();
             assert!((1..=2).contains(&ticks), "{ticks} ticks");
             assert_eq!(waiting, 50);
-            for t in tasks {
-                t.await;
-            }
-            assert_eq!(woke.get(), 50);
+            until(|| feeds.iter().all(|f| f.runs() == 1)).await;
             assert_eq!(board(), (0, 0));
         });
     }
 
     #[test]
-    fn a_tick_due_at_once_is_fired_by_its_timer_task_without_a_borrow_clash() {
-        // The runtime runs a spawned task right away; with a tick due within microseconds its
-        // timer fires inside the registering poll (this panicked with "already borrowed").
+    fn feeds_run_on_their_ticks_until_they_are_done() {
         glommio::LocalExecutor::default().run(async {
-            for _ in 0..2000 {
-                sleep_to_tick(Duration::from_micros(3)).await;
+            let period = Duration::from_millis(10);
+            let feeds: Vec<_> = (0..20).map(|i| Counting::new(i % 4 + 1, period)).collect();
+            for f in &feeds {
+                feed_on_tick(f.clone(), period);
             }
-            assert!(TICKS.with(|t| t.borrow().is_empty()));
+            until(|| feeds.iter().all(|f| f.left.get() == 0)).await;
+            for (i, f) in feeds.iter().enumerate() {
+                assert_eq!(f.runs(), i % 4 + 1, "feed {i}");
+                let at = f.at.borrow();
+                for w in at.windows(2) {
+                    assert!(w[1] > w[0], "feed {i} ran twice on one tick");
+                }
+            }
+            assert_eq!(board(), (0, 0), "nothing left on the board");
+        });
+    }
+
+    #[test]
+    fn a_zero_period_still_waits_for_a_tick() {
+        // A feed asking for a zero period (merged reads switched off mid-run) is run on a 1 ms
+        // grid, never in a loop inside its own tick.
+        glommio::LocalExecutor::default().run(async {
+            let f = Counting::new(200, Duration::ZERO);
+            feed_on_tick(f.clone(), Duration::ZERO);
+            until(|| f.left.get() == 0).await;
+            let at = f.at.borrow();
+            let spread = at[at.len() - 1].duration_since(at[0]);
+            assert!(spread >= Duration::from_millis(150), "{spread:?}");
+            assert_eq!(board(), (0, 0));
         });
     }
 

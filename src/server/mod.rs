@@ -18,6 +18,8 @@
 //! - [`proxy_prelude`]: a connection's PROXY header, when its listener reads one.
 //! - [`shard`]: one shard's state and message dispatch.
 //! - [`conn`]: the one connection lifecycle (open the writer half, close with a reason).
+//! - [`parked_publisher`]: a merged-read publisher's session fed by the read tick while its
+//!   task sleeps.
 //! - tasks on top: [`rtmp_conn`] (an RTMP client), [`forward`] (a forward peer),
 //!   [`forward_backend`] (asks `forward.backend` where else a publish goes), [`upstream`] (a
 //!   pulled stream: edge or relay), [`traverse`] (an edge's token check at an origin),
@@ -53,6 +55,7 @@ pub mod merged_read;
 pub mod mesh;
 pub mod notify;
 pub mod packet;
+pub mod parked_publisher;
 pub mod player_queue;
 pub mod proxy_conn;
 pub mod proxy_prelude;

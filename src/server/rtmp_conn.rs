@@ -10,6 +10,7 @@ use super::ids::ConnId;
 use super::key::StreamKey;
 use super::kinds::{ClientKind, CloseReason, ConnError};
 use super::merged_read::{self, Scratch};
+use super::parked_publisher::{Parked, Route, Woken};
 use super::shard::Shard;
 use super::stream::{PlayerKind, PlayerRef};
 use super::traverse::{self, TraverseError};
@@ -22,7 +23,7 @@ use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use log::{debug, info, warn};
 use std::net::SocketAddr;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,25 @@ const READ_BUF_PUBLISHER: usize = 16 * 1024;
 const READ_BUF_PLAYER: usize = 256;
 
 pub use super::key::DEFAULT_VHOST;
+
+/// How a connection takes its next input.
+enum Take {
+    /// Wait for the socket (a runtime read with a timeout).
+    Wait,
+    /// Read what is queued now (a full merged read leaves more behind).
+    Now,
+    /// Park on the shard's merged-read tick of this period.
+    Tick(Duration),
+}
+
+/// The close reason of a failed read.
+fn read_failed(e: std::io::Error) -> CloseReason {
+    if e.kind() == std::io::ErrorKind::ConnectionReset {
+        CloseReason::ResetByPeer
+    } else {
+        CloseReason::Read(e)
+    }
+}
 
 struct Publishing {
     stream_id: u32,
@@ -54,7 +74,8 @@ struct Conn {
     shard: Rc<Shard>,
     id: ConnId,
     peer: SocketAddr,
-    session: ServerSession,
+    /// `None` only while parked on the read tick.
+    session: Option<ServerSession>,
     writer: Rc<ConnWriter>,
     app: String,
     vhost: String,
@@ -86,7 +107,7 @@ pub async fn serve(
         shard: shard.clone(),
         id,
         peer,
-        session: super::conn::rtmp_session(&cfg, id),
+        session: Some(super::conn::rtmp_session(&cfg, id)),
         writer,
         app: String::new(),
         vhost: DEFAULT_VHOST.to_string(),
@@ -113,48 +134,55 @@ impl Conn {
         // what bounds how many one shard holds.
         let mut buf = vec![0u8; READ_BUF_START];
         let fd = stream.as_raw_fd();
-        // The next read is a merged one: a direct recv on the read tick.
-        let mut direct = false;
+        let mut next = Take::Wait;
         if !initial.is_empty() {
             if let Err(reason) = self.take_input(&initial).await {
                 return reason;
             }
         }
         loop {
-            let start_due = self.playing.iter().filter_map(|p| p.start_deadline).min();
-            let timeout = if !self.session.handshake_done() {
-                let left = handshake_deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return CloseReason::Failed(ConnError::HandshakeTimeout);
-                }
-                Some(left)
-            } else if let Some(due) = start_due {
-                Some(
-                    due.saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(1)),
-                )
-            } else if self.playing.is_empty() {
-                Some(idle)
-            } else {
-                None // players may be silent for as long as they like
-            };
-            // Merged read: on the tick, what is queued goes through the shard's scratch buffer
-            // straight into the session (no read buffer of the connection's own).
-            let mut fed = None;
-            if std::mem::take(&mut direct) {
-                match merged_read::recv_scratch(fd, |b| self.feed(b)) {
-                    Ok(Scratch::Took(n, result)) => fed = Some((n, result)),
+            // Merged reads: what is queued goes through the shard's scratch buffer straight
+            // into the session (no read buffer of the connection's own).
+            let got = match std::mem::replace(&mut next, Take::Wait) {
+                Take::Now => match merged_read::recv_scratch(fd, |b| self.feed(b)) {
+                    Ok(Scratch::Took(n, result)) => Some((result, n == merged_read::SCRATCH_LEN)),
                     Ok(Scratch::Eof) => return self.client.eof_reason(),
-                    Ok(Scratch::Empty) => {} // nothing queued on the tick: wait for it
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                        return CloseReason::ResetByPeer
+                    Ok(Scratch::Empty) => None, // nothing queued: wait for it
+                    Err(e) => return read_failed(e),
+                },
+                Take::Tick(period) => match self.park(fd, period).await {
+                    Woken::Fed(result) => Some((result, false)),
+                    Woken::Quiet => None,
+                    // A failed write shuts the socket down, which ends the read: say why.
+                    _ if self.writer.failed() => {
+                        let e = self.writer.error().unwrap_or_default();
+                        return CloseReason::Failed(ConnError::Write(e));
                     }
-                    Err(e) => return CloseReason::Read(e),
-                }
-            }
-            let (n, cap, result) = match fed {
-                Some((n, result)) => (n, merged_read::SCRATCH_LEN, result),
+                    Woken::Eof => return self.client.eof_reason(),
+                    Woken::Failed(e) => return read_failed(e),
+                },
+                Take::Wait => None,
+            };
+            let (result, full) = match got {
+                Some(got) => got,
                 None => {
+                    let start_due = self.playing.iter().filter_map(|p| p.start_deadline).min();
+                    let timeout = if !self.session().handshake_done() {
+                        let left = handshake_deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return CloseReason::Failed(ConnError::HandshakeTimeout);
+                        }
+                        Some(left)
+                    } else if let Some(due) = start_due {
+                        Some(
+                            due.saturating_duration_since(Instant::now())
+                                .max(Duration::from_millis(1)),
+                        )
+                    } else if self.playing.is_empty() {
+                        Some(idle)
+                    } else {
+                        None // players may be silent for as long as they like
+                    };
                     let _ = stream.set_read_timeout(timeout);
                     let read = stream.read(&mut buf).await;
                     // A failed write shuts the socket down, which ends the read: say why.
@@ -163,9 +191,6 @@ impl Conn {
                     }
                     let n = match read {
                         Ok(0) => return self.client.eof_reason(),
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                            return CloseReason::ResetByPeer
-                        }
                         Ok(n) => n,
                         Err(e)
                             if e.kind() == std::io::ErrorKind::TimedOut && start_due.is_some() =>
@@ -176,15 +201,15 @@ impl Conn {
                             continue;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                            return CloseReason::Failed(if self.session.handshake_done() {
+                            return CloseReason::Failed(if self.session().handshake_done() {
                                 ConnError::IdleTimeout
                             } else {
                                 ConnError::HandshakeTimeout
                             });
                         }
-                        Err(e) => return CloseReason::Read(e),
+                        Err(e) => return read_failed(e),
                     };
-                    (n, buf.len(), self.feed(&buf[..n]))
+                    (self.feed(&buf[..n]), n == buf.len())
                 }
             };
             if self.shard.is_stopping() {
@@ -195,13 +220,10 @@ impl Conn {
             }
             // Merged reads: a publisher's socket fills until the shard's next read tick (a full
             // read goes on at once).
-            let mr = Duration::from_millis(self.shard.cfg().rtmp.mr_latency_ms);
+            let mr = self.shard.merged_read_period();
             let merged = !mr.is_zero() && !self.publishing.is_empty();
             if merged {
-                if n < cap {
-                    merged_read::sleep_to_tick(mr).await;
-                }
-                direct = true;
+                next = if full { Take::Now } else { Take::Tick(mr) };
             }
             let want = if merged {
                 READ_BUF_START // only the wait for a quiet publisher's next bytes reads here
@@ -222,6 +244,42 @@ impl Conn {
         }
     }
 
+    /// Park the session on the shard's read tick until something other than media needs this
+    /// task (see `parked_publisher`).
+    async fn park(&mut self, fd: RawFd, period: Duration) -> Woken {
+        let Some(session) = self.session.take() else {
+            return Woken::Fed(Ok(()));
+        };
+        let routes = self
+            .publishing
+            .iter()
+            .map(|p| Route {
+                stream_id: p.stream_id,
+                key: p.key.clone(),
+                publish_id: p.publish_id,
+            })
+            .collect();
+        let parked = Parked::new(
+            fd,
+            self.shard.clone(),
+            self.writer.clone(),
+            self.client.in_counter(),
+            routes,
+            session,
+        );
+        let (woken, session, bytes_in) = parked.wait(period).await;
+        self.session = Some(session);
+        self.bytes_in += bytes_in;
+        woken
+    }
+
+    /// The session (away only while parked, when this task sleeps).
+    fn session(&mut self) -> &mut ServerSession {
+        self.session
+            .as_mut()
+            .expect("the session is home whenever the task runs")
+    }
+
     /// Bytes from the client into the session, and what they ask for carried out.
     async fn take_input(&mut self, input: &[u8]) -> Result<(), CloseReason> {
         let result = self.feed(input);
@@ -233,7 +291,7 @@ impl Conn {
     fn feed(&mut self, input: &[u8]) -> Result<(), SessionError> {
         self.bytes_in += input.len() as u64;
         self.client.add_bytes_in(input.len() as u64);
-        self.session.handle_input(input)
+        self.session().handle_input(input)
     }
 
     /// Carry out what the session decoded; `result` is how feeding it ended.
@@ -241,7 +299,7 @@ impl Conn {
         loop {
             // Replies and events queued before an error are still delivered.
             self.flush();
-            while let Some(ev) = self.session.poll_event() {
+            while let Some(ev) = self.session().poll_event() {
                 if let Err(cause) = self.handle_event(ev).await {
                     self.flush();
                     return Err(CloseReason::Failed(cause));
@@ -252,17 +310,17 @@ impl Conn {
                 return Err(CloseReason::Failed(e.into()));
             }
             // A decided request may have left messages waiting behind it.
-            if !self.session.resumable() {
+            if !self.session().resumable() {
                 return Ok(());
             }
-            result = self.session.handle_input(&[]);
+            result = self.session().handle_input(&[]);
         }
     }
 
     /// Refuse a publish with `NetStream.Publish.BadName` (the connection stays open).
     fn bad_name(&mut self, stream_id: u32, key: &StreamKey, why: &str) {
         let name = key.stream_name();
-        self.session.reject_publish(
+        self.session().reject_publish(
             stream_id,
             "NetStream.Publish.BadName",
             &format!("{name}: {why}"),
@@ -337,7 +395,7 @@ impl Conn {
             }
             let p = &self.playing[i];
             let (stream_id, key) = (p.stream_id, p.key.clone());
-            self.session.reject_play(
+            self.session().reject_play(
                 stream_id,
                 "NetStream.Play.StreamNotFound",
                 &format!("{} is not available", key.stream_name()),
@@ -352,7 +410,7 @@ impl Conn {
     }
 
     fn flush(&mut self) {
-        while let Some(b) = self.session.poll_transmit() {
+        while let Some(b) = self.session().poll_transmit() {
             self.writer.send_control(b);
         }
     }
@@ -400,10 +458,10 @@ impl Conn {
                 ))
                 .await
                 {
-                    self.session.reject_connect(&cause.client);
+                    self.session().reject_connect(&cause.client);
                     return Err(ConnError::ConnectRefused(cause));
                 }
-                self.session.accept_connect();
+                self.session().accept_connect();
             }
             SessionEvent::PublishRequested {
                 stream_id,
@@ -415,7 +473,8 @@ impl Conn {
                 let owner = sh.owner_of(&key);
                 let checked = self.check_request(ClientRole::Publish, &name, &query);
                 if let Err((code, cause)) = Box::pin(checked).await {
-                    self.session.reject_publish(stream_id, &code, &cause.client);
+                    self.session()
+                        .reject_publish(stream_id, &code, &cause.client);
                     return Err(ConnError::PublishRefused { key, cause });
                 }
                 if let Some(at) = Box::pin(cluster_gate::published_at_coworker(&sh, &key)).await {
@@ -424,7 +483,7 @@ impl Conn {
                 }
                 match Box::pin(sh.claim_publish(&key, self.id, false, &query)).await {
                     Ok(publish_id) => {
-                        self.session.accept_publish(stream_id);
+                        self.session().accept_publish(stream_id);
                         info!(
                             "shard={} client={} peer={} publish stream={key} owner={owner}",
                             sh.id(),
@@ -454,20 +513,20 @@ impl Conn {
                 let key = self.key(&name);
                 let checked = self.check_request(ClientRole::Play, &name, &query);
                 if let Err((code, cause)) = Box::pin(checked).await {
-                    self.session.reject_play(stream_id, &code, &cause.client);
+                    self.session().reject_play(stream_id, &code, &cause.client);
                     return Err(ConnError::PlayRefused { key, cause });
                 }
                 if let Some(to) = Box::pin(cluster_gate::redirect_for(&sh, &key, &query)).await {
                     // The 302 goes on message stream 0, as SRS sends it, not on `stream_id`.
                     self.flush();
-                    let chunk = self.session.out_chunk_size();
+                    let chunk = self.session().out_chunk_size();
                     self.writer.send_control(redirect_bytes(chunk, &to));
                     return Err(ConnError::Redirected {
                         key,
                         to: to.to_string(),
                     });
                 }
-                self.session.accept_play(stream_id, reset, &name);
+                self.session().accept_play(stream_id, reset, &name);
                 // Play.Start must reach the writer before the first media.
                 self.flush();
                 sh.add_player(

@@ -110,6 +110,12 @@ impl Shard {
         self.cfg.borrow().clone()
     }
 
+    /// How long a publisher's socket fills between merged reads (`rtmp.mr_latency_ms`; zero:
+    /// merged reads are off).
+    pub fn merged_read_period(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.cfg.borrow().rtmp.mr_latency_ms)
+    }
+
     /// An id unique over all shards, for a new connection.
     pub fn new_conn_id(&self) -> ConnId {
         self.links.ids.next()
@@ -289,17 +295,19 @@ impl Shard {
 
     /// One frame from a local publisher.
     pub fn publish_frame(&self, key: &StreamKey, publish_id: u64, frame: Frame, metadata: bool) {
+        self.publish_frames(key, publish_id, std::iter::once((frame, metadata)));
+    }
+
+    /// Frames from a local publisher, in order (one read's worth: one table lookup).
+    pub fn publish_frames(
+        &self,
+        key: &StreamKey,
+        publish_id: u64,
+        frames: impl Iterator<Item = (Frame, bool)>,
+    ) {
         let mut streams = self.streams.borrow_mut();
         let chunk = self.limits.chunk_size;
-        source::publish_frame(
-            &self.links,
-            &mut streams,
-            chunk,
-            key,
-            publish_id,
-            frame,
-            metadata,
-        );
+        source::publish_frames(&self.links, &mut streams, chunk, key, publish_id, frames);
     }
 
     /// The local publisher stopped (or its connection closed).

@@ -198,16 +198,15 @@ fn grant(
     }
 }
 
-/// One frame from a local publisher: smooth its timestamp, encode it once, fan it out to this
-/// shard's players and to every subscribed shard.
-pub fn publish_frame(
+/// Frames from a local publisher, in order (`metadata`: an `onMetaData`): one read's worth
+/// takes one table lookup.
+pub fn publish_frames(
     links: &Links,
     streams: &mut StreamTable,
     chunk_size: u32,
     key: &StreamKey,
     publish_id: u64,
-    mut frame: Frame,
-    metadata: bool,
+    frames: impl Iterator<Item = (Frame, bool)>,
 ) {
     let Some(s) = streams.get_mut(key) else {
         return;
@@ -215,26 +214,28 @@ pub fn publish_frame(
     if !matches!(s.source, Source::Local { publish_id: p, .. } if p == publish_id) {
         return;
     }
-    frame.timestamp = s.smoother.smooth(frame.kind, frame.timestamp);
-    if !s.has_audience() {
-        s.ingest_unplayed(frame, metadata);
-        return;
-    }
-    let packet = Packet::new(frame, metadata, chunk_size);
-    if s.ingest(&packet) {
-        links.batch_started(key);
-    }
-    let restart = packet.frame.keyframe || packet.frame.sequence_header || packet.metadata;
-    for sub in &mut s.remote_subs {
-        if sub.lagging && !restart {
+    for (mut frame, metadata) in frames {
+        frame.timestamp = s.smoother.smooth(frame.kind, frame.timestamp);
+        if !s.has_audience() {
+            s.ingest_unplayed(frame, metadata);
             continue;
         }
-        let msg = ShardMsg::Sink(SinkMsg::Media {
-            key: key.clone(),
-            publish_id,
-            packet: packet.clone(),
-        });
-        sub.lagging = !links.outboxes[sub.shard].try_push_media(msg);
+        let packet = Packet::new(frame, metadata, chunk_size);
+        if s.ingest(&packet) {
+            links.batch_started(key);
+        }
+        let restart = packet.frame.keyframe || packet.frame.sequence_header || packet.metadata;
+        for sub in &mut s.remote_subs {
+            if sub.lagging && !restart {
+                continue;
+            }
+            let msg = ShardMsg::Sink(SinkMsg::Media {
+                key: key.clone(),
+                publish_id,
+                packet: packet.clone(),
+            });
+            sub.lagging = !links.outboxes[sub.shard].try_push_media(msg);
+        }
     }
 }
 
