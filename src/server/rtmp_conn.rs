@@ -131,8 +131,9 @@ impl Conn {
             Instant::now() + Duration::from_secs(cfg.server.handshake_timeout_secs);
         let idle = Duration::from_secs(cfg.server.publish_idle_timeout_secs);
         // Sized by role: players send little (acks), publishers a lot; a player's memory is
-        // what bounds how many one shard holds.
-        let mut buf = vec![0u8; READ_BUF_START];
+        // what bounds how many one shard holds. Made when a runtime read needs it.
+        let mut want = READ_BUF_START;
+        let mut buf = Vec::new();
         let fd = stream.as_raw_fd();
         let mut next = Take::Wait;
         if !initial.is_empty() {
@@ -183,6 +184,9 @@ impl Conn {
                     } else {
                         None // players may be silent for as long as they like
                     };
+                    if buf.len() != want {
+                        buf = vec![0u8; want];
+                    }
                     let _ = stream.set_read_timeout(timeout);
                     let read = stream.read(&mut buf).await;
                     // A failed write shuts the socket down, which ends the read: say why.
@@ -225,7 +229,7 @@ impl Conn {
             if merged {
                 next = if full { Take::Now } else { Take::Tick(mr) };
             }
-            let want = if merged {
+            want = if merged {
                 READ_BUF_START // only the wait for a quiet publisher's next bytes reads here
             } else if !self.publishing.is_empty() {
                 READ_BUF_PUBLISHER
@@ -234,8 +238,10 @@ impl Conn {
             } else {
                 READ_BUF_START
             };
-            if buf.len() != want {
-                buf = vec![0u8; want];
+            // A merged-read publisher reads through the shard's scratch buffer (and sleeps
+            // parked): it keeps none of its own (2 KiB per publisher).
+            if merged || buf.len() != want {
+                buf = Vec::new();
             }
             if self.writer.failed() {
                 let e = self.writer.error().unwrap_or_default();
