@@ -13,7 +13,7 @@
 # shard, `shardcast-bench` on CPU 1:
 #   ingest       M publishers (one stream each), no players: the server's CPU share of a core
 #                and RSS. nginx-rtmp, shardcast at its shipped defaults (shardcast-default: mr
-#                and mw 100 ms), without merged reads (shardcast-mr0) and with 350 ms ones
+#                150 ms, mw 100 ms), without merged reads (shardcast-mr0) and with 350 ms ones
 #                (shardcast-mr350).
 #   many-streams M streams x 2 players each: CPU s/GB, kept-up, RSS. nginx-rtmp,
 #                shardcast-default, shardcast-mw0-mr0 (lowest latency) and shardcast-mr350-mw350.
@@ -231,7 +231,7 @@ EOF
 
 # start_shardcast SHARDS MW_LATENCY_MS CPUS [HTTP_PORT]: with HTTP_PORT, [http] (HTTP-FLV) on it.
 # MW_LATENCY_MS "-" keeps the shipped default; MR=ms in the environment sets rtmp.mr_latency_ms
-# (merged reads), unset keeps the shipped default (100 ms for both).
+# (merged reads), unset keeps the shipped defaults (mr 150 ms, mw 100 ms).
 start_shardcast() {
   local conf="$WORK/shardcast.toml"
   printf '[server]\nlisten = "127.0.0.1:%s"\nshards = %s\n\n[rtmp]\n' "$PORT" "$1" >"$conf"
@@ -241,10 +241,10 @@ start_shardcast() {
     printf '\n[http]\nenabled = true\nlisten = "127.0.0.1:%s"\n' "$4" >>"$conf"
   fi
   # The kept-up check allows a player to be one read + one write window behind at either edge
-  # (the shipped windows are 100 ms each).
+  # (the shipped windows are mr 150 ms and mw 100 ms).
   local mw=$2
   [ "$mw" = "-" ] && mw=100
-  BATCH_MS=$((${MR:-100} + mw))
+  BATCH_MS=$((${MR:-150} + mw))
   wait_port_free
   RUST_LOG=warn taskset -c "$3" "$SERVER_BIN" -c "$conf" 2>"$WORK/shardcast.log" &
   SERVER_PID=$!

@@ -226,11 +226,16 @@ impl Default for ServerConfig {
     }
 }
 
-/// Shipped merged-write and merged-read windows (ms). 100 ms each: with 200 publishers x 2
-/// players (0.5 Mbit/s, one core) CPU per GB was 0.20x nginx-rtmp's, and with one stream x 1000
-/// players 0.20x, for at most ~200 ms added latency (p99 measured 204-206 ms); 0 and 0 give the
-/// lowest latency at several times the CPU (README, "Latency and the defaults").
-pub const DEFAULT_MERGE_MS: u64 = 100;
+/// Shipped merged-write window (ms). 100 ms: with 200 publishers x 2 players (0.5 Mbit/s, one
+/// core) CPU per GB was 0.20x nginx-rtmp's, and with one stream x 1000 players 0.20x; 0 gives
+/// the lowest latency at several times the CPU (README, "Latency and the defaults").
+pub const DEFAULT_MW_MS: u64 = 100;
+
+/// Shipped merged-read window (ms). 150 ms: 200 publishers (0.5 Mbit/s, one core) cost
+/// 0.0195-0.021 of a core against 0.0265 at 100 ms (alternated 20 s runs), ~0.4x nginx-rtmp's
+/// 0.050-0.078 where 100 ms was 0.49-0.52x of its lower figures; with the write window the
+/// defaults add at most 250 ms.
+pub const DEFAULT_MR_MS: u64 = 150;
 
 impl Default for RtmpConfig {
     fn default() -> Self {
@@ -239,8 +244,8 @@ impl Default for RtmpConfig {
             max_incoming_chunk_size: 16 * 1024 * 1024 - 1,
             max_message_size: 8 * 1024 * 1024,
             max_chunk_streams: 64,
-            mw_latency_ms: DEFAULT_MERGE_MS,
-            mr_latency_ms: DEFAULT_MERGE_MS,
+            mw_latency_ms: DEFAULT_MW_MS,
+            mr_latency_ms: DEFAULT_MR_MS,
             splice_min_bytes: 16 * 1024,
             player_queue_ms: 5000,
             player_stall_timeout_secs: 30,
