@@ -390,6 +390,32 @@ fn a_parked_publisher_still_hears_commands_kicks_and_reloads() {
     }
     assert!(pubr.ended().is_none(), "{:?}", pubr.ended());
 
+    // Bad input from a parked publisher: its connection ends, the other streams go on.
+    let mut g = LibClient::connect(port(&h), "garbled", ClientRole::Publish).expect("connects");
+    g.pump_until(WAIT, |e| *e == ClientEvent::PublishStarted)
+        .expect("publish starts");
+    send_frames(&mut g, 0, 5).expect("frames sent");
+    assert!(
+        wait_until(WAIT, || live(&h, "garbled")),
+        "the stream is live"
+    );
+    // Set Chunk Size 0 (a protocol error) right behind a frame, so it arrives while parked.
+    g.send_frame(&Frame::video(300, synth::avc_frame(false, 1)))
+        .expect("frame sent");
+    let bad = [0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+    std::io::Write::write_all(&mut g.sock, &bad).expect("written");
+    let ended = wait_until(WAIT, || g.pump(Duration::from_millis(20)).is_err());
+    assert!(ended, "the server closed the garbled publisher");
+    assert!(
+        wait_until(WAIT, || !live(&h, "garbled")),
+        "its stream ended"
+    );
+    let before = q.video_frames();
+    assert!(
+        q.wait_video_above(before + 10, WAIT),
+        "the other stream's player goes on"
+    );
+
     // A kick of a publisher that keeps sending (parked on every tick): its connection ends,
     // the board drops it.
     let mut k = LibClient::connect(port(&h), "kicked", ClientRole::Publish).expect("connects");
