@@ -8,11 +8,11 @@
 #     3 s out of every 5 s, so it reads well below real time for the whole run.
 # Every INTERVAL seconds (30 s, 60 s for runs over 10 minutes) it samples the server's RSS, open
 # descriptors (/proc/PID/fd) and CPU share of a core. At the end the churn and the slow players
-# stop and, once only the publishers are left, descriptors are counted again.
+# stop and, once only the publishers are left, their sockets are counted again.
 #
 # Fails (exit 1) when, after the warm-up (a third of the run, at least one interval), RSS or
 # descriptors never go down from one sample to the next and grow by more than the tolerance
-# (RSS: 8 MiB and 10 %, descriptors: 16), when the descriptors with only the publishers left
+# (RSS: 8 MiB and 10 %, descriptors: 16), when the sockets with only the publishers left
 # exceed those before the churn by more than 4, or when the server dies. Prints a table and
 # writes bench/results/<date>-soak.json.
 #
@@ -115,6 +115,9 @@ port_free "$PORT" && { log "server did not listen"; exit 1; }
 TICK=$(getconf CLK_TCK)
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status"; }
 fds() { find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+# Sockets only: each shard also opens 10 descriptors once, at its first merged write to players
+# (the zero-copy fan-out's pipes and /dev/null), which the count before any player lacks.
+sockets() { find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 -lname 'socket:*' 2>/dev/null | wc -l; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
 alive() { kill -0 "$SERVER_PID" 2>/dev/null; }
 
@@ -124,7 +127,7 @@ taskset -c 1 "$BENCH_BIN" publish --url "$URL" --file "$MEDIA" -m "$STREAMS" --r
   --duration $((DURATION + 40)) --threads 1 --cores 1 -q >"$WORK/publish.log" 2>&1 &
 PUB_PID=$!
 sleep 5
-FDS_PUBLISHERS_ONLY=$(fds)
+FDS_PUBLISHERS_ONLY=$(sockets)
 RSS_START=$(rss_kib)
 
 START=$(date +%s)
@@ -202,7 +205,7 @@ sleep 5
 FDS_END=-1
 RSS_END=0
 if alive; then
-  FDS_END=$(fds)
+  FDS_END=$(sockets)
   RSS_END=$(rss_kib)
 fi
 CHURN_RUNS=$(cat "$WORK"/churn-*.runs 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
@@ -237,8 +240,8 @@ OUT="bench/results/$(date +%Y-%m-%d-%H%M%S)-soak.json"
   printf '{\n  "duration_s": %d,\n  "interval_s": %d,\n  "warmup_s": %d,\n' "$DURATION" "$INTERVAL" "$WARM"
   printf '  "streams": %d,\n  "max_players_per_churn_run": %d,\n  "churn_runs": %d,\n' "$STREAMS" "$MAXP" "$CHURN_RUNS"
   printf '  "setup": "shardcast 1 shard on CPU 0 (shipped defaults), clients on CPU 1, 0.5 Mbit/s streams, 2 churn loops, 2 slow players (SIGSTOP 3 s of 5 s)",\n'
-  printf '  "rss_start_kib": %d,\n  "fds_publishers_only_start": %d,\n' "$RSS_START" "$FDS_PUBLISHERS_ONLY"
-  printf '  "fds_publishers_only_end": %d,\n  "rss_end_kib": %d,\n' "$FDS_END" "$RSS_END"
+  printf '  "rss_start_kib": %d,\n  "sockets_publishers_only_start": %d,\n' "$RSS_START" "$FDS_PUBLISHERS_ONLY"
+  printf '  "sockets_publishers_only_end": %d,\n  "rss_end_kib": %d,\n' "$FDS_END" "$RSS_END"
   printf '  "samples": [\n'
   i=0
   for s in "${SAMPLES[@]}"; do
@@ -254,7 +257,7 @@ OUT="bench/results/$(date +%Y-%m-%d-%H%M%S)-soak.json"
 } >"$OUT"
 
 log "churn runs: $CHURN_RUNS; RSS $RSS_VERDICT, fds $FD_VERDICT ($DETAIL)"
-log "fds with only the publishers: $FDS_PUBLISHERS_ONLY before the churn, $FDS_END after ($FD_LEFT)"
+log "sockets with only the publishers: $FDS_PUBLISHERS_ONLY before the churn, $FDS_END after ($FD_LEFT)"
 log "wrote $OUT"
 if ((FAIL)); then
   log "FAIL"
