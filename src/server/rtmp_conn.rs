@@ -155,10 +155,7 @@ impl Conn {
                     Woken::Fed(result) => Some((result, false)),
                     Woken::Quiet => None,
                     // A failed write shuts the socket down, which ends the read: say why.
-                    _ if self.writer.failed() => {
-                        let e = self.writer.error().unwrap_or_default();
-                        return CloseReason::Failed(ConnError::Write(e));
-                    }
+                    _ if self.writer.failed() => return self.write_failed(),
                     Woken::Eof => return self.client.eof_reason(),
                     Woken::Failed(e) => return read_failed(e),
                 },
@@ -166,55 +163,14 @@ impl Conn {
             };
             let (result, full) = match got {
                 Some(got) => got,
-                None => {
-                    let start_due = self.playing.iter().filter_map(|p| p.start_deadline).min();
-                    let timeout = if !self.session().handshake_done() {
-                        let left = handshake_deadline.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            return CloseReason::Failed(ConnError::HandshakeTimeout);
-                        }
-                        Some(left)
-                    } else if let Some(due) = start_due {
-                        Some(
-                            due.saturating_duration_since(Instant::now())
-                                .max(Duration::from_millis(1)),
-                        )
-                    } else if self.playing.is_empty() {
-                        Some(idle)
-                    } else {
-                        None // players may be silent for as long as they like
-                    };
-                    if buf.len() != want {
-                        buf = vec![0u8; want];
-                    }
-                    let _ = stream.set_read_timeout(timeout);
-                    let read = stream.read(&mut buf).await;
-                    // A failed write shuts the socket down, which ends the read: say why.
-                    if let Some(e) = self.writer.error() {
-                        return CloseReason::Failed(ConnError::Write(e));
-                    }
-                    let n = match read {
-                        Ok(0) => return self.client.eof_reason(),
-                        Ok(n) => n,
-                        Err(e)
-                            if e.kind() == std::io::ErrorKind::TimedOut && start_due.is_some() =>
-                        {
-                            if let Some(reason) = self.check_starts() {
-                                return reason;
-                            }
-                            continue;
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                            return CloseReason::Failed(if self.session().handshake_done() {
-                                ConnError::IdleTimeout
-                            } else {
-                                ConnError::HandshakeTimeout
-                            });
-                        }
-                        Err(e) => return read_failed(e),
-                    };
-                    (self.feed(&buf[..n]), n == buf.len())
-                }
+                None => match self
+                    .read_wait(stream, &mut buf, want, handshake_deadline, idle)
+                    .await
+                {
+                    Ok(Some(got)) => got,
+                    Ok(None) => continue, // a start deadline passed, the connection goes on
+                    Err(reason) => return reason,
+                },
             };
             if self.shard.is_stopping() {
                 return CloseReason::ShuttingDown;
@@ -244,10 +200,72 @@ impl Conn {
                 buf = Vec::new();
             }
             if self.writer.failed() {
-                let e = self.writer.error().unwrap_or_default();
-                return CloseReason::Failed(ConnError::Write(e));
+                return self.write_failed();
             }
         }
+    }
+
+    /// The close reason once the writer failed.
+    fn write_failed(&self) -> CloseReason {
+        CloseReason::Failed(ConnError::Write(self.writer.error().unwrap_or_default()))
+    }
+
+    /// Wait for the socket the ordinary way (a runtime read into `buf`, sized `want`, under the
+    /// handshake, start or idle timeout) and feed what came. `Ok(None)`: a player's start
+    /// deadline passed and was dealt with; `Err`: the connection ends.
+    async fn read_wait(
+        &mut self,
+        stream: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        want: usize,
+        handshake_deadline: Instant,
+        idle: Duration,
+    ) -> Result<Option<(Result<(), SessionError>, bool)>, CloseReason> {
+        let start_due = self.playing.iter().filter_map(|p| p.start_deadline).min();
+        let timeout = if !self.session().handshake_done() {
+            let left = handshake_deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(CloseReason::Failed(ConnError::HandshakeTimeout));
+            }
+            Some(left)
+        } else if let Some(due) = start_due {
+            Some(
+                due.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            )
+        } else if self.playing.is_empty() {
+            Some(idle)
+        } else {
+            None // players may be silent for as long as they like
+        };
+        if buf.len() != want {
+            *buf = vec![0u8; want];
+        }
+        let _ = stream.set_read_timeout(timeout);
+        let read = stream.read(buf).await;
+        // A failed write shuts the socket down, which ends the read: say why.
+        if self.writer.failed() {
+            return Err(self.write_failed());
+        }
+        let n = match read {
+            Ok(0) => return Err(self.client.eof_reason()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && start_due.is_some() => {
+                return match self.check_starts() {
+                    Some(reason) => Err(reason),
+                    None => Ok(None),
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(CloseReason::Failed(if self.session().handshake_done() {
+                    ConnError::IdleTimeout
+                } else {
+                    ConnError::HandshakeTimeout
+                }));
+            }
+            Err(e) => return Err(read_failed(e)),
+        };
+        Ok(Some((self.feed(&buf[..n]), n == buf.len())))
     }
 
     /// Park the session on the shard's read tick until something other than media needs this

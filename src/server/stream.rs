@@ -508,11 +508,11 @@ mod tests {
     /// AAC LC, 44.1 kHz, stereo.
     const AAC_SEQ: &[u8] = &[0xAF, 0x00, 0x12, 0x10];
 
-    fn stream(gop_cache: bool) -> LocalStream {
+    fn stream() -> LocalStream {
         let limits = StreamLimits {
             chunk_size: 4096,
             merged: false,
-            gop_cache,
+            gop_cache: true,
             gop_max_frames: 1000,
             gop_max_bytes: 1 << 20,
         };
@@ -522,7 +522,7 @@ mod tests {
     #[test]
     fn codecs_are_read_from_the_sequence_headers_of_the_current_publish() {
         for played in [false, true] {
-            let mut s = stream(true);
+            let mut s = stream();
             let local = Source::Local {
                 conn_id: ConnId::from_raw(1),
                 publish_id: 7,
