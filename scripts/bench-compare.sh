@@ -20,6 +20,10 @@
 #                With two shards (unless --no-2shard) ingest also runs shardcast-2shard-default:
 #                2 shards on CPUs 0,1, the publishers sharing CPU 1 (server CPU per publisher vs 1
 #                shard; the shared core means it shows the cross-shard overhead, not a speed-up).
+# With --repeat R, the ingest and many-streams series measure nginx-rtmp and shardcast-default R
+# times, alternating (round 1 of both, then round 2, ...; the other variants run in round 1
+# only): both servers' figures move 10-25% between runs on a shared VM, so the table shows each
+# figure's median and range and the ratios pair the runs of the same round.
 # The fan-out series runs nginx-rtmp, shardcast-default, shardcast-mw350 and shardcast-mw0-mr0.
 # Without a series option all three run (fan-out, ingest, many-streams); --fanout, --ingest and
 # --many-streams pick only the ones given.
@@ -32,6 +36,7 @@
 #   scripts/bench-compare.sh                  # N = 250 500 1000 1500, 20 s window
 #   scripts/bench-compare.sh --quick          # N = 50 100, M = 100, 5 s window (smoke test)
 #   scripts/bench-compare.sh --ingest --many-streams --publishers "200 1000" --streams "200 1000"
+#   scripts/bench-compare.sh --ingest --publishers 1000 --repeat 5 --no-2shard
 #   scripts/bench-compare.sh --players "100 200" --window 10 --no-2shard
 #   scripts/bench-compare.sh --http-flv       # adds the HTTP-FLV player series
 set -euo pipefail
@@ -57,8 +62,10 @@ PLAYERS_PER_STREAM=2
 FANOUT=0
 INGEST=0
 MANY=0
+REPEAT=1
 
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
+# The header comment above, without its leading "# ".
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 while (($#)); do
   case "$1" in
@@ -72,6 +79,7 @@ while (($#)); do
     --window) WINDOW="$2"; shift ;;
     --warmup) WARMUP="$2"; shift ;;
     --ramp) RAMP="$2"; shift ;;
+    --repeat) REPEAT="$2"; shift ;;
     --port-base) PORT_BASE="$2"; shift ;;
     --no-nginx) NGINX=0 ;;
     --no-2shard) TWO_SHARD=0 ;;
@@ -81,6 +89,8 @@ while (($#)); do
   esac
   shift
 done
+
+[[ "$REPEAT" =~ ^[1-9][0-9]?$ ]] || { echo "--repeat takes 1-99" >&2; exit 2; }
 
 # No series picked: all of them.
 if ((FANOUT + INGEST + MANY == 0)); then FANOUT=1; INGEST=1; MANY=1; fi
@@ -268,29 +278,30 @@ measure() {
     | sed 's/^/    /' >&2 || log "$label at $n players failed (exit $?)"
 }
 
-# measure_ingest LABEL M: M publishers (no players) on CPU 1 for the window; the server's CPU
-# share of a core and RSS come from --server-pid.
+# measure_ingest LABEL M [ROUND]: M publishers (no players) on CPU 1 for the window; the
+# server's CPU share of a core and RSS come from --server-pid.
 measure_ingest() {
-  local label=$1 m=$2 bound
+  local label=$1 m=$2 round=${3:-1} bound
   bound=$(awk -v m="$m" -v r="$RAMP" -v w="$WARMUP" -v win="$WINDOW" 'BEGIN { printf "%d", m / r + w + win + 60 }')
   log "$label: $m publishers, no players"
   timeout "$bound" taskset -c 1 "$BENCH_BIN" publish \
     --url "rtmp://127.0.0.1:$PORT/live/s{i}" --file "$SMALL_MEDIA" -m "$m" \
     --ramp "$RAMP" --warmup "$WARMUP" --window "$WINDOW" --threads 1 --cores 1 \
-    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/ingest-$label-$m.json" -q \
+    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/ingest-$label-$m-r$(printf %02d "$round").json" -q \
     | sed 's/^/    /' >&2 || log "$label at $m publishers failed (exit $?)"
 }
 
-# measure_many LABEL M: M streams x $PLAYERS_PER_STREAM players each, all clients on CPU 1.
+# measure_many LABEL M [ROUND]: M streams x $PLAYERS_PER_STREAM players each, all clients on
+# CPU 1.
 measure_many() {
-  local label=$1 m=$2 bound
+  local label=$1 m=$2 round=${3:-1} bound
   bound=$(awk -v m="$m" -v k="$PLAYERS_PER_STREAM" -v r="$RAMP" -v w="$WARMUP" -v win="$WINDOW" \
     'BEGIN { printf "%d", m * (k + 1) / r + w + win + 60 }')
   log "$label: $m streams x $PLAYERS_PER_STREAM players"
   timeout "$bound" taskset -c 1 "$BENCH_BIN" fanout \
     --url "rtmp://127.0.0.1:$PORT/live/s{i}" --file "$SMALL_MEDIA" -m "$m" -n "$PLAYERS_PER_STREAM" \
     --ramp "$RAMP" --warmup "$WARMUP" --window "$WINDOW" --threads 1 --cores 1 \
-    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/many-$label-$m.json" -q \
+    --server-pid "$SERVER_PID" --label "$label" --json "$WORK/runs/many-$label-$m-r$(printf %02d "$round").json" -q \
     --batch-ms "$BATCH_MS" \
     | sed 's/^/    /' >&2 || log "$label at $m streams failed (exit $?)"
 }
@@ -323,12 +334,14 @@ for n in $PLAYERS; do
 done
 if ((INGEST)); then
   for m in $PUBLISHERS; do
-    if ((NGINX)); then
-      start_nginx && measure_ingest nginx-rtmp "$m"
+    for round in $(seq "$REPEAT"); do
+      if ((NGINX)); then
+        start_nginx && measure_ingest nginx-rtmp "$m" "$round"
+        stop_server
+      fi
+      start_shardcast 1 - 0 && measure_ingest shardcast-default "$m" "$round"
       stop_server
-    fi
-    start_shardcast 1 - 0 && measure_ingest shardcast-default "$m"
-    stop_server
+    done
     MR=0 start_shardcast 1 - 0 && measure_ingest shardcast-mr0 "$m"
     stop_server
     MR=350 start_shardcast 1 - 0 && measure_ingest shardcast-mr350 "$m"
@@ -342,12 +355,14 @@ if ((INGEST)); then
 fi
 if ((MANY)); then
   for m in $STREAMS; do
-    if ((NGINX)); then
-      start_nginx && measure_many nginx-rtmp "$m"
+    for round in $(seq "$REPEAT"); do
+      if ((NGINX)); then
+        start_nginx && measure_many nginx-rtmp "$m" "$round"
+        stop_server
+      fi
+      start_shardcast 1 - 0 && measure_many shardcast-default "$m" "$round"
       stop_server
-    fi
-    start_shardcast 1 - 0 && measure_many shardcast-default "$m"
-    stop_server
+    done
     MR=0 start_shardcast 1 0 0 && measure_many shardcast-mw0-mr0 "$m"
     stop_server
     MR=350 start_shardcast 1 350 0 && measure_many shardcast-mr350-mw350 "$m"

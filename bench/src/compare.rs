@@ -52,6 +52,9 @@ pub struct RunPoint {
     pub disconnects: u64,
     /// Load generator CPU use over the window (1.0 = saturated: figures may be generator-bound).
     pub generator_utilisation: Option<f64>,
+    /// Which repetition of this server at this load (0 = first): with `--repeat`, round k of
+    /// every server ran back to back, so ratios pair runs of the same round.
+    pub round: u32,
 }
 
 impl RunPoint {
@@ -94,8 +97,93 @@ impl RunPoint {
             errors: f(&["players", "errors"]).unwrap_or(0.0) as u64,
             disconnects: f(&["players", "disconnects"]).unwrap_or(0.0) as u64,
             generator_utilisation: f(&["generator", "utilisation"]),
+            round: 0,
         })
     }
+
+    /// Same server, same load (rounds of one measurement).
+    fn same_series(&self, other: &RunPoint) -> bool {
+        self.label == other.label
+            && self.publishers == other.publishers
+            && self.players == other.players
+    }
+}
+
+/// Number each point's round: its place among the points of its series, in input order.
+pub fn number_rounds(points: &mut [RunPoint]) {
+    for i in 0..points.len() {
+        let earlier = points[..i]
+            .iter()
+            .filter(|q| q.same_series(&points[i]))
+            .count();
+        points[i].round = earlier as u32;
+    }
+}
+
+/// Median and range of a figure over the rounds of one series.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Spread {
+    pub n: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// None without values. The median of an even count is the mean of the middle two.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            n,
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+
+    /// "0.103" alone, or "0.103 (0.096-0.117, 5 runs)", `unit` after each figure's end.
+    fn show(self, d: usize, unit: &str) -> String {
+        if self.n == 1 {
+            format!("{:.d$}{unit}", self.median)
+        } else {
+            format!(
+                "{:.d$}{unit} ({:.d$}-{:.d$}{unit}, {} runs)",
+                self.median, self.min, self.max, self.n
+            )
+        }
+    }
+}
+
+/// One series' rounds folded into one point: the plotted figures are the medians over rounds.
+pub fn medians(points: &[RunPoint]) -> Vec<RunPoint> {
+    let mut out: Vec<RunPoint> = Vec::new();
+    for p in points {
+        if out.iter().any(|q| q.same_series(p)) {
+            continue;
+        }
+        let rounds: Vec<&RunPoint> = points.iter().filter(|q| q.same_series(p)).collect();
+        let med = |f: fn(&RunPoint) -> Option<f64>| {
+            Spread::of(rounds.iter().filter_map(|q| f(q))).map(|s| s.median)
+        };
+        let mut m = p.clone();
+        m.server_cpu_share = med(|q| q.server_cpu_share);
+        m.rss_mib = med(|q| q.rss_mib);
+        m.cpu_s_per_gb = med(|q| q.cpu_s_per_gb);
+        m.kept_up_fraction = med(|q| Some(q.kept_up_fraction)).unwrap_or(p.kept_up_fraction);
+        m.generator_utilisation = med(|q| q.generator_utilisation);
+        out.push(m);
+    }
+    out
 }
 
 /// A label's figure divided by the baseline's at the same player count.
@@ -104,6 +192,8 @@ pub struct Ratio {
     pub publishers: u64,
     pub players: u64,
     pub label: String,
+    /// The round both runs belong to.
+    pub round: u32,
     pub cpu_s_per_gb: Option<f64>,
     pub kept_up_fraction: Option<f64>,
     pub rss_per_player: Option<f64>,
@@ -129,12 +219,16 @@ pub fn ratios(points: &[RunPoint], baseline: &str) -> Vec<Ratio> {
     let mut out = Vec::new();
     for base in points.iter().filter(|p| p.label == baseline) {
         for p in points.iter().filter(|p| {
-            p.players == base.players && p.publishers == base.publishers && p.label != baseline
+            p.players == base.players
+                && p.publishers == base.publishers
+                && p.round == base.round
+                && p.label != baseline
         }) {
             out.push(Ratio {
                 publishers: p.publishers,
                 players: p.players,
                 label: p.label.clone(),
+                round: p.round,
                 cpu_s_per_gb: div(p.cpu_s_per_gb, base.cpu_s_per_gb),
                 kept_up_fraction: div(Some(p.kept_up_fraction), Some(base.kept_up_fraction)),
                 rss_per_player: div(p.rss_per_player_kib, base.rss_per_player_kib),
@@ -144,6 +238,54 @@ pub fn ratios(points: &[RunPoint], baseline: &str) -> Vec<Ratio> {
         }
     }
     out
+}
+
+/// A series' ratios to the baseline over its rounds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RatioSpread {
+    pub publishers: u64,
+    pub players: u64,
+    pub label: String,
+    pub server_cpu_share: Option<Spread>,
+    pub cpu_s_per_gb: Option<Spread>,
+}
+
+/// Each series' per-round ratios folded into median and range.
+pub fn ratio_spreads(ratios: &[Ratio]) -> Vec<RatioSpread> {
+    let mut out: Vec<RatioSpread> = Vec::new();
+    for r in ratios {
+        let same = |q: &&Ratio| {
+            q.publishers == r.publishers && q.players == r.players && q.label == r.label
+        };
+        if out
+            .iter()
+            .any(|s| s.publishers == r.publishers && s.players == r.players && s.label == r.label)
+        {
+            continue;
+        }
+        out.push(RatioSpread {
+            publishers: r.publishers,
+            players: r.players,
+            label: r.label.clone(),
+            server_cpu_share: Spread::of(
+                ratios
+                    .iter()
+                    .filter(same)
+                    .filter_map(|q| q.server_cpu_share),
+            ),
+            cpu_s_per_gb: Spread::of(ratios.iter().filter(same).filter_map(|q| q.cpu_s_per_gb)),
+        });
+    }
+    out
+}
+
+/// A label with its round when it is not the first.
+fn with_round(label: &str, round: u32) -> String {
+    if round == 0 {
+        label.to_string()
+    } else {
+        format!("{label} #{}", round + 1)
+    }
 }
 
 fn o(v: Option<f64>, d: usize) -> String {
@@ -177,7 +319,7 @@ pub fn table(points: &[RunPoint], ratios: &[Ratio], baseline: &str) -> String {
             "{:>5} {:>6}  {:<36} {:>9} {:>7.1}% {:>10} {:>8} {:>15} {:>17} {:>9.1} {:>7}%",
             p.publishers,
             p.players,
-            p.label,
+            with_round(&p.label, p.round),
             o(p.cpu_s_per_gb, 2),
             p.kept_up_fraction * 100.0,
             o(p.rss_per_player_kib, 1),
@@ -203,7 +345,7 @@ pub fn table(points: &[RunPoint], ratios: &[Ratio], baseline: &str) -> String {
                 "{:>5} {:>6}  {:<36} {:>8}x {:>7}x {:>9}x",
                 r.publishers,
                 r.players,
-                r.label,
+                with_round(&r.label, r.round),
                 o(r.cpu_s_per_gb, 2),
                 o(r.kept_up_fraction, 2),
                 o(r.rss_per_player, 2)
@@ -214,40 +356,59 @@ pub fn table(points: &[RunPoint], ratios: &[Ratio], baseline: &str) -> String {
         if !t.is_empty() {
             t.push('\n');
         }
-        let _ = writeln!(t, "ingest only (M publishers, no players):");
         let _ = writeln!(
             t,
-            "{:>5}  {:<36} {:>10} {:>8} {:>8} {:>8}",
+            "ingest only (M publishers, no players; median over rounds):"
+        );
+        let _ = writeln!(
+            t,
+            "{:>5}  {:<36} {:>30} {:>8} {:>8} {:>8}",
             "M", "server", "CPU share", "RSS MiB", "errors", "gen"
         );
-        for p in &ingest {
+        let ingest: Vec<RunPoint> = ingest.into_iter().cloned().collect();
+        for p in medians(&ingest) {
+            let rounds = ingest.iter().filter(|q| q.same_series(&p));
+            let cpu = Spread::of(rounds.clone().filter_map(|q| q.server_cpu_share));
             let _ = writeln!(
                 t,
-                "{:>5}  {:<36} {:>10} {:>8} {:>8} {:>7}%",
+                "{:>5}  {:<36} {:>30} {:>8} {:>8} {:>7}%",
                 p.publishers,
                 p.label,
-                o(p.server_cpu_share, 3),
+                cpu.map_or_else(|| "-".into(), |c| c.show(3, "")),
                 o(p.rss_mib, 1),
-                p.errors,
+                rounds.map(|q| q.errors).sum::<u64>(),
                 o(p.generator_utilisation.map(|u| u * 100.0), 0),
             );
         }
     }
     if !ingest_ratios.is_empty() {
-        let _ = writeln!(t, "\ningest ratio to {baseline} (lower is better):");
         let _ = writeln!(
             t,
-            "{:>5}  {:<36} {:>10} {:>8}",
+            "\ningest ratio to {baseline} (lower is better; rounds paired, median (range)):"
+        );
+        let _ = writeln!(
+            t,
+            "{:>5}  {:<36} {:>30} {:>8}",
             "M", "server", "CPU share", "RSS"
         );
-        for r in ingest_ratios {
+        let mut seen: Vec<(u64, &str)> = Vec::new();
+        for r in &ingest_ratios {
+            if seen.contains(&(r.publishers, r.label.as_str())) {
+                continue;
+            }
+            seen.push((r.publishers, r.label.as_str()));
+            let rounds = ingest_ratios
+                .iter()
+                .filter(|q| q.publishers == r.publishers && q.label == r.label);
+            let cpu = Spread::of(rounds.clone().filter_map(|q| q.server_cpu_share));
+            let rss = Spread::of(rounds.filter_map(|q| q.rss));
             let _ = writeln!(
                 t,
-                "{:>5}  {:<36} {:>9}x {:>7}x",
+                "{:>5}  {:<36} {:>30} {:>7}x",
                 r.publishers,
                 r.label,
-                o(r.server_cpu_share, 2),
-                o(r.rss, 2)
+                cpu.map_or_else(|| "-".into(), |c| c.show(2, "x")),
+                o(rss.map(|s| s.median), 2),
             );
         }
     }
@@ -554,10 +715,17 @@ pub fn run(args: &CompareArgs) -> Result<String, CompareError> {
         );
         runs.push(v);
     }
+    number_rounds(&mut points);
     points.sort_by(|a, b| {
-        (a.publishers, a.players, &a.label).cmp(&(b.publishers, b.players, &b.label))
+        (a.publishers, a.players, &a.label, a.round).cmp(&(
+            b.publishers,
+            b.players,
+            &b.label,
+            b.round,
+        ))
     });
     let ratios = ratios(&points, &args.baseline);
+    let ratio_spreads = ratio_spreads(&ratios);
     let doc = serde_json::json!({
         "generated_unix": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -566,6 +734,7 @@ pub fn run(args: &CompareArgs) -> Result<String, CompareError> {
         "baseline": args.baseline,
         "points": points,
         "ratios": ratios,
+        "ratio_spreads": ratio_spreads,
         "runs": runs,
     });
     let write = |path: &std::path::Path, body: &str| {
@@ -579,7 +748,7 @@ pub fn run(args: &CompareArgs) -> Result<String, CompareError> {
         &(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"),
     )?;
     if let Some(svg_path) = &args.svg {
-        write(svg_path, &svg(&points))?;
+        write(svg_path, &svg(&medians(&points)))?;
     }
     Ok(table(&points, &ratios, &args.baseline))
 }
@@ -606,7 +775,65 @@ mod tests {
             errors: 0,
             disconnects: 0,
             generator_utilisation: Some(0.5),
+            round: 0,
         }
+    }
+
+    fn ingest(label: &str, m: u64, cpu: f64) -> RunPoint {
+        let mut p = point(label, 0, 0.0, 0.0);
+        p.publishers = m;
+        p.server_cpu_share = Some(cpu);
+        p.cpu_s_per_gb = None;
+        p
+    }
+
+    #[test]
+    fn rounds_pair_runs_and_fold_into_median_and_range() {
+        // Input order is run order: round k of every server ran back to back.
+        let mut pts = vec![
+            ingest("nginx-rtmp", 1000, 0.25),
+            ingest("shardcast", 1000, 0.10),
+            ingest("shardcast-mr0", 1000, 0.9),
+            ingest("nginx-rtmp", 1000, 0.20),
+            ingest("shardcast", 1000, 0.11),
+            ingest("nginx-rtmp", 1000, 0.30),
+            ingest("shardcast", 1000, 0.12),
+        ];
+        number_rounds(&mut pts);
+        let rounds: Vec<u32> = pts.iter().map(|p| p.round).collect();
+        assert_eq!(rounds, [0, 0, 0, 1, 1, 2, 2]);
+        let r = ratios(&pts, "nginx-rtmp");
+        // Each shardcast run against the nginx run of its own round, not every pair (3 + 1).
+        assert_eq!(r.len(), 4);
+        let sc: Vec<f64> = r
+            .iter()
+            .filter(|x| x.label == "shardcast")
+            .map(|x| x.server_cpu_share.unwrap())
+            .collect();
+        assert_eq!(sc.len(), 3);
+        assert!((sc[0] - 0.4).abs() < 1e-9 && (sc[1] - 0.55).abs() < 1e-9);
+        assert!((sc[2] - 0.4).abs() < 1e-9);
+        let spreads = ratio_spreads(&r);
+        let s = spreads.iter().find(|s| s.label == "shardcast").unwrap();
+        let cpu = s.server_cpu_share.unwrap();
+        assert_eq!(cpu.n, 3);
+        assert!((cpu.median - 0.4).abs() < 1e-9 && (cpu.max - 0.55).abs() < 1e-9);
+        let m = medians(&pts);
+        assert_eq!(m.len(), 3, "one point per series");
+        let nginx = m.iter().find(|p| p.label == "nginx-rtmp").unwrap();
+        assert_eq!(nginx.server_cpu_share, Some(0.25));
+        let t = table(&pts, &r, "nginx-rtmp");
+        assert!(t.contains("0.250 (0.200-0.300, 3 runs)"), "{t}");
+        assert!(t.contains("0.40x (0.40-0.55x, 3 runs)"), "{t}");
+        assert!(t.contains(" 3.60x"), "a single round shows alone: {t}");
+    }
+
+    #[test]
+    fn spread_of_even_and_odd_counts() {
+        assert_eq!(Spread::of([]), None);
+        let s = Spread::of([3.0, 1.0, f64::NAN, 2.0]).unwrap();
+        assert_eq!((s.n, s.median, s.min, s.max), (3, 2.0, 1.0, 3.0));
+        assert_eq!(Spread::of([1.0, 4.0]).unwrap().median, 2.5);
     }
 
     #[test]
