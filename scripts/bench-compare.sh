@@ -20,9 +20,9 @@
 #                With two shards (unless --no-2shard) ingest also runs shardcast-2shard-default:
 #                2 shards on CPUs 0,1, the publishers sharing CPU 1 (server CPU per publisher vs 1
 #                shard; the shared core means it shows the cross-shard overhead, not a speed-up).
-# With --repeat R, the ingest and many-streams series measure nginx-rtmp and shardcast-default R
-# times, alternating (round 1 of both, then round 2, ...; the other variants run in round 1
-# only): both servers' figures move 10-25% between runs on a shared VM, so the table shows each
+# With --repeat R, the ingest and many-streams series measure nginx-rtmp and shardcast-default
+# (and ingest's shardcast-2shard-default) R times, alternating (round 1 of each, then round 2,
+# ...; the other variants run in round 1 only): both servers' figures move 10-25% between runs on a shared VM, so the table shows each
 # figure's median and range and the ratios pair the runs of the same round.
 # The fan-out series runs nginx-rtmp, shardcast-default, shardcast-mw350 and shardcast-mw0-mr0.
 # Without a series option all three run (fan-out, ingest, many-streams); --fanout, --ingest and
@@ -341,16 +341,17 @@ if ((INGEST)); then
       fi
       start_shardcast 1 - 0 && measure_ingest shardcast-default "$m" "$round"
       stop_server
+      if ((TWO_SHARD)); then
+        # Scaling over cores: 2 shards on CPUs 0 and 1, the publishers sharing CPU 1 with
+        # shard 1 (per round too: it is read against shardcast-default of the same round).
+        start_shardcast 2 - 0,1 && measure_ingest shardcast-2shard-default "$m" "$round"
+        stop_server
+      fi
     done
     MR=0 start_shardcast 1 - 0 && measure_ingest shardcast-mr0 "$m"
     stop_server
     MR=350 start_shardcast 1 - 0 && measure_ingest shardcast-mr350 "$m"
     stop_server
-    if ((TWO_SHARD)); then
-      # Scaling over cores: 2 shards on CPUs 0 and 1, the publishers sharing CPU 1 with shard 1.
-      start_shardcast 2 - 0,1 && measure_ingest shardcast-2shard-default "$m"
-      stop_server
-    fi
   done
 fi
 if ((MANY)); then

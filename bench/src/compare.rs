@@ -593,11 +593,17 @@ pub fn svg(points: &[RunPoint]) -> String {
     let all_labels: Vec<String> = labels.iter().chain(ingest_labels.iter()).cloned().collect();
     let legend_h = 20.0 * all_labels.len() as f64 + 10.0;
     let height = 300.0 + legend_h;
-    let width = if ingest.is_empty() { 860 } else { 1290 };
+    // The ingest panel follows the two player panels, or stands alone at the left.
+    let ingest_x = if with_players.is_empty() { 0.0 } else { 860.0 };
+    let width = if ingest.is_empty() {
+        860.0
+    } else {
+        ingest_x + 430.0
+    };
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0}" viewBox="0 0 {width} {height:.0}" font-family="sans-serif">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let cpu_max = nice_ceiling(
@@ -661,7 +667,7 @@ pub fn svg(points: &[RunPoint]) -> String {
         );
         panel_x(
             &mut s,
-            860.0,
+            ingest_x,
             "ingest only: server CPU share of a core",
             "publishers",
             &ingest_colours,
@@ -913,6 +919,12 @@ mod tests {
         assert!(t.contains("ingest only"));
         assert!(t.contains("0.50x"));
         let s = svg(&pts);
+        assert!(s.contains(r#"width="1290""#), "three panels");
+        let alone = svg(&pts[2..]);
+        assert!(
+            alone.contains(r#"width="430""#),
+            "ingest only: one panel, at the left"
+        );
         assert!(s.contains("ingest only: server CPU share"));
         assert!(s.contains("nginx-rtmp [many-streams]"));
         assert!(s.contains("shardcast [ingest]"));
