@@ -248,32 +248,33 @@ pub struct RatioSpread {
     pub label: String,
     pub server_cpu_share: Option<Spread>,
     pub cpu_s_per_gb: Option<Spread>,
+    pub rss: Option<Spread>,
+}
+
+impl Ratio {
+    /// Same server, same load (one series' rounds).
+    fn same_series(&self, other: &Ratio) -> bool {
+        self.label == other.label
+            && self.publishers == other.publishers
+            && self.players == other.players
+    }
 }
 
 /// Each series' per-round ratios folded into median and range.
 pub fn ratio_spreads(ratios: &[Ratio]) -> Vec<RatioSpread> {
     let mut out: Vec<RatioSpread> = Vec::new();
-    for r in ratios {
-        let same = |q: &&Ratio| {
-            q.publishers == r.publishers && q.players == r.players && q.label == r.label
-        };
-        if out
-            .iter()
-            .any(|s| s.publishers == r.publishers && s.players == r.players && s.label == r.label)
-        {
+    for (i, r) in ratios.iter().enumerate() {
+        if ratios[..i].iter().any(|q| q.same_series(r)) {
             continue;
         }
+        let rounds = ratios.iter().filter(|q| q.same_series(r));
         out.push(RatioSpread {
             publishers: r.publishers,
             players: r.players,
             label: r.label.clone(),
-            server_cpu_share: Spread::of(
-                ratios
-                    .iter()
-                    .filter(same)
-                    .filter_map(|q| q.server_cpu_share),
-            ),
-            cpu_s_per_gb: Spread::of(ratios.iter().filter(same).filter_map(|q| q.cpu_s_per_gb)),
+            server_cpu_share: Spread::of(rounds.clone().filter_map(|q| q.server_cpu_share)),
+            cpu_s_per_gb: Spread::of(rounds.clone().filter_map(|q| q.cpu_s_per_gb)),
+            rss: Spread::of(rounds.filter_map(|q| q.rss)),
         });
     }
     out
@@ -339,7 +340,7 @@ pub fn table(points: &[RunPoint], ratios: &[Ratio], baseline: &str) -> String {
             "{:>5} {:>6}  {:<36} {:>9} {:>8} {:>10}",
             "M", "N", "server", "CPU s/GB", "kept-up", "RSS/pl"
         );
-        for r in player_ratios {
+        for r in &player_ratios {
             let _ = writeln!(
                 t,
                 "{:>5} {:>6}  {:<36} {:>8}x {:>7}x {:>9}x",
@@ -350,6 +351,25 @@ pub fn table(points: &[RunPoint], ratios: &[Ratio], baseline: &str) -> String {
                 o(r.kept_up_fraction, 2),
                 o(r.rss_per_player, 2)
             );
+        }
+        let player_ratios: Vec<Ratio> = player_ratios.into_iter().cloned().collect();
+        let repeated: Vec<RatioSpread> = ratio_spreads(&player_ratios)
+            .into_iter()
+            .filter(|r| r.cpu_s_per_gb.is_some_and(|c| c.n > 1))
+            .collect();
+        if !repeated.is_empty() {
+            let _ = writeln!(t, "\nCPU s/GB ratio over rounds, median (range):");
+            for r in repeated {
+                let _ = writeln!(
+                    t,
+                    "{:>5} {:>6}  {:<36} {}",
+                    r.publishers,
+                    r.players,
+                    r.label,
+                    r.cpu_s_per_gb
+                        .map_or_else(|| "-".into(), |c| c.show(2, "x")),
+                );
+            }
         }
     }
     if !ingest.is_empty() {
@@ -391,24 +411,16 @@ pub fn table(points: &[RunPoint], ratios: &[Ratio], baseline: &str) -> String {
             "{:>5}  {:<36} {:>30} {:>8}",
             "M", "server", "CPU share", "RSS"
         );
-        let mut seen: Vec<(u64, &str)> = Vec::new();
-        for r in &ingest_ratios {
-            if seen.contains(&(r.publishers, r.label.as_str())) {
-                continue;
-            }
-            seen.push((r.publishers, r.label.as_str()));
-            let rounds = ingest_ratios
-                .iter()
-                .filter(|q| q.publishers == r.publishers && q.label == r.label);
-            let cpu = Spread::of(rounds.clone().filter_map(|q| q.server_cpu_share));
-            let rss = Spread::of(rounds.filter_map(|q| q.rss));
+        let ingest_ratios: Vec<Ratio> = ingest_ratios.into_iter().cloned().collect();
+        for r in ratio_spreads(&ingest_ratios) {
             let _ = writeln!(
                 t,
                 "{:>5}  {:<36} {:>30} {:>7}x",
                 r.publishers,
                 r.label,
-                cpu.map_or_else(|| "-".into(), |c| c.show(2, "x")),
-                o(rss.map(|s| s.median), 2),
+                r.server_cpu_share
+                    .map_or_else(|| "-".into(), |c| c.show(2, "x")),
+                o(r.rss.map(|s| s.median), 2),
             );
         }
     }
@@ -832,6 +844,19 @@ mod tests {
         assert!(t.contains("0.250 (0.200-0.300, 3 runs)"), "{t}");
         assert!(t.contains("0.40x (0.40-0.55x, 3 runs)"), "{t}");
         assert!(t.contains(" 3.60x"), "a single round shows alone: {t}");
+        assert!(!t.contains("over rounds, median"), "no player series: {t}");
+        // Player series: each round's ratio, then the median over rounds.
+        let mut fan = vec![
+            point("nginx-rtmp", 400, 5.0, 1.0),
+            point("shardcast", 400, 1.5, 1.0),
+            point("nginx-rtmp", 400, 6.0, 1.0),
+            point("shardcast", 400, 1.8, 1.0),
+        ];
+        number_rounds(&mut fan);
+        let r = ratios(&fan, "nginx-rtmp");
+        let t = table(&fan, &r, "nginx-rtmp");
+        assert!(t.contains("shardcast #2"), "{t}");
+        assert!(t.contains("0.30x (0.30-0.30x, 2 runs)"), "{t}");
     }
 
     #[test]
