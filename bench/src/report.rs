@@ -129,19 +129,29 @@ pub struct HostSummary {
 /// The machine's busy cores over a window from its two samples, and how many of them were
 /// neither the server's (`server_cpu_s`) nor this generator's (`own_cpu_s`) CPU seconds.
 pub fn host_summary(
-    start: Option<HostSample>,
-    end: Option<HostSample>,
+    start: Option<&HostSample>,
+    end: Option<&HostSample>,
     server_cpu_s: Option<f64>,
     own_cpu_s: Option<f64>,
 ) -> Option<HostSummary> {
     let (a, b) = (start?, end?);
     let cpus = f64::from(b.cpus.max(1));
-    // Wall time of the interval: every CPU's time went by once.
-    let wall = (b.total_s - a.total_s) / cpus;
+    // Wall time by the clock; without it, from /proc/stat's totals (every CPU's time went by
+    // once), which overcount where idle time is charged twice.
+    let wall = match (a.taken, b.taken) {
+        (Some(t0), Some(t1)) => t1.saturating_duration_since(t0).as_secs_f64(),
+        _ => (b.total_s - a.total_s) / cpus,
+    };
     if wall <= 0.0 {
         return None;
     }
-    let busy = (b.busy_s - a.busy_s).max(0.0) / wall;
+    // Every process's own CPU time where it was read; /proc/stat's tick samples otherwise.
+    let busy_s = if b.processes.is_empty() {
+        b.busy_s - a.busy_s
+    } else {
+        a.process_cpu_since(b)
+    };
+    let busy = busy_s.max(0.0) / wall;
     let ours = (server_cpu_s.unwrap_or(0.0) + own_cpu_s.unwrap_or(0.0)) / wall;
     Some(HostSummary {
         busy_cores: busy,
@@ -311,8 +321,8 @@ pub fn summarize(args: &LoadArgs, out: &RunOutput, per_player: bool) -> Summary 
                     .map(|(a, b)| (b.cpu_s - a.cpu_s).max(0.0))
             };
             host_summary(
-                srv.host_start,
-                srv.host_end,
+                srv.host_start.as_ref(),
+                srv.host_end.as_ref(),
                 delta(srv.window_start, srv.window_end),
                 delta(srv.own_start, srv.own_end),
             )
@@ -532,11 +542,12 @@ mod tests {
             busy_s,
             total_s,
             cpus: 2,
+            ..HostSample::default()
         };
         // 10 s of wall time on 2 CPUs: 14 CPU-seconds busy, 8 of them the server, 3 ours.
         let h = host_summary(
-            Some(at(100.0, 1000.0)),
-            Some(at(114.0, 1020.0)),
+            Some(&at(100.0, 1000.0)),
+            Some(&at(114.0, 1020.0)),
             Some(8.0),
             Some(3.0),
         )
@@ -545,9 +556,27 @@ mod tests {
         assert_eq!(h.cores, 2.0);
         assert!((h.other_cores - 0.3).abs() < 1e-9);
         // Tick rounding never makes it negative.
-        let h = host_summary(Some(at(0.0, 0.0)), Some(at(1.0, 20.0)), Some(2.0), None).unwrap();
+        let h = host_summary(Some(&at(0.0, 0.0)), Some(&at(1.0, 20.0)), Some(2.0), None).unwrap();
         assert_eq!(h.other_cores, 0.0);
-        assert!(host_summary(None, Some(at(1.0, 2.0)), None, None).is_none());
-        assert!(host_summary(Some(at(1.0, 2.0)), Some(at(1.0, 2.0)), None, None).is_none());
+        assert!(host_summary(None, Some(&at(1.0, 2.0)), None, None).is_none());
+        assert!(host_summary(Some(&at(1.0, 2.0)), Some(&at(1.0, 2.0)), None, None).is_none());
+        // With the clock and every process's counters: 10 s of wall time although the totals
+        // claim 27 CPU-seconds per CPU (idle charged twice), and the processes' 14 CPU-seconds
+        // although /proc/stat's ticks caught 2: 1.4 busy cores, 0.3 of them outside the run.
+        let t0 = std::time::Instant::now();
+        let clocked = |busy_s, total_s, s, processes| HostSample {
+            taken: Some(t0 + std::time::Duration::from_secs(s)),
+            processes,
+            ..at(busy_s, total_s)
+        };
+        let h = host_summary(
+            Some(&clocked(100.0, 1000.0, 0, vec![(1, 50.0), (2, 10.0)])),
+            Some(&clocked(102.0, 1054.0, 10, vec![(1, 61.0), (2, 13.0)])),
+            Some(8.0),
+            Some(3.0),
+        )
+        .unwrap();
+        assert!((h.busy_cores - 1.4).abs() < 1e-9, "{h:?}");
+        assert!((h.other_cores - 0.3).abs() < 1e-9);
     }
 }
