@@ -43,22 +43,29 @@ fn clock_ticks() -> f64 {
     }
 }
 
-/// The roots and every descendant currently alive.
-fn process_tree(roots: &[i32]) -> Vec<i32> {
+/// Every process alive: (pid, ppid, utime + stime in ticks), sorted by pid. The one walk of
+/// /proc that the server's tree and the machine's busy time both read.
+fn every_process() -> Vec<(i32, i32, u64)> {
+    let mut v: Vec<(i32, i32, u64)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (ppid, ticks) = parse_stat(&stat)?;
+            Some((pid, ppid, ticks))
+        })
+        .collect();
+    v.sort_unstable_by_key(|&(pid, _, _)| pid);
+    v
+}
+
+/// The roots and every descendant among `procs`, with their CPU ticks.
+fn process_tree(roots: &[i32], procs: &[(i32, i32, u64)]) -> Vec<(i32, u64)> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            if let Some((ppid, _)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .as_deref()
-                .and_then(parse_stat)
-            {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
+    for &(pid, ppid, _) in procs {
+        children.entry(ppid).or_default().push(pid);
     }
     let mut seen = HashSet::new();
     let mut stack: Vec<i32> = roots.to_vec();
@@ -67,9 +74,11 @@ fn process_tree(roots: &[i32]) -> Vec<i32> {
             stack.extend(children.get(&p).into_iter().flatten());
         }
     }
-    let mut v: Vec<i32> = seen.into_iter().collect();
-    v.sort_unstable();
-    v
+    procs
+        .iter()
+        .filter(|(pid, _, _)| seen.contains(pid))
+        .map(|&(pid, _, ticks)| (pid, ticks))
+        .collect()
 }
 
 /// Samples the process trees rooted at `roots`; `None` when there is nothing to sample.
@@ -79,14 +88,7 @@ pub fn sample(roots: &[i32]) -> Option<ProcSample> {
     }
     let ticks = clock_ticks();
     let mut s = ProcSample::default();
-    for pid in process_tree(roots) {
-        let Some((_, t)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .as_deref()
-            .and_then(parse_stat)
-        else {
-            continue;
-        };
+    for (pid, t) in process_tree(roots, &every_process()) {
         s.cpu_s += t as f64 / ticks;
         s.rss_kib += std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
@@ -166,30 +168,16 @@ fn parse_host(stat: &str, ticks: f64) -> Option<HostSample> {
     })
 }
 
-/// Every process's CPU seconds, by pid.
-fn all_processes(ticks: f64) -> Vec<(i32, f64)> {
-    let mut v: Vec<(i32, f64)> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (_, t) = parse_stat(&stat)?;
-            Some((pid, t as f64 / ticks))
-        })
-        .collect();
-    v.sort_unstable_by_key(|&(pid, _)| pid);
-    v
-}
-
 /// Samples the machine's CPU time; `None` without /proc/stat.
 pub fn host() -> Option<HostSample> {
     let taken = std::time::Instant::now();
     let ticks = clock_ticks();
     let mut h = parse_host(&std::fs::read_to_string("/proc/stat").ok()?, ticks)?;
     h.taken = Some(taken);
-    h.processes = all_processes(ticks);
+    h.processes = every_process()
+        .into_iter()
+        .map(|(pid, _, t)| (pid, t as f64 / ticks))
+        .collect();
     Some(h)
 }
 
